@@ -1,0 +1,5 @@
+"""sonik_pipeline: Sonik's play-event lakehouse as a Dagster code location."""
+
+from sonik_pipeline.definitions import defs
+
+__all__ = ["defs"]

@@ -1,0 +1,1 @@
+"""Thin Dagster wrappers over the lakehouse: orchestration and metadata, no table logic."""

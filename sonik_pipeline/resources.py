@@ -1,0 +1,53 @@
+"""Dagster resources: the Iceberg catalog and the play-event source, each a small typed setting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+from pyiceberg.catalog import Catalog
+
+from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.events import RawBatch, landing_events, synthetic_events
+from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY
+
+
+class LakehouseCatalog(dg.ConfigurableResource):
+    """The Iceberg catalog and warehouse every asset reads and writes."""
+
+    catalog_name: str = Field(default=CATALOG_NAME, description="Iceberg catalog name.")
+    catalog_uri: str = Field(
+        description="Catalog URI: sqlite:///... (embedded), postgresql+psycopg://... or http(s):// (REST)."
+    )
+    warehouse: str = Field(description="Warehouse root: file:///... locally, s3://bucket/path in production.")
+
+    def load(self) -> Catalog:
+        return open_catalog(self.catalog_name, self.catalog_uri, self.warehouse)
+
+
+class PlaySource(dg.ConfigurableResource):
+    """Where a day's play events come from: the synthetic stream or the app's landing zone."""
+
+    kind: Literal["synthetic", "landing"] = Field(
+        default="synthetic",
+        description="synthetic: deterministic generated events; landing: files in landing_dir.",
+    )
+    events_per_day: int = Field(default=DEFAULT_EVENTS_PER_DAY, description="Synthetic events per day.")
+    seed: int = Field(default=0, description="Synthetic seed; the same seed and day give the same events.")
+    landing_dir: str = Field(
+        default="landing", description="Landing zone root holding plays/YYYY-MM-DD/*.jsonl and *.parquet."
+    )
+
+    def events(self, day: dt.date) -> Iterator[RawBatch]:
+        if self.kind == "landing":
+            return landing_events(Path(self.landing_dir), day)
+        return synthetic_events(day, self.events_per_day, self.seed)
+
+    def describe(self) -> str:
+        if self.kind == "landing":
+            return f"landing zone {self.landing_dir}"
+        return f"synthetic ({self.events_per_day:,} events/day, seed {self.seed})"
