@@ -26,9 +26,7 @@ def table_preview(rows: pa.Table, limit: int = 10) -> dg.TableMetadataValue:
     head = rows.slice(0, limit)
     schema = dg.TableSchema(
         columns=[
-            dg.TableColumn(
-                f.name, next((v for k, v in _COLUMN_TYPE.items() if str(f.type).startswith(k)), "string")
-            )
+            dg.TableColumn(f.name, next((v for k, v in _COLUMN_TYPE.items() if str(f.type).startswith(k)), "string"))
             for f in head.schema
         ]
     )

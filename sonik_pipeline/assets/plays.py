@@ -85,9 +85,7 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 # Days committed before this one did land: record them, then fail with the reason.
                 for committed in done:
                     context.log_event(dg.AssetMaterialization(asset_key=PLAYS_KEY, partition=committed))
-                raise dg.Failure(
-                    description=str(exc), metadata={"failed_day": key, "days_committed": done}
-                ) from exc
+                raise dg.Failure(description=str(exc), metadata={"failed_day": key, "days_committed": done}) from exc
             context.add_asset_metadata(_day_metadata(result), partition_key=key)
             context.log.info(
                 f"{key}: wrote {result.plays.rows_added:,} rows in snapshot {result.plays.snapshot_id} "
