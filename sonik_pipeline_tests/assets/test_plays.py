@@ -40,7 +40,9 @@ def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 def _count(catalog: Catalog, day: str) -> int:
     start = dt.datetime.fromisoformat(day)
     table = catalog.load_table("music.plays")
-    return table.scan(row_filter=f"played_at >= '{start.isoformat()}' and played_at < '{(start + dt.timedelta(days=1)).isoformat()}'").count()
+    return table.scan(
+        row_filter=f"played_at >= '{start.isoformat()}' and played_at < '{(start + dt.timedelta(days=1)).isoformat()}'"
+    ).count()
 
 
 def test_first_materialization_writes_the_day_and_reports_it(defs, catalog: Catalog) -> None:
@@ -100,12 +102,29 @@ def _landing_defs(settings: Settings, landing: Path) -> dg.Definitions:
 
 BAD_LINES = [
     "{this is not json",
-    json.dumps({"play_id": "bad-type", "user_id": "abc", "track_id": 1, "artist": "A", "title": "T",
-                "played_at": "2026-04-20T10:00:00Z"}),  # fmt: skip
-    json.dumps({"play_id": "bad-missing", "user_id": 1, "track_id": 1, "artist": "A",
-                "played_at": "2026-04-20T10:00:00Z"}),  # fmt: skip
-    json.dumps({"play_id": "bad-day", "user_id": 1, "track_id": 1, "artist": "A", "title": "T",
-                "played_at": "2026-04-19T23:59:59Z"}),  # fmt: skip
+    json.dumps(
+        {
+            "play_id": "bad-type",
+            "user_id": "abc",
+            "track_id": 1,
+            "artist": "A",
+            "title": "T",
+            "played_at": "2026-04-20T10:00:00Z",
+        }
+    ),  # fmt: skip
+    json.dumps(
+        {"play_id": "bad-missing", "user_id": 1, "track_id": 1, "artist": "A", "played_at": "2026-04-20T10:00:00Z"}
+    ),  # fmt: skip
+    json.dumps(
+        {
+            "play_id": "bad-day",
+            "user_id": 1,
+            "track_id": 1,
+            "artist": "A",
+            "title": "T",
+            "played_at": "2026-04-19T23:59:59Z",
+        }
+    ),  # fmt: skip
 ]
 
 
