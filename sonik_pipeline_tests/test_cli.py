@@ -1,0 +1,122 @@
+"""The pipeline as a user runs it: the dagster and sonik commands in subprocesses, then the tutorial's readers."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sonik_pipeline.cli import last_complete_days
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def user_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIK_", "PYICEBERG_"))}
+    env.update(SONIK_HOME=str(tmp_path / "lakehouse"), HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    return env
+
+
+def _python(code: str, env: dict[str, str], cwd: Path) -> str:
+    return _run([str(BIN / "python"), "-c", textwrap.dedent(code)], env, cwd).stdout
+
+
+COUNT_AND_SNAPSHOTS = """
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog("sonik", **{"uri": "sqlite:///lakehouse/catalog.db", "warehouse": "file://./lakehouse/warehouse"})
+    table = catalog.load_table("music.plays")
+    print(table.scan().to_arrow().num_rows, len(table.snapshots()))
+"""
+
+
+@pytest.mark.slow
+def test_materializing_a_day_twice_leaves_one_copy_and_one_more_snapshot(tmp_path: Path, user_env) -> None:
+    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays",
+           "--partition", "2026-04-20"]  # fmt: skip
+
+    _run(cmd, user_env, tmp_path)
+    assert _python(COUNT_AND_SNAPSHOTS, user_env, tmp_path).split() == ["50000", "1"]
+
+    _run(cmd, user_env, tmp_path)
+    assert _python(COUNT_AND_SNAPSHOTS, user_env, tmp_path).split() == ["50000", "2"]
+
+
+@pytest.mark.slow
+def test_a_partition_range_writes_each_day_in_its_own_directory(tmp_path: Path, user_env) -> None:
+    user_env["SONIK_EVENTS_PER_DAY"] = "1000"
+
+    _run([str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays",
+          "--partition-range", "2026-04-14...2026-04-20"], user_env, tmp_path)  # fmt: skip
+
+    data = tmp_path / "lakehouse" / "warehouse" / "music" / "plays" / "data"
+    assert sorted(p.name for p in data.iterdir()) == [f"played_day=2026-04-{d}" for d in range(14, 21)]
+    assert _python(COUNT_AND_SNAPSHOTS, user_env, tmp_path).split() == ["7000", "7"]
+
+    # The tutorial's read side works unchanged on what the pipeline wrote (DuckDB's extension installed
+    # once from the local wheel files, after which the tutorial's own `INSTALL iceberg` needs no network).
+    _python("import duckdb; from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg; "
+            "load_iceberg(duckdb.connect())", user_env, tmp_path)  # fmt: skip
+    out = _python(
+        """
+        import duckdb
+        from pyiceberg.catalog.sql import SqlCatalog
+        catalog = SqlCatalog("sonik", **{"uri": "sqlite:///lakehouse/catalog.db", "warehouse": "file://./lakehouse/warehouse"})
+        table = catalog.load_table("music.plays")
+        df = table.scan(selected_fields=["artist"]).to_pandas()
+        print(df["artist"].value_counts().head(10).index[0])
+        for snapshot in table.snapshots():
+            print(snapshot.snapshot_id, snapshot.timestamp_ms, snapshot.summary.get("operation"),
+                  snapshot.summary.get("total-records"))
+        snapshots = list(table.snapshots())
+        print(len(table.scan(snapshot_id=snapshots[1].snapshot_id).to_pandas()))
+        con = duckdb.connect()
+        con.execute("INSTALL iceberg; LOAD iceberg;")
+        metadata_path = table.metadata_location
+        print(con.execute(f"SELECT COUNT(*) FROM iceberg_scan('{metadata_path}')").fetchone()[0])
+        result = con.execute(f'''
+            SELECT artist, COUNT(*) AS plays FROM iceberg_scan('{metadata_path}')
+            WHERE played_at > current_timestamp - INTERVAL 3 DAY GROUP BY artist ORDER BY plays DESC LIMIT 10
+        ''').fetchdf()
+        print(type(result).__name__)
+        """,
+        user_env,
+        tmp_path,
+    )
+    lines = out.splitlines()
+    assert lines[0] == "The Weeknd"
+    assert [line.split()[-1] for line in lines[1:8]] == [str(1000 * n) for n in range(1, 8)]  # total-records grows
+    assert lines[8:] == ["2000", "7000", "DataFrame"]
+
+
+def test_sonik_landing_writes_files_the_landing_source_reads(tmp_path: Path, user_env) -> None:
+    out = _run([str(BIN / "sonik"), "landing", "--start", "2026-04-19", "--end", "2026-04-20", "--events", "300",
+                "--files", "3"], user_env, tmp_path).stdout  # fmt: skip
+
+    assert "2026-04-20: 300 events in 3 jsonl files" in out
+    files = sorted((tmp_path / "lakehouse" / "landing" / "plays" / "2026-04-20").iterdir())
+    assert [f.name for f in files] == ["part-000.jsonl", "part-001.jsonl", "part-002.jsonl"]
+    assert sum(len(f.read_text().splitlines()) for f in files) == 300
+
+
+def test_sonik_errors_are_one_line(tmp_path: Path, user_env) -> None:
+    result = subprocess.run([str(BIN / "sonik"), "landing", "--start", "2026-04-20", "--end", "2026-04-19"],
+                            env=user_env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == "sonik: error: --end 2026-04-19 is before --start 2026-04-20"
+
+
+def test_last_complete_days_end_yesterday() -> None:
+    import datetime as dt
+
+    assert last_complete_days(7, dt.date(2026, 4, 21)) == (dt.date(2026, 4, 14), dt.date(2026, 4, 20))
