@@ -1,0 +1,217 @@
+"""Writing to Iceberg: stage Parquet data files in bounded memory, then replace a partition in one commit.
+
+A day is replaced by a single OVERWRITE snapshot that removes the day's old files and adds the new
+ones, so readers see either the old day or the new day, never both and never neither. Conflicts with
+other writers are retried by PyIceberg itself (``commit.retry.*`` table properties) on the refreshed
+table; only a concurrent change to the *same* partition makes the plan stale, and then the replace is
+planned again against the fresh table with the same staged files (last writer wins, one copy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.expressions import BooleanExpression
+from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_arrow_table, pyarrow_to_schema, write_file
+from pyiceberg.manifest import DataFile
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table, TableProperties, WriteTask
+
+log = logging.getLogger(__name__)
+
+# How many times a replace is re-planned when another writer changed the same partition meanwhile.
+MAX_REPLANS = 10
+
+
+@dataclass(frozen=True)
+class CommitReport:
+    """What one commit did, read back from its snapshot."""
+
+    snapshot_id: int
+    operation: str
+    files_added: int
+    bytes_added: int
+    files_removed: int
+    rows_added: int
+    rows_removed: int
+    table_rows: int
+    table_files: int
+    replans: int = 0
+
+
+class FileStager:
+    """Writes Arrow batches as target-sized Parquet data files of ``table``, holding at most one file's rows.
+
+    Uses PyIceberg's own writer (field ids, column statistics, partition paths, file naming), so the
+    files are exactly what ``table.append`` would have written; they become visible only when committed.
+    """
+
+    def __init__(self, table: Table):
+        self._table = table
+        self._arrow_schema = table.schema().as_arrow()
+        self._target_bytes = int(
+            table.properties.get(
+                TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+            )
+        )
+        self._write_uuid = uuid.uuid4()
+        self._counter = itertools.count(0)
+        self._pending: list[pa.Table] = []
+        self._pending_bytes = 0
+        self.data_files: list[DataFile] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(f.record_count for f in self.data_files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.file_size_in_bytes for f in self.data_files)
+
+    def add(self, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        self._pending.append(rows.select(self._arrow_schema.names).cast(self._arrow_schema))
+        self._pending_bytes += rows.nbytes
+        if self._pending_bytes >= self._target_bytes:
+            self._flush()
+
+    def finish(self) -> list[DataFile]:
+        self._flush()
+        return self.data_files
+
+    def discard(self) -> None:
+        """Delete staged files that will never be committed (they would otherwise be orphans)."""
+        self._flush()
+        for data_file in self.data_files:
+            self._table.io.delete(data_file.file_path)
+        self.data_files = []
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        chunk = pa.concat_tables(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        metadata = self._table.metadata
+        key = _single_partition_key(metadata.spec(), metadata.schema(), chunk)
+        if key is None:
+            files = _dataframe_to_data_files(
+                table_metadata=metadata, df=chunk, io=self._table.io, write_uuid=self._write_uuid, counter=self._counter
+            )
+        else:
+            # One partition (a day of plays): skip PyIceberg's split-by-partition, which copies every row.
+            task_schema = pyarrow_to_schema(chunk.schema, name_mapping=metadata.schema().name_mapping)
+            files = write_file(
+                io=self._table.io,
+                table_metadata=metadata,
+                tasks=(
+                    WriteTask(self._write_uuid, next(self._counter), task_schema, batches, partition_key=key)
+                    for batches in bin_pack_arrow_table(chunk, self._target_bytes)
+                ),
+            )
+        self.data_files.extend(files)
+
+
+def _single_partition_key(spec: PartitionSpec, schema: Schema, rows: pa.Table) -> PartitionKey | None:
+    """The partition all ``rows`` belong to, or None when they span several (or the table is unpartitioned)."""
+    if spec.is_unpartitioned():
+        return None
+    values = []
+    for field in spec.fields:
+        source = schema.find_field(field.source_id)
+        partition_values = pc.unique(field.transform.pyarrow_transform(source.field_type)(rows.column(source.name)))
+        if len(partition_values) != 1:
+            return None
+        values.append(PartitionFieldValue(field=field, value=partition_values[0].as_py()))
+    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
+
+
+def stage_files(table: Table, chunks: Iterable[pa.Table]) -> list[DataFile]:
+    stager = FileStager(table)
+    for chunk in chunks:
+        stager.add(chunk)
+    return stager.finish()
+
+
+def _files_in(table: Table, partition_filter: BooleanExpression) -> list[DataFile]:
+    return [task.file for task in table.scan(row_filter=partition_filter).plan_files()]
+
+
+def replace_partition(
+    table: Table,
+    partition_filter: BooleanExpression,
+    new_files: list[DataFile],
+    snapshot_properties: Mapping[str, str],
+) -> CommitReport:
+    """Atomically swap the files of the partition(s) matched by ``partition_filter`` for ``new_files``.
+
+    ``partition_filter`` must select whole partitions (for plays: one day of ``played_at``).
+    """
+    properties = {k: str(v) for k, v in snapshot_properties.items()}
+    for replans in range(MAX_REPLANS + 1):
+        table.refresh()
+        old_files = _files_in(table, partition_filter)
+        if not old_files and not new_files:
+            snapshot = table.current_snapshot()
+            return _report(table, snapshot.snapshot_id if snapshot else 0, replans, committed=False)
+        try:
+            with table.transaction() as txn:
+                # Always an overwrite producer, even for an empty day: unlike a fast append it validates
+                # that no other writer added files to this partition meanwhile (serializable isolation).
+                producer = txn.update_snapshot(snapshot_properties=properties).overwrite()
+                with producer:
+                    # Scopes conflict detection to this partition: writers of other days never conflict.
+                    producer.delete_by_predicate(partition_filter)
+                    for data_file in old_files:
+                        producer.delete_data_file(data_file)
+                    for data_file in new_files:
+                        producer.append_data_file(data_file)
+                snapshot_id = producer.snapshot_id
+        except ValidationException as stale_plan:
+            if replans == MAX_REPLANS:
+                raise CommitFailedException(
+                    f"{_name(table)}: gave up replacing the partition after {MAX_REPLANS} concurrent changes "
+                    f"to it: {stale_plan}"
+                ) from stale_plan
+            log.warning("%s: partition changed concurrently (%s); planning the replace again", _name(table), stale_plan)
+            continue
+        return _report(table, snapshot_id, replans)
+    raise AssertionError("unreachable")
+
+
+def _report(table: Table, snapshot_id: int, replans: int, committed: bool = True) -> CommitReport:
+    table.refresh()
+    snapshot = table.snapshot_by_id(snapshot_id) if committed else None
+    summary = snapshot.summary if snapshot else None
+
+    def count(key: str) -> int:
+        return int(summary.get(key) or 0) if summary is not None else 0
+
+    # Table totals as of this commit (a later writer's totals would be someone else's story).
+    reference = snapshot or table.current_snapshot()
+    totals = reference.summary if reference and reference.summary else {}
+    return CommitReport(
+        snapshot_id=snapshot_id,
+        operation=summary.operation.value if summary else "none",
+        files_added=count("added-data-files"),
+        bytes_added=count("added-files-size"),
+        files_removed=count("deleted-data-files"),
+        rows_added=count("added-records"),
+        rows_removed=count("deleted-records"),
+        table_rows=int(totals.get("total-records") or 0),
+        table_files=int(totals.get("total-data-files") or 0),
+        replans=replans,
+    )
+
+
+
+def _name(table: Table) -> str:
+    return ".".join(table.name())

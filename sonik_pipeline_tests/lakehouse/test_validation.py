@@ -1,0 +1,143 @@
+import datetime as dt
+import json
+
+import pyarrow as pa
+import pytest
+
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile, synthetic_batch
+from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
+from sonik_pipeline.lakehouse.validation import DUPLICATE_REASON, DayValidator
+
+DAY = dt.date(2026, 4, 20)
+GOOD = {"play_id": "p-good", "user_id": 7, "track_id": 3, "artist": "Drake", "title": "One Dance",
+        "played_at": "2026-04-20T10:00:00Z", "duration_seconds": 180, "country": "US", "device": "tv"}  # fmt: skip
+
+
+def _lines(*payloads: str) -> JsonLines:
+    return JsonLines(pa.array(payloads, pa.string()), pa.array(range(1, len(payloads) + 1), pa.int64()), "day.jsonl")
+
+
+def _event(**changes) -> str:
+    return json.dumps({**GOOD, "play_id": f"p-{len(changes)}-{sorted(changes)}", **changes})
+
+
+def _only_reason(payload: str) -> str:
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(payload))
+    assert valid.num_rows == 0
+    assert rejected.num_rows == 1
+    return rejected.column("reason")[0].as_py()
+
+
+def test_a_good_event_is_kept_typed_as_the_schema() -> None:
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(json.dumps(GOOD)))
+
+    assert rejected.num_rows == 0
+    assert valid.to_pylist() == [{**GOOD, "played_at": dt.datetime(2026, 4, 20, 10)}]
+    assert valid.schema.field("played_at").type == pa.timestamp("us")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (_event(user_id="abc"), 'wrong type for user_id: expected an integer, got VARCHAR "abc"'),
+        (_event(track_id=1.5), "wrong type for track_id: expected an integer, got DOUBLE 1.5"),
+        (_event(played_at="yesterday"), "wrong type for played_at: expected an ISO-8601 timestamp"),
+        (_event(duration_seconds=2**40), "wrong type for duration_seconds: expected a 32-bit integer"),
+        (_event(artist=None), "missing required field artist"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "title"}), "missing required field title"),
+        (_event(played_at="2026-04-21T00:00:00Z"), "played_at outside 2026-04-20 (UTC): 2026-04-21 00:00:00"),
+        (_event(played_at="2026-04-20T23:30:00-02:00"), "played_at outside 2026-04-20 (UTC): 2026-04-21 01:30:00"),
+        (_event(duration_seconds=-1), "duration_seconds out of range 0..86400: -1"),
+        (_event(duration_seconds=86_401), "duration_seconds out of range 0..86400: 86401"),
+        (_event(country="usa"), "country is not a two-letter code: usa"),
+    ],
+)
+def test_each_bad_event_is_rejected_with_its_reason(payload: str, reason: str) -> None:
+    assert _only_reason(payload).startswith(reason)
+
+
+def test_offsets_are_converted_to_utc_and_naive_times_taken_as_utc() -> None:
+    payloads = [_event(played_at="2026-04-20T01:30:00+02:00"), _event(played_at="2026-04-20 05:00:00")]
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(*payloads))
+
+    assert valid.column("played_at").to_pylist() == [dt.datetime(2026, 4, 20, 5)]
+    assert rejected.column("reason").to_pylist() == ["played_at outside 2026-04-20 (UTC): 2026-04-19 23:30:00"]
+
+
+def test_rejects_keep_the_raw_payload_file_and_line() -> None:
+    _, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(json.dumps(GOOD), "{broken"))
+
+    assert rejected.to_pylist() == [
+        {"play_id": None, "reason": "malformed JSON", "payload": "{broken", "source_file": "day.jsonl",
+         "source_line": 2}  # fmt: skip
+    ]
+
+
+def test_duplicate_play_ids_are_dropped_within_and_across_batches_first_one_wins() -> None:
+    validator = DayValidator(PLAYS_SCHEMA, DAY)
+    first, second = json.dumps(GOOD), json.dumps({**GOOD, "device": "mobile"})
+
+    valid1, rejected1 = validator.classify(_lines(first, second))
+    valid2, rejected2 = validator.classify(_lines(first, json.dumps({**GOOD, "play_id": "p-other"})))
+
+    assert valid1.column("device").to_pylist() == ["tv"]
+    assert rejected1.column("reason").to_pylist() == [DUPLICATE_REASON]
+    assert valid2.column("play_id").to_pylist() == ["p-other"]
+    assert rejected2.column("reason").to_pylist() == [DUPLICATE_REASON]
+    assert validator.totals.duplicates == 2
+    assert validator.totals.invalid == 0
+
+
+def test_a_rejected_event_does_not_make_a_later_good_one_a_duplicate() -> None:
+    bad = json.dumps({**GOOD, "country": "nowhere"})
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(bad, json.dumps(GOOD)))
+
+    assert valid.num_rows == 1
+    assert rejected.column("reason").to_pylist() == ["country is not a two-letter code: nowhere"]
+
+
+def test_clean_columnar_batches_pass_whole_and_every_event_is_accounted_for() -> None:
+    validator = DayValidator(PLAYS_SCHEMA, DAY)
+    events = synthetic_batch(DAY, 10_000)
+
+    valid, rejected = validator.classify(ArrowRows(events, "synthetic"))
+
+    assert (valid.num_rows, rejected.num_rows) == (10_000, 0)
+    assert valid.column("play_id").to_pylist() == events.column("play_id").to_pylist()
+    assert validator.totals.seen == validator.totals.valid + validator.totals.rejected
+
+
+def test_mistyped_parquet_columns_are_cast_or_rejected_per_row() -> None:
+    rows = pa.table(
+        {
+            "play_id": ["a", "b"],
+            "user_id": ["12", "twelve"],  # strings in an integer column
+            "track_id": [1, 2],
+            "artist": ["Drake", "Drake"],
+            "title": ["One Dance", "One Dance"],
+            "played_at": pa.array([dt.datetime(2026, 4, 20, 8), dt.datetime(2026, 4, 20, 9)],
+                                  pa.timestamp("us", tz="UTC")),  # fmt: skip
+            "duration_seconds": [100, 200],
+        }
+    )
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(ArrowRows(rows, "day.parquet"))
+
+    assert valid.column("user_id").to_pylist() == [12]
+    assert valid.column("country").to_pylist() == [None]  # absent optional column reads null
+    assert rejected.column("reason").to_pylist() == ["wrong type for user_id: expected an integer, got twelve"]
+    assert json.loads(rejected.column("payload")[0].as_py())["user_id"] == "twelve"
+
+
+def test_an_unreadable_file_is_quarantined_not_skipped() -> None:
+    validator = DayValidator(PLAYS_SCHEMA, DAY)
+
+    valid, rejected = validator.classify(UnreadableFile("bad.parquet", "unreadable Parquet file: magic bytes"))
+
+    assert valid.num_rows == 0
+    assert rejected.column("source_file").to_pylist() == ["bad.parquet"]
+    assert validator.totals.rejected_by_reason == {"unreadable Parquet file": 1}
