@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
 from sonik_pipeline.lakehouse.events import RawBatch, landing_events, synthetic_events
 from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY
 
@@ -51,3 +55,14 @@ class PlaySource(dg.ConfigurableResource):
         if self.kind == "landing":
             return f"landing zone {self.landing_dir}"
         return f"synthetic ({self.events_per_day:,} events/day, seed {self.seed})"
+
+
+class LakehouseDuckDB(DuckDBResource):
+    """DuckDB with the iceberg extension loaded (installed offline from the wheels when missing), in UTC."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with super().get_connection() as con:
+            load_iceberg(con)
+            con.execute("SET TimeZone = 'UTC'")
+            yield con

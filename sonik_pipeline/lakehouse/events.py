@@ -159,12 +159,8 @@ def catalogue() -> Catalogue:
         track_title=pa.array(titles, pa.large_string()),
         track_length_s=lengths,
         track_sampler=_sampler(np.concatenate(weights)),
-        user_country=np.searchsorted(
-            _cdf(np.array(list(COUNTRY_WEIGHTS.values()))), rng.random(N_USERS), side="right"
-        ),
-        user_device=np.searchsorted(
-            _cdf(np.array(list(DEVICE_WEIGHTS.values()))), rng.random(N_USERS), side="right"
-        ),
+        user_country=np.searchsorted(_cdf(np.array(list(COUNTRY_WEIGHTS.values()))), rng.random(N_USERS), side="right"),
+        user_device=np.searchsorted(_cdf(np.array(list(DEVICE_WEIGHTS.values()))), rng.random(N_USERS), side="right"),
         user_sampler=_sampler(rng.lognormal(0.0, 1.2, N_USERS)),
         countries=pa.array(countries, pa.large_string()),
         devices=pa.array(devices, pa.large_string()),
@@ -173,7 +169,7 @@ def catalogue() -> Catalogue:
 
 _HEX_PAIRS = np.array([ord(f"{b:02x}"[0]) | ord(f"{b:02x}"[1]) << 8 for b in range(256)], dtype="<u2")
 # Where each of a UUID's 36 characters comes from among 32 hex digits plus a trailing "-" (index 32).
-_UUID_LAYOUT = np.array([*range(0, 8), 32, *range(8, 12), 32, *range(12, 16), 32, *range(16, 20), 32, *range(20, 32)])
+_UUID_LAYOUT = np.array([*range(8), 32, *range(8, 12), 32, *range(12, 16), 32, *range(16, 20), 32, *range(20, 32)])
 
 
 def _uuid4_strings(rng: np.random.Generator, n: int) -> pa.Array:
@@ -298,7 +294,9 @@ def landing_events(landing_dir: Path, day: dt.date) -> Iterator[RawBatch]:
         yield from (_read_jsonl(path) if path.suffix == ".jsonl" else _read_parquet(path))
 
 
-def write_landing_day(landing_dir: Path, day: dt.date, events: pa.Table, files: int = 4, fmt: str = "jsonl") -> list[Path]:
+def write_landing_day(
+    landing_dir: Path, day: dt.date, events: pa.Table, files: int = 4, fmt: str = "jsonl"
+) -> list[Path]:
     """Drop a day of events as the app would: ``files`` parts under ``<landing>/plays/<day>/``."""
     import duckdb
 
@@ -326,4 +324,3 @@ def write_landing_day(landing_dir: Path, day: dt.date, events: pa.Table, files: 
     finally:
         con.close()
     return written
-

@@ -71,9 +71,11 @@ class DayIngestResult:
 
 def _as_reject_rows(rejected: pa.Table, day: dt.date, run_id: str | None, now: dt.datetime) -> pa.Table:
     n = rejected.num_rows
-    return rejected.append_column("ingest_day", pa.array([day] * n, pa.date32())).append_column(
-        "rejected_at", pa.array([now] * n, pa.timestamp("us"))
-    ).append_column("dagster_run_id", pa.array([run_id] * n, pa.string()))
+    return (
+        rejected.append_column("ingest_day", pa.array([day] * n, pa.date32()))
+        .append_column("rejected_at", pa.array([now] * n, pa.timestamp("us")))
+        .append_column("dagster_run_id", pa.array([run_id] * n, pa.string()))
+    )
 
 
 def ingest_day(

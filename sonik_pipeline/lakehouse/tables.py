@@ -98,9 +98,7 @@ PLAYS_REJECTED = TableDef(
         NestedField(7, "rejected_at", TimestampType(), required=True, doc="UTC time of the ingest"),
         NestedField(8, "dagster_run_id", StringType(), doc="The run that quarantined it"),
     ),
-    spec=PartitionSpec(
-        PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="ingest_day")
-    ),
+    spec=PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="ingest_day")),
 )
 
 

@@ -335,7 +335,8 @@ class DayValidator:
                 "reason": rejected_reasons,
                 "payload": payloads,
                 "source_file": pa.array([raw.source_file] * len(rejected_reasons), pa.string()),
-                "source_line": source_lines.filter(bad) if source_lines is not None
+                "source_line": source_lines.filter(bad)
+                if source_lines is not None
                 else pa.nulls(len(rejected_reasons), pa.int64()),
             },
             schema=REJECT_SCHEMA,

@@ -212,6 +212,5 @@ def _report(table: Table, snapshot_id: int, replans: int, committed: bool = True
     )
 
 
-
 def _name(table: Table) -> str:
     return ".".join(table.name())

@@ -58,9 +58,19 @@ def test_new_optional_column_in_code_is_added_without_rewriting_data(catalog: Ca
     # Given a table holding data
     table, _ = ensure_table(catalog, PLAYS)
     rows = pa.Table.from_pylist(
-        [{"play_id": "p1", "user_id": 1, "track_id": 2, "artist": "Drake", "title": "One Dance",
-          "played_at": pa.scalar(1_776_643_200_000_000, pa.timestamp("us")).as_py(),
-          "duration_seconds": 100, "country": "US", "device": "tv"}],  # fmt: skip
+        [
+            {
+                "play_id": "p1",
+                "user_id": 1,
+                "track_id": 2,
+                "artist": "Drake",
+                "title": "One Dance",
+                "played_at": pa.scalar(1_776_643_200_000_000, pa.timestamp("us")).as_py(),
+                "duration_seconds": 100,
+                "country": "US",
+                "device": "tv",
+            }
+        ],  # fmt: skip
         schema=table.schema().as_arrow(),
     )
     table.append(rows)
@@ -83,7 +93,10 @@ def test_new_optional_column_in_code_is_added_without_rewriting_data(catalog: Ca
 @pytest.mark.parametrize(
     ("new_field", "message"),
     [
-        (NestedField(10, "subscription_tier", StringType(), required=True), "cannot add required column 'subscription_tier'"),
+        (
+            NestedField(10, "subscription_tier", StringType(), required=True),
+            "cannot add required column 'subscription_tier'",
+        ),
         (NestedField(7, "duration_seconds", StringType()), "cannot change column 'duration_seconds'"),
     ],
 )

@@ -71,8 +71,13 @@ def test_rejects_keep_the_raw_payload_file_and_line() -> None:
     _, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(json.dumps(GOOD), "{broken"))
 
     assert rejected.to_pylist() == [
-        {"play_id": None, "reason": "malformed JSON", "payload": "{broken", "source_file": "day.jsonl",
-         "source_line": 2}  # fmt: skip
+        {
+            "play_id": None,
+            "reason": "malformed JSON",
+            "payload": "{broken",
+            "source_file": "day.jsonl",
+            "source_line": 2,
+        }  # fmt: skip
     ]
 
 
@@ -119,8 +124,9 @@ def test_mistyped_parquet_columns_are_cast_or_rejected_per_row() -> None:
             "track_id": [1, 2],
             "artist": ["Drake", "Drake"],
             "title": ["One Dance", "One Dance"],
-            "played_at": pa.array([dt.datetime(2026, 4, 20, 8), dt.datetime(2026, 4, 20, 9)],
-                                  pa.timestamp("us", tz="UTC")),  # fmt: skip
+            "played_at": pa.array(
+                [dt.datetime(2026, 4, 20, 8), dt.datetime(2026, 4, 20, 9)], pa.timestamp("us", tz="UTC")
+            ),  # fmt: skip
             "duration_seconds": [100, 200],
         }
     )

@@ -1,7 +1,6 @@
 import datetime as dt
-import threading
-
 import logging
+import threading
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -38,7 +37,12 @@ def test_first_write_appends_and_a_rewrite_replaces_the_day_in_one_snapshot(cata
 
     table.refresh()
     assert (first.operation, first.rows_added, first.table_rows) == ("append", 1_000, 1_000)
-    assert (second.operation, second.rows_added, second.rows_removed, second.table_rows) == ("overwrite", 800, 1_000, 800)
+    assert (second.operation, second.rows_added, second.rows_removed, second.table_rows) == (
+        "overwrite",
+        800,
+        1_000,
+        800,
+    )
     assert [s.snapshot_id for s in table.snapshots()] == [first.snapshot_id, second.snapshot_id]
     assert table.scan().count() == 800
     assert table.snapshot_by_id(second.snapshot_id).summary["dagster.partition"] == "2026-04-20"

@@ -1,0 +1,115 @@
+"""Asset checks: plays must be clean before marts are built on it, and marts must add up to plays."""
+
+import datetime as dt
+from collections.abc import Sequence
+
+import dagster as dg
+from pyiceberg.table import Table
+
+from sonik_pipeline.assets.plays import PLAYS_KEY
+from sonik_pipeline.lakehouse.marts import (
+    DAILY_COUNTRY_LISTENING,
+    DAILY_DEVICE_MIX,
+    DAILY_USER_STATS,
+    Mart,
+    PlaysSnapshot,
+    plays_snapshot_behind,
+)
+from sonik_pipeline.lakehouse.quality import mart_totals, plays_day_quality, plays_totals
+from sonik_pipeline.lakehouse.tables import PLAYS
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
+
+PLAY_ID_UNIQUE = "play_id_unique"
+REQUIRED_FIELDS_PRESENT = "required_fields_present"
+PLAYED_AT_INSIDE_DAY = "played_at_inside_day"
+DURATIONS_IN_RANGE = "durations_in_range"
+RECONCILES_WITH_PLAYS = "reconciles_with_plays"
+
+# check name -> (PlaysDayQuality field that must be zero, description)
+PLAYS_CHECKS = {
+    PLAY_ID_UNIQUE: ("duplicate_play_ids", "No play_id appears twice in the day."),
+    REQUIRED_FIELDS_PRESENT: ("null_required", "No required field (play_id ... played_at) is null."),
+    PLAYED_AT_INSIDE_DAY: ("rows_outside_day", "Every data file of the day holds only played_at inside that UTC day."),
+    DURATIONS_IN_RANGE: ("durations_out_of_range", "duration_seconds is within 0..86400."),
+}
+RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
+
+
+def _days_to_check(context: dg.AssetCheckExecutionContext, plays: Table) -> list[dt.date]:
+    """The run's days; run on its own (from the UI), the newest day in plays."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return [dt.date.fromisoformat(k) for k in context.partition_keys]
+    newest = plays.scan(selected_fields=("played_at",)).to_arrow().column("played_at")
+    return [max(newest.to_pylist()).date()] if len(newest) else []
+
+
+def build_plays_checks() -> dg.AssetChecksDefinition:
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(name, asset=PLAYS_KEY, description=desc, blocking=True)
+            for name, (_, desc) in PLAYS_CHECKS.items()
+        ],  # fmt: skip
+        name="plays_quality",
+    )
+    def plays_quality(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB):
+        """Blocking checks on each day of plays in the run: a day that fails stops the marts built on it."""
+        plays = lakehouse.load().load_table(PLAYS.identifier)
+        src = PlaysSnapshot.current(plays)
+        with duckdb.get_connection() as con:
+            measured = [plays_day_quality(con, plays, src, day) for day in _days_to_check(context, plays)]
+        for name, (field, _) in PLAYS_CHECKS.items():
+            failing = {str(q.day): getattr(q, field) for q in measured if getattr(q, field)}
+            yield dg.AssetCheckResult(
+                check_name=name,
+                asset_key=PLAYS_KEY,
+                passed=not failing,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "days_checked": [str(q.day) for q in measured],
+                    "failing_days": dg.MetadataValue.json(failing),
+                    "rows_checked": sum(q.rows for q in measured),
+                    "plays_snapshot_id": str(src.snapshot_id),
+                },
+            )
+
+    return plays_quality
+
+
+def _reconciliation_check(mart: Mart) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(mart.name),
+        name=RECONCILES_WITH_PLAYS,
+        description=f"Total plays and seconds per day in {mart.name} equal music.plays at the snapshot it read.",
+    )
+    def reconciles(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB):
+        catalog = lakehouse.load()
+        table = catalog.load_table(mart.table.identifier)
+        days = (
+            [dt.date.fromisoformat(k) for k in context.partition_keys]
+            if context.has_partition_key or context.has_partition_key_range
+            else sorted({d for d in table.scan(selected_fields=("day",)).to_arrow().column("day").to_pylist()})[-1:]
+        )
+        mismatches: dict[str, dict] = {}
+        with duckdb.get_connection() as con:
+            for day in days:
+                src = plays_snapshot_behind(table, day)
+                if src is None:
+                    mismatches[str(day)] = {"error": "no materialization of this day"}
+                    continue
+                expected, actual = plays_totals(con, src, day), mart_totals(con, table, day)
+                if expected != actual:
+                    mismatches[str(day)] = {"plays": [expected.plays, actual.plays],
+                                            "seconds_played": [expected.seconds_played, actual.seconds_played]}  # fmt: skip
+        return dg.AssetCheckResult(
+            passed=not mismatches,
+            metadata={
+                "days_checked": [str(d) for d in days],
+                "mismatches (plays, mart)": dg.MetadataValue.json(mismatches),
+            },
+        )
+
+    return reconciles
+
+
+def build_mart_checks() -> Sequence[dg.AssetChecksDefinition]:
+    return [_reconciliation_check(mart) for mart in RECONCILED_MARTS]

@@ -1,0 +1,103 @@
+"""The marts: daily aggregates and rolling views of plays, computed by DuckDB and stored as Iceberg tables."""
+
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from sonik_pipeline.assets.metadata import table_preview
+from sonik_pipeline.assets.plays import PLAYS_KEY
+from sonik_pipeline.lakehouse.marts import (
+    DAILY_MARTS,
+    DEFAULT_TOP_N,
+    ROLLING_MARTS,
+    Mart,
+    PlaysSnapshot,
+    compute_mart,
+    write_mart_day,
+)
+from sonik_pipeline.lakehouse.tables import PLAYS
+from sonik_pipeline.partitions import day_of
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
+
+DESCRIPTIONS = {
+    "daily_top_tracks": "The day's most played tracks with listeners and listening time (top N, default 100).",
+    "daily_top_artists": "The day's most played artists with listeners and listening time (top N, default 100).",
+    "daily_country_listening": "Plays, listeners and listening time per country for the day.",
+    "daily_device_mix": "Plays and listening time per device for the day, with each device's share.",
+    "daily_user_stats": "Each user's day: plays, minutes, distinct tracks and artists, favourite artist, first and "
+    "last play (the data behind personal listening stats).",
+    "top_artists_7d": "Most played artists over the 7 days ending on the partition's day.",
+    "trending_tracks": "Tracks gaining the most plays: the 7 days ending on the day against the 7 days before.",
+}
+
+
+# Follows plays without a click: any day of plays materialized (by hand, a schedule or a backfill, old
+# days included) requests the marts over it once the daemon's automation sensor sees it. This is
+# eager() for every partition, not only the latest; it waits while plays or the mart is in progress.
+FOLLOW_PLAYS = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+
+
+class MartConfig(dg.Config):
+    top_n: int = Field(default=DEFAULT_TOP_N, description="Rows kept by ranked marts (top tracks, top artists).")
+
+
+def _plays_dependency(mart: Mart) -> dg.AssetDep:
+    if mart.window_days == 1:
+        return dg.AssetDep(PLAYS_KEY)
+    # A rolling view reads a window of days of plays, and is refreshed when any of them changes.
+    return dg.AssetDep(
+        PLAYS_KEY,
+        partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-(mart.window_days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+        ),
+    )
+
+
+def build_mart_asset(mart: Mart, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=mart.name,
+        description=DESCRIPTIONS[mart.name],
+        partitions_def=partitions,
+        deps=[_plays_dependency(mart)],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=FOLLOW_PLAYS,
+        group_name="marts" if mart.window_days == 1 else "rolling",
+        kinds={"iceberg", "duckdb"},
+        metadata={"dagster/table_name": f"sonik.{mart.table.identifier}", "window_days": mart.window_days},
+        tags={"sonik/table": mart.table.identifier},
+    )
+    def _mart(
+        context: dg.AssetExecutionContext, config: MartConfig, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB
+    ) -> dg.MaterializeResult:
+        catalog = lakehouse.load()
+        # Every day in this run reads the same pinned snapshot of plays.
+        src = PlaysSnapshot.current(catalog.load_table(PLAYS.identifier))
+        with duckdb.get_connection() as con:
+            for key in context.partition_keys:
+                started = time.monotonic()
+                rows = compute_mart(con, mart, src, day_of(key), config.top_n)
+                query_seconds = time.monotonic() - started
+                report = write_mart_day(catalog, mart, day_of(key), rows, src, {"dagster.run-id": context.run.run_id})
+                context.add_asset_metadata(
+                    {
+                        "rows": dg.MetadataValue.int(rows.num_rows),
+                        "plays_snapshot_id": dg.MetadataValue.text(str(src.snapshot_id)),
+                        "snapshot_id": dg.MetadataValue.text(str(report.snapshot_id)),
+                        "query_seconds": dg.MetadataValue.float(round(query_seconds, 3)),
+                        "data_files_added": dg.MetadataValue.int(report.files_added),
+                        "bytes_added": dg.MetadataValue.int(report.bytes_added),
+                        "duration_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+                        "top_rows": table_preview(rows, 10),
+                        "dagster/row_count": dg.MetadataValue.int(rows.num_rows),
+                    },
+                    partition_key=key,
+                )
+                context.log.info(f"{mart.name} {key}: {rows.num_rows:,} rows from plays snapshot {src.snapshot_id}")
+        return dg.MaterializeResult(metadata={"plays_snapshot_id": dg.MetadataValue.text(str(src.snapshot_id))})
+
+    return _mart
+
+
+def build_mart_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [build_mart_asset(mart, partitions) for mart in (*DAILY_MARTS, *ROLLING_MARTS)]

@@ -1,0 +1,308 @@
+"""The marts: DuckDB SQL over a pinned snapshot of music.plays, stored back as Iceberg tables in music_marts.
+
+Each mart is a table definition plus one SQL query for one day. Queries read ``music.plays``
+through DuckDB's ``iceberg_scan`` at an explicit snapshot, filtered on ``played_at`` so that only the
+day's (or the window's) files are opened, and every figure can be reproduced later by time travel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType, TimestampType
+
+from sonik_pipeline.lakehouse.tables import TableDef, ensure_table
+from sonik_pipeline.lakehouse.writes import CommitReport, replace_partition, stage_files
+
+MARTS = "music_marts"
+DEFAULT_TOP_N = 100
+
+
+@dataclass(frozen=True)
+class PlaysSnapshot:
+    """music.plays pinned at one snapshot: what a mart read, so its numbers can be reproduced."""
+
+    metadata_location: str
+    snapshot_id: int
+
+    @classmethod
+    def current(cls, table: Table) -> PlaysSnapshot:
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            raise LookupError(f"{'.'.join(table.name())} has no snapshot yet: materialize plays first")
+        return cls(table.metadata_location, snapshot.snapshot_id)
+
+    def scan_sql(self) -> str:
+        return f"iceberg_scan('{self.metadata_location}', snapshot_from_id={self.snapshot_id})"
+
+
+def played_between(first: dt.date, last: dt.date) -> str:
+    """SQL predicate on played_at for whole UTC days first..last (pruned to those days' partitions)."""
+    end = last + dt.timedelta(days=1)
+    return f"played_at >= TIMESTAMP '{first} 00:00:00' AND played_at < TIMESTAMP '{end} 00:00:00'"
+
+
+def _mart_table(name: str, *fields: NestedField) -> TableDef:
+    """A mart partitioned by its day (identity), so replacing a day is one partition swap."""
+    day = NestedField(1, "day", DateType(), required=True, doc="The UTC day the figures are for")
+    return TableDef(
+        namespace=MARTS,
+        name=name,
+        schema=Schema(day, *fields),
+        spec=PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="day")),
+    )
+
+
+def _f(field_id: int, name: str, kind, doc: str, required: bool = False) -> NestedField:
+    return NestedField(field_id, name, kind, required=required, doc=doc)
+
+
+def PLAYS_F(i: int) -> NestedField:  # noqa: N802 - reads like the column it makes
+    return _f(i, "plays", LongType(), "Number of plays", True)
+
+
+def LISTENERS_F(i: int) -> NestedField:  # noqa: N802
+    return _f(i, "unique_listeners", LongType(), "Distinct users who played", True)
+
+
+def SECONDS_F(i: int) -> NestedField:  # noqa: N802
+    return _f(i, "seconds_played", LongType(), "Total listening time in seconds (exact)", True)
+
+
+def MINUTES_F(i: int) -> NestedField:  # noqa: N802
+    return _f(i, "minutes_played", DoubleType(), "Total listening time in minutes (rounded to 0.01)", True)
+
+
+def RANK_F(i: int) -> NestedField:  # noqa: N802
+    return _f(i, "rank", IntegerType(), "1 = most played", True)
+
+
+_TOTALS = "count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, " \
+          "coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played"  # fmt: skip
+_MINUTES = "round(seconds_played / 60.0, 2) AS minutes_played"
+
+
+@dataclass(frozen=True)
+class Mart:
+    """A mart table and the query that fills one of its days."""
+
+    table: TableDef
+    query: Callable[[PlaysSnapshot, dt.date, int], str]
+    window_days: int = 1  # how many days of plays up to and including the day it reads
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+
+def _top_tracks(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
+    return f"""
+        SELECT DATE '{day}' AS day, CAST(row_number() OVER (ORDER BY plays DESC, track_id) AS INTEGER) AS rank,
+               track_id, artist, title, plays, unique_listeners, seconds_played, {_MINUTES}
+        FROM (SELECT track_id, artist, title, {_TOTALS} FROM {src.scan_sql()} WHERE {played_between(day, day)}
+              GROUP BY track_id, artist, title)
+        QUALIFY rank <= {top_n} ORDER BY rank"""
+
+
+def _top_artists(src: PlaysSnapshot, day: dt.date, top_n: int, first: dt.date | None = None) -> str:
+    return f"""
+        SELECT DATE '{day}' AS day, CAST(row_number() OVER (ORDER BY plays DESC, artist) AS INTEGER) AS rank,
+               artist, plays, unique_listeners, seconds_played, {_MINUTES}
+        FROM (SELECT artist, {_TOTALS} FROM {src.scan_sql()} WHERE {played_between(first or day, day)} GROUP BY artist)
+        QUALIFY rank <= {top_n} ORDER BY rank"""
+
+
+def _country(src: PlaysSnapshot, day: dt.date, _: int) -> str:
+    return f"""
+        SELECT DATE '{day}' AS day, country, {_TOTALS}, round(sum(duration_seconds) / 60.0, 2) AS minutes_played
+        FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY country ORDER BY plays DESC, country"""
+
+
+def _device(src: PlaysSnapshot, day: dt.date, _: int) -> str:
+    return f"""
+        SELECT DATE '{day}' AS day, device, count(*) AS plays,
+               coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played,
+               round(coalesce(sum(duration_seconds), 0) / 60.0, 2) AS minutes_played,
+               count(*) / sum(count(*)) OVER () AS share
+        FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY device ORDER BY plays DESC, device"""
+
+
+def _user_stats(src: PlaysSnapshot, day: dt.date, _: int) -> str:
+    return f"""
+        WITH day_plays AS (SELECT * FROM {src.scan_sql()} WHERE {played_between(day, day)}),
+        per_artist AS (SELECT user_id, artist, count(*) AS n FROM day_plays GROUP BY user_id, artist),
+        favourite AS (SELECT user_id, first(artist ORDER BY n DESC, artist) AS favourite_artist
+                      FROM per_artist GROUP BY user_id)
+        SELECT DATE '{day}' AS day, user_id, count(*) AS plays,
+               coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played,
+               round(coalesce(sum(duration_seconds), 0) / 60.0, 2) AS minutes_played,
+               count(DISTINCT track_id) AS distinct_tracks, count(DISTINCT artist) AS distinct_artists,
+               any_value(favourite_artist) AS favourite_artist,
+               min(played_at) AS first_play_at, max(played_at) AS last_play_at
+        FROM day_plays JOIN favourite USING (user_id) GROUP BY user_id ORDER BY user_id"""
+
+
+def _top_artists_7d(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
+    return _top_artists(src, day, top_n, first=day - dt.timedelta(days=6))
+
+
+def _trending_tracks(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
+    this_week, last_week = day - dt.timedelta(days=6), day - dt.timedelta(days=13)
+    return f"""
+        WITH window_plays AS (
+            SELECT track_id, artist, title, played_at >= TIMESTAMP '{this_week} 00:00:00' AS this_week
+            FROM {src.scan_sql()} WHERE {played_between(last_week, day)}),
+        per_track AS (
+            SELECT track_id, artist, title, count(*) FILTER (WHERE this_week) AS plays_7d,
+                   count(*) FILTER (WHERE NOT this_week) AS plays_prev_7d
+            FROM window_plays GROUP BY track_id, artist, title)
+        SELECT DATE '{day}' AS day,
+               CAST(row_number() OVER (ORDER BY plays_7d - plays_prev_7d DESC, plays_7d DESC, track_id) AS INTEGER)
+                   AS rank,
+               track_id, artist, title, plays_7d, plays_prev_7d, plays_7d - plays_prev_7d AS change,
+               CASE WHEN plays_prev_7d > 0 THEN round((plays_7d - plays_prev_7d) / plays_prev_7d, 4) END
+                   AS change_ratio
+        FROM per_track QUALIFY rank <= {top_n} ORDER BY rank"""
+
+
+DAILY_TOP_TRACKS = Mart(
+    _mart_table(
+        "daily_top_tracks",
+        RANK_F(2),
+        _f(3, "track_id", LongType(), "Track", True),
+        _f(4, "artist", StringType(), "Artist", True),
+        _f(5, "title", StringType(), "Title", True),
+        PLAYS_F(6),
+        LISTENERS_F(7),
+        SECONDS_F(8),
+        MINUTES_F(9),
+    ),  # fmt: skip
+    _top_tracks,
+)
+DAILY_TOP_ARTISTS = Mart(
+    _mart_table(
+        "daily_top_artists",
+        RANK_F(2),
+        _f(3, "artist", StringType(), "Artist", True),
+        PLAYS_F(4),
+        LISTENERS_F(5),
+        SECONDS_F(6),
+        MINUTES_F(7),
+    ),  # fmt: skip
+    _top_artists,
+)
+DAILY_COUNTRY_LISTENING = Mart(
+    _mart_table(
+        "daily_country_listening",
+        _f(2, "country", StringType(), "Two-letter country code (null: unknown)"),
+        PLAYS_F(3),
+        LISTENERS_F(4),
+        SECONDS_F(5),
+        MINUTES_F(6),
+    ),  # fmt: skip
+    _country,
+)
+DAILY_DEVICE_MIX = Mart(
+    _mart_table(
+        "daily_device_mix",
+        _f(2, "device", StringType(), "Device type (null: unknown)"),
+        PLAYS_F(3),
+        SECONDS_F(4),
+        MINUTES_F(5),
+        _f(6, "share", DoubleType(), "Share of the day's plays (0..1)", True),
+    ),  # fmt: skip
+    _device,
+)
+DAILY_USER_STATS = Mart(
+    _mart_table(
+        "daily_user_stats",
+        _f(2, "user_id", LongType(), "User", True),
+        PLAYS_F(3),
+        SECONDS_F(4),
+        MINUTES_F(5),
+        _f(6, "distinct_tracks", LongType(), "Different tracks played", True),
+        _f(7, "distinct_artists", LongType(), "Different artists played", True),
+        _f(8, "favourite_artist", StringType(), "Most played artist (ties: alphabetical)", True),
+        _f(9, "first_play_at", TimestampType(), "First play of the day (UTC)", True),
+        _f(10, "last_play_at", TimestampType(), "Last play of the day (UTC)", True),
+    ),  # fmt: skip
+    _user_stats,
+)
+TOP_ARTISTS_7D = Mart(
+    _mart_table(
+        "top_artists_7d",
+        RANK_F(2),
+        _f(3, "artist", StringType(), "Artist", True),
+        PLAYS_F(4),
+        LISTENERS_F(5),
+        SECONDS_F(6),
+        MINUTES_F(7),
+    ),  # fmt: skip
+    _top_artists_7d,
+    window_days=7,
+)
+TRENDING_TRACKS = Mart(
+    _mart_table(
+        "trending_tracks",
+        RANK_F(2),
+        _f(3, "track_id", LongType(), "Track", True),
+        _f(4, "artist", StringType(), "Artist", True),
+        _f(5, "title", StringType(), "Title", True),
+        _f(6, "plays_7d", LongType(), "Plays in the 7 days ending on day", True),
+        _f(7, "plays_prev_7d", LongType(), "Plays in the 7 days before those", True),
+        _f(8, "change", LongType(), "plays_7d - plays_prev_7d", True),
+        _f(9, "change_ratio", DoubleType(), "change / plays_prev_7d (null when new)"),
+    ),  # fmt: skip
+    _trending_tracks,
+    window_days=14,
+)
+
+DAILY_MARTS = (DAILY_TOP_TRACKS, DAILY_TOP_ARTISTS, DAILY_COUNTRY_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
+ROLLING_MARTS = (TOP_ARTISTS_7D, TRENDING_TRACKS)
+
+
+def compute_mart(con: duckdb.DuckDBPyConnection, mart: Mart, src: PlaysSnapshot, day: dt.date, top_n: int) -> pa.Table:
+    """Run the mart's query for ``day`` and return rows shaped like its Iceberg table."""
+    rows = con.execute(mart.query(src, day, top_n)).arrow().read_all()
+    return rows.cast(mart.table.schema.as_arrow())
+
+
+PLAYS_SNAPSHOT_PROPERTY = "sonik.plays-snapshot-id"
+PLAYS_METADATA_PROPERTY = "sonik.plays-metadata-location"
+
+
+def write_mart_day(
+    catalog: Catalog, mart: Mart, day: dt.date, rows: pa.Table, src: PlaysSnapshot, properties: dict[str, str]
+) -> CommitReport:
+    """Replace ``day`` of the mart's table with ``rows`` in one commit that records the plays snapshot read."""
+    table, _ = ensure_table(catalog, mart.table)
+    files = stage_files(table, [rows])
+    snapshot_properties = {
+        **properties,
+        "dagster.partition": day.isoformat(),
+        PLAYS_SNAPSHOT_PROPERTY: str(src.snapshot_id),
+        PLAYS_METADATA_PROPERTY: src.metadata_location,
+    }
+    return replace_partition(table, EqualTo("day", day.isoformat()), files, snapshot_properties)
+
+
+def plays_snapshot_behind(mart_table: Table, day: dt.date) -> PlaysSnapshot | None:
+    """The plays snapshot that the mart's current figures for ``day`` were computed from."""
+    snapshot = mart_table.current_snapshot()
+    by_id = {s.snapshot_id: s for s in mart_table.snapshots()}
+    while snapshot is not None:  # walk back through the current lineage only
+        summary = snapshot.summary
+        if summary and summary.get("dagster.partition") == day.isoformat() and summary.get(PLAYS_SNAPSHOT_PROPERTY):
+            return PlaysSnapshot(summary[PLAYS_METADATA_PROPERTY], int(summary[PLAYS_SNAPSHOT_PROPERTY]))
+        snapshot = by_id.get(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+    return None
