@@ -41,8 +41,17 @@ COUNT_AND_SNAPSHOTS = """
 
 @pytest.mark.slow
 def test_materializing_a_day_twice_leaves_one_copy_and_one_more_snapshot(tmp_path: Path, user_env) -> None:
-    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays",
-           "--partition", "2026-04-20"]  # fmt: skip
+    cmd = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "sonik_pipeline",
+        "--select",
+        "plays",
+        "--partition",
+        "2026-04-20",
+    ]
 
     _run(cmd, user_env, tmp_path)
     assert _python(COUNT_AND_SNAPSHOTS, user_env, tmp_path).split() == ["50000", "1"]
@@ -55,8 +64,21 @@ def test_materializing_a_day_twice_leaves_one_copy_and_one_more_snapshot(tmp_pat
 def test_a_partition_range_writes_each_day_in_its_own_directory(tmp_path: Path, user_env) -> None:
     user_env["SONIK_EVENTS_PER_DAY"] = "1000"
 
-    _run([str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays",
-          "--partition-range", "2026-04-14...2026-04-20"], user_env, tmp_path)  # fmt: skip
+    _run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "sonik_pipeline",
+            "--select",
+            "plays",
+            "--partition-range",
+            "2026-04-14...2026-04-20",
+        ],
+        user_env,
+        tmp_path,
+    )
 
     data = tmp_path / "lakehouse" / "warehouse" / "music" / "plays" / "data"
     assert sorted(p.name for p in data.iterdir()) == [f"played_day=2026-04-{d}" for d in range(14, 21)]
@@ -64,8 +86,12 @@ def test_a_partition_range_writes_each_day_in_its_own_directory(tmp_path: Path, 
 
     # The tutorial's read side works unchanged on what the pipeline wrote (DuckDB's extension installed
     # once from the local wheel files, after which the tutorial's own `INSTALL iceberg` needs no network).
-    _python("import duckdb; from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg; "
-            "load_iceberg(duckdb.connect())", user_env, tmp_path)  # fmt: skip
+    _python(
+        "import duckdb; from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg; "
+        "load_iceberg(duckdb.connect())",
+        user_env,
+        tmp_path,
+    )
     out = _python(
         """
         import duckdb
@@ -99,8 +125,22 @@ def test_a_partition_range_writes_each_day_in_its_own_directory(tmp_path: Path, 
 
 
 def test_sonik_landing_writes_files_the_landing_source_reads(tmp_path: Path, user_env) -> None:
-    out = _run([str(BIN / "sonik"), "landing", "--start", "2026-04-19", "--end", "2026-04-20", "--events", "300",
-                "--files", "3"], user_env, tmp_path).stdout  # fmt: skip
+    out = _run(
+        [
+            str(BIN / "sonik"),
+            "landing",
+            "--start",
+            "2026-04-19",
+            "--end",
+            "2026-04-20",
+            "--events",
+            "300",
+            "--files",
+            "3",
+        ],
+        user_env,
+        tmp_path,
+    ).stdout
 
     assert "2026-04-20: 300 events in 3 jsonl files" in out
     files = sorted((tmp_path / "lakehouse" / "landing" / "plays" / "2026-04-20").iterdir())
@@ -109,8 +149,13 @@ def test_sonik_landing_writes_files_the_landing_source_reads(tmp_path: Path, use
 
 
 def test_sonik_errors_are_one_line(tmp_path: Path, user_env) -> None:
-    result = subprocess.run([str(BIN / "sonik"), "landing", "--start", "2026-04-20", "--end", "2026-04-19"],
-                            env=user_env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [str(BIN / "sonik"), "landing", "--start", "2026-04-20", "--end", "2026-04-19"],
+        env=user_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
 
     assert result.returncode == 2
     assert result.stderr.strip() == "sonik: error: --end 2026-04-19 is before --start 2026-04-20"

@@ -35,12 +35,25 @@ PLAYS_CHECKS = {
 RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
 
 
-def _days_to_check(context: dg.AssetCheckExecutionContext, plays: Table) -> list[dt.date]:
-    """The run's days; run on its own (from the UI), the newest day in plays."""
-    if context.has_partition_key or context.has_partition_key_range:
-        return [dt.date.fromisoformat(k) for k in context.partition_keys]
-    newest = plays.scan(selected_fields=("played_at",)).to_arrow().column("played_at")
-    return [max(newest.to_pylist()).date()] if len(newest) else []
+def _run_days(context: dg.AssetCheckExecutionContext) -> list[dt.date] | None:
+    """The days the run targets (a partition or a range), or None for a run without partitions."""
+    if context.has_partition_key_range:
+        first, last = (
+            dt.date.fromisoformat(k) for k in (context.partition_key_range.start, context.partition_key_range.end)
+        )
+        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    if context.has_partition_key:
+        return [dt.date.fromisoformat(context.partition_key)]
+    return None
+
+
+def _newest_day(table: Table, column: str) -> list[dt.date]:
+    """Run on its own (from the UI), a check looks at the newest day the table holds."""
+    values = table.scan(selected_fields=(column,)).to_arrow().column(column)
+    if not len(values):
+        return []
+    newest = max(values.to_pylist())
+    return [newest.date() if isinstance(newest, dt.datetime) else newest]
 
 
 def build_plays_checks() -> dg.AssetChecksDefinition:
@@ -48,7 +61,7 @@ def build_plays_checks() -> dg.AssetChecksDefinition:
         specs=[
             dg.AssetCheckSpec(name, asset=PLAYS_KEY, description=desc, blocking=True)
             for name, (_, desc) in PLAYS_CHECKS.items()
-        ],  # fmt: skip
+        ],
         name="plays_quality",
     )
     def plays_quality(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB):
@@ -56,7 +69,8 @@ def build_plays_checks() -> dg.AssetChecksDefinition:
         plays = lakehouse.load().load_table(PLAYS.identifier)
         src = PlaysSnapshot.current(plays)
         with duckdb.get_connection() as con:
-            measured = [plays_day_quality(con, plays, src, day) for day in _days_to_check(context, plays)]
+            days = _run_days(context) or _newest_day(plays, "played_at")
+            measured = [plays_day_quality(con, plays, src, day) for day in days]
         for name, (field, _) in PLAYS_CHECKS.items():
             failing = {str(q.day): getattr(q, field) for q in measured if getattr(q, field)}
             yield dg.AssetCheckResult(
@@ -84,11 +98,7 @@ def _reconciliation_check(mart: Mart) -> dg.AssetChecksDefinition:
     def reconciles(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB):
         catalog = lakehouse.load()
         table = catalog.load_table(mart.table.identifier)
-        days = (
-            [dt.date.fromisoformat(k) for k in context.partition_keys]
-            if context.has_partition_key or context.has_partition_key_range
-            else sorted({d for d in table.scan(selected_fields=("day",)).to_arrow().column("day").to_pylist()})[-1:]
-        )
+        days = _run_days(context) or _newest_day(table, "day")
         mismatches: dict[str, dict] = {}
         with duckdb.get_connection() as con:
             for day in days:
@@ -98,8 +108,10 @@ def _reconciliation_check(mart: Mart) -> dg.AssetChecksDefinition:
                     continue
                 expected, actual = plays_totals(con, src, day), mart_totals(con, table, day)
                 if expected != actual:
-                    mismatches[str(day)] = {"plays": [expected.plays, actual.plays],
-                                            "seconds_played": [expected.seconds_played, actual.seconds_played]}  # fmt: skip
+                    mismatches[str(day)] = {
+                        "plays": [expected.plays, actual.plays],
+                        "seconds_played": [expected.seconds_played, actual.seconds_played],
+                    }
         return dg.AssetCheckResult(
             passed=not mismatches,
             metadata={

@@ -14,6 +14,7 @@ from sonik_pipeline.lakehouse.marts import (
     Mart,
     PlaysSnapshot,
     compute_mart,
+    days_with_plays,
     write_mart_day,
 )
 from sonik_pipeline.lakehouse.tables import PLAYS
@@ -36,6 +37,9 @@ DESCRIPTIONS = {
 # days included) requests the marts over it once the daemon's automation sensor sees it. This is
 # eager() for every partition, not only the latest; it waits while plays or the mart is in progress.
 FOLLOW_PLAYS = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+# A rolling view also refreshes while days of its window are still missing (a young lakehouse has no
+# 14 days for trending yet); its metadata says how many days of the window had plays.
+FOLLOW_PLAYS_WINDOW = FOLLOW_PLAYS.without(~dg.AutomationCondition.any_deps_missing())
 
 
 class MartConfig(dg.Config):
@@ -61,7 +65,7 @@ def build_mart_asset(mart: Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
         partitions_def=partitions,
         deps=[_plays_dependency(mart)],
         backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=FOLLOW_PLAYS,
+        automation_condition=FOLLOW_PLAYS if mart.window_days == 1 else FOLLOW_PLAYS_WINDOW,
         group_name="marts" if mart.window_days == 1 else "rolling",
         kinds={"iceberg", "duckdb"},
         metadata={"dagster/table_name": f"sonik.{mart.table.identifier}", "window_days": mart.window_days},
@@ -78,6 +82,11 @@ def build_mart_asset(mart: Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
                 started = time.monotonic()
                 rows = compute_mart(con, mart, src, day_of(key), config.top_n)
                 query_seconds = time.monotonic() - started
+                if mart.window_days > 1:
+                    days_present = days_with_plays(con, src, day_of(key), mart.window_days)
+                    context.add_asset_metadata(
+                        {"days_with_plays": f"{days_present} of {mart.window_days}"}, partition_key=key
+                    )
                 report = write_mart_day(catalog, mart, day_of(key), rows, src, {"dagster.run-id": context.run.run_id})
                 context.add_asset_metadata(
                     {

@@ -87,8 +87,10 @@ def RANK_F(i: int) -> NestedField:  # noqa: N802
     return _f(i, "rank", IntegerType(), "1 = most played", True)
 
 
-_TOTALS = "count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, " \
-          "coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played"  # fmt: skip
+_TOTALS = (
+    "count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, "
+    "coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played"
+)
 _MINUTES = "round(seconds_played / 60.0, 2) AS minutes_played"
 
 
@@ -186,7 +188,7 @@ DAILY_TOP_TRACKS = Mart(
         LISTENERS_F(7),
         SECONDS_F(8),
         MINUTES_F(9),
-    ),  # fmt: skip
+    ),
     _top_tracks,
 )
 DAILY_TOP_ARTISTS = Mart(
@@ -198,7 +200,7 @@ DAILY_TOP_ARTISTS = Mart(
         LISTENERS_F(5),
         SECONDS_F(6),
         MINUTES_F(7),
-    ),  # fmt: skip
+    ),
     _top_artists,
 )
 DAILY_COUNTRY_LISTENING = Mart(
@@ -209,7 +211,7 @@ DAILY_COUNTRY_LISTENING = Mart(
         LISTENERS_F(4),
         SECONDS_F(5),
         MINUTES_F(6),
-    ),  # fmt: skip
+    ),
     _country,
 )
 DAILY_DEVICE_MIX = Mart(
@@ -220,7 +222,7 @@ DAILY_DEVICE_MIX = Mart(
         SECONDS_F(4),
         MINUTES_F(5),
         _f(6, "share", DoubleType(), "Share of the day's plays (0..1)", True),
-    ),  # fmt: skip
+    ),
     _device,
 )
 DAILY_USER_STATS = Mart(
@@ -235,7 +237,7 @@ DAILY_USER_STATS = Mart(
         _f(8, "favourite_artist", StringType(), "Most played artist (ties: alphabetical)", True),
         _f(9, "first_play_at", TimestampType(), "First play of the day (UTC)", True),
         _f(10, "last_play_at", TimestampType(), "Last play of the day (UTC)", True),
-    ),  # fmt: skip
+    ),
     _user_stats,
 )
 TOP_ARTISTS_7D = Mart(
@@ -247,7 +249,7 @@ TOP_ARTISTS_7D = Mart(
         LISTENERS_F(5),
         SECONDS_F(6),
         MINUTES_F(7),
-    ),  # fmt: skip
+    ),
     _top_artists_7d,
     window_days=7,
 )
@@ -262,7 +264,7 @@ TRENDING_TRACKS = Mart(
         _f(7, "plays_prev_7d", LongType(), "Plays in the 7 days before those", True),
         _f(8, "change", LongType(), "plays_7d - plays_prev_7d", True),
         _f(9, "change_ratio", DoubleType(), "change / plays_prev_7d (null when new)"),
-    ),  # fmt: skip
+    ),
     _trending_tracks,
     window_days=14,
 )
@@ -275,6 +277,13 @@ def compute_mart(con: duckdb.DuckDBPyConnection, mart: Mart, src: PlaysSnapshot,
     """Run the mart's query for ``day`` and return rows shaped like its Iceberg table."""
     rows = con.execute(mart.query(src, day, top_n)).arrow().read_all()
     return rows.cast(mart.table.schema.as_arrow())
+
+
+def days_with_plays(con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, day: dt.date, window_days: int) -> int:
+    """How many of the ``window_days`` days ending on ``day`` hold any plays (a rolling view's coverage)."""
+    first = day - dt.timedelta(days=window_days - 1)
+    query = f"SELECT count(DISTINCT CAST(played_at AS DATE)) FROM {src.scan_sql()} WHERE {played_between(first, day)}"
+    return con.execute(query).fetchone()[0]
 
 
 PLAYS_SNAPSHOT_PROPERTY = "sonik.plays-snapshot-id"

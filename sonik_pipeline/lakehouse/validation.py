@@ -77,8 +77,10 @@ def _to_timestamp(expr: str) -> str:
 
 def _typed_from_json(fields: list[NestedField]) -> str:
     """SELECT list turning JSON text lines into typed columns plus ``_type_error``."""
-    columns, errors = [], ["CASE WHEN _line IS NULL THEN 'malformed JSON' END",
-                           "CASE WHEN NOT _ok THEN 'not a JSON object' END"]  # fmt: skip
+    columns, errors = (
+        [],
+        ["CASE WHEN _line IS NULL THEN 'malformed JSON' END", "CASE WHEN NOT _ok THEN 'not a JSON object' END"],
+    )
     for f in fields:
         kind = type(f.field_type)
         path = _literal(f'$."{f.name}"')
@@ -222,21 +224,39 @@ class DayValidator:
     def _rule_masks(self, typed: pa.Table) -> list[tuple[pa.Array, str, str | None]]:
         """(failing mask, reason, column whose value is quoted in the reason) in priority order."""
         names = set(typed.column_names)
-        masks = [(pc.is_null(typed.column(f.name)), f"missing required field {f.name}", None)
-                 for f in self.fields if f.required]  # fmt: skip
+        masks = [
+            (pc.is_null(typed.column(f.name)), f"missing required field {f.name}", None)
+            for f in self.fields
+            if f.required
+        ]
         if "played_at" in names:
             start = pa.scalar(dt.datetime.combine(self.day, dt.time()), pa.timestamp("us"))
             end = pa.scalar(dt.datetime.combine(self.day + dt.timedelta(days=1), dt.time()), pa.timestamp("us"))
             col = typed.column("played_at")
-            masks.append((pc.or_(pc.less(col, start), pc.greater_equal(col, end)),
-                          f"played_at outside {self.day} (UTC)", "played_at"))  # fmt: skip
+            masks.append(
+                (
+                    pc.or_(pc.less(col, start), pc.greater_equal(col, end)),
+                    f"played_at outside {self.day} (UTC)",
+                    "played_at",
+                )
+            )
         if "duration_seconds" in names:
             col = typed.column("duration_seconds")
-            masks.append((pc.or_(pc.less(col, 0), pc.greater(col, MAX_DURATION_SECONDS)),
-                          f"duration_seconds out of range 0..{MAX_DURATION_SECONDS}", "duration_seconds"))  # fmt: skip
+            masks.append(
+                (
+                    pc.or_(pc.less(col, 0), pc.greater(col, MAX_DURATION_SECONDS)),
+                    f"duration_seconds out of range 0..{MAX_DURATION_SECONDS}",
+                    "duration_seconds",
+                )
+            )
         if "country" in names:
-            masks.append((pc.invert(pc.match_substring_regex(typed.column("country"), "^[A-Z]{2}$")),
-                          "country is not a two-letter code", "country"))  # fmt: skip
+            masks.append(
+                (
+                    pc.invert(pc.match_substring_regex(typed.column("country"), "^[A-Z]{2}$")),
+                    "country is not a two-letter code",
+                    "country",
+                )
+            )
         return masks
 
     def _reasons(self, typed: pa.Table, type_errors: pa.Array | None) -> pa.Array:
@@ -251,8 +271,14 @@ class DayValidator:
             return pa.nulls(n, pa.string())
         take = pa.array(bad_rows)
         errors = type_errors.take(take).to_pylist() if type_errors is not None else [None] * len(bad_rows)
-        subset_masks = [(pc.fill_null(m.take(take), False).to_pylist(), reason,
-                         typed.column(c).take(take).to_pylist() if c else None) for m, reason, c in masks]  # fmt: skip
+        subset_masks = [
+            (
+                pc.fill_null(m.take(take), False).to_pylist(),
+                reason,
+                typed.column(c).take(take).to_pylist() if c else None,
+            )
+            for m, reason, c in masks
+        ]
         for k, row in enumerate(bad_rows):
             if errors[k] is not None:
                 reasons[row] = errors[k]
@@ -308,8 +334,16 @@ class DayValidator:
         """Return (valid rows typed as the schema, rejected rows as ``REJECT_SCHEMA``)."""
         if isinstance(raw, UnreadableFile):
             self._count(1, 0, [raw.error])
-            reject = pa.table({"play_id": [None], "reason": [raw.error], "payload": [""],
-                               "source_file": [raw.source_file], "source_line": [None]}, schema=REJECT_SCHEMA)  # fmt: skip
+            reject = pa.table(
+                {
+                    "play_id": [None],
+                    "reason": [raw.error],
+                    "payload": [""],
+                    "source_file": [raw.source_file],
+                    "source_line": [None],
+                },
+                schema=REJECT_SCHEMA,
+            )
             return self.arrow_schema.empty_table(), reject
 
         typed, type_errors, payloads, source_lines = self._typed(raw)
@@ -325,8 +359,9 @@ class DayValidator:
         rejected_reasons = reasons.filter(bad)
         bad_rows = typed.filter(bad)
         if payloads is None:
-            payloads = pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in bad_rows.to_pylist()],
-                                pa.string())  # fmt: skip
+            payloads = pa.array(
+                [json.dumps(r, default=str, ensure_ascii=False) for r in bad_rows.to_pylist()], pa.string()
+            )
         else:
             payloads = payloads.filter(bad)
         rejected = pa.table(

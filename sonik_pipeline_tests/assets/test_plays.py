@@ -18,8 +18,13 @@ from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
 DAY = "2026-04-20"
 
 
-def _run(defs: dg.Definitions, partition: str | None = None, first: str | None = None, last: str | None = None,
-         run_config: dict | None = None) -> dg.ExecuteInProcessResult:  # fmt: skip
+def _run(
+    defs: dg.Definitions,
+    partition: str | None = None,
+    first: str | None = None,
+    last: str | None = None,
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("plays_job")
     tags = {}
     if first:
@@ -111,10 +116,10 @@ BAD_LINES = [
             "title": "T",
             "played_at": "2026-04-20T10:00:00Z",
         }
-    ),  # fmt: skip
+    ),
     json.dumps(
         {"play_id": "bad-missing", "user_id": 1, "track_id": 1, "artist": "A", "played_at": "2026-04-20T10:00:00Z"}
-    ),  # fmt: skip
+    ),
     json.dumps(
         {
             "play_id": "bad-day",
@@ -124,7 +129,7 @@ BAD_LINES = [
             "title": "T",
             "played_at": "2026-04-19T23:59:59Z",
         }
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -188,8 +193,9 @@ def test_the_threshold_is_configurable(settings: Settings, catalog: Catalog, tmp
     write_landing_day(landing, day, synthetic_batch(day, 40), files=1)
     (landing / "plays" / DAY / "broken.jsonl").write_text("\n".join(["{oops"] * 10) + "\n")
 
-    result = _run(_landing_defs(settings, landing), DAY,
-                  run_config={"ops": {"plays": {"config": {"max_reject_share": 0.25}}}})  # fmt: skip
+    result = _run(
+        _landing_defs(settings, landing), DAY, run_config={"ops": {"plays": {"config": {"max_reject_share": 0.25}}}}
+    )
 
     assert result.success
     assert _count(catalog, DAY) == 40

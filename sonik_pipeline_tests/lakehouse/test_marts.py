@@ -57,8 +57,11 @@ def _day(frame: pd.DataFrame, first: dt.date, last: dt.date | None = None) -> pd
 
 
 def _totals(group: pd.core.groupby.DataFrameGroupBy) -> pd.DataFrame:
-    return group.agg(plays=("play_id", "size"), unique_listeners=("user_id", "nunique"),
-                     seconds_played=("duration_seconds", lambda s: int(s.sum())))  # fmt: skip
+    return group.agg(
+        plays=("play_id", "size"),
+        unique_listeners=("user_id", "nunique"),
+        seconds_played=("duration_seconds", lambda s: int(s.sum())),
+    )
 
 
 def _ranked(totals: pd.DataFrame, tiebreak: str, top_n: int) -> pd.DataFrame:
@@ -80,8 +83,11 @@ def test_daily_top_tracks_match_pandas(lakehouse) -> None:
     expected = _ranked(_totals(_day(frame, DAY).groupby(["track_id", "artist", "title"])), "track_id", 50)
     assert actual.num_rows == 50
     assert set(actual.column("day").to_pylist()) == {DAY}
-    _compare(actual, expected, ["rank", "track_id", "artist", "title", "plays", "unique_listeners", "seconds_played",
-                                "minutes_played"])  # fmt: skip
+    _compare(
+        actual,
+        expected,
+        ["rank", "track_id", "artist", "title", "plays", "unique_listeners", "seconds_played", "minutes_played"],
+    )
 
 
 def test_daily_top_artists_match_pandas(lakehouse) -> None:
@@ -124,10 +130,13 @@ def test_daily_user_stats_match_pandas(lakehouse) -> None:
         per_artist.sort_values(["user_id", "n", "artist"], ascending=[True, False, True]).groupby("user_id").first()
     )
     expected = day.groupby("user_id").agg(
-        plays=("play_id", "size"), seconds_played=("duration_seconds", lambda s: int(s.sum())),
-        distinct_tracks=("track_id", "nunique"), distinct_artists=("artist", "nunique"),
-        first_play_at=("played_at", "min"), last_play_at=("played_at", "max"),
-    )  # fmt: skip
+        plays=("play_id", "size"),
+        seconds_played=("duration_seconds", lambda s: int(s.sum())),
+        distinct_tracks=("track_id", "nunique"),
+        distinct_artists=("artist", "nunique"),
+        first_play_at=("played_at", "min"),
+        last_play_at=("played_at", "max"),
+    )
     expected["favourite_artist"] = favourite["artist"]
     assert len(actual) == len(expected)
     for column in expected.columns:
@@ -211,8 +220,12 @@ def test_plays_quality_is_clean_for_ingested_days(lakehouse) -> None:
     quality = plays_day_quality(con, catalog.load_table("music.plays"), src, DAY)
 
     assert quality.rows == 1_500
-    assert (quality.duplicate_play_ids, quality.null_required, quality.rows_outside_day,
-            quality.durations_out_of_range) == (0, 0, 0, 0)  # fmt: skip
+    assert (
+        quality.duplicate_play_ids,
+        quality.null_required,
+        quality.rows_outside_day,
+        quality.durations_out_of_range,
+    ) == (0, 0, 0, 0)
 
 
 def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse) -> None:
@@ -225,12 +238,12 @@ def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse)
     direct = con.execute(f"""
         SELECT artist, COUNT(*) AS plays FROM iceberg_scan('{src.metadata_location}')
         WHERE played_at > {now} - INTERVAL 3 DAY GROUP BY artist ORDER BY plays DESC, artist LIMIT 10
-    """).fetchall()  # fmt: skip
+    """).fetchall()
     marts = catalog.load_table("music_marts.daily_top_artists")
     from_mart = con.execute(f"""
         SELECT artist, sum(plays)::BIGINT AS plays FROM iceberg_scan('{marts.metadata_location}')
         WHERE day > CAST({now} - INTERVAL 3 DAY AS DATE) - 1 GROUP BY artist ORDER BY plays DESC, artist LIMIT 10
-    """).fetchall()  # fmt: skip
+    """).fetchall()
 
     assert direct == from_mart
     assert direct[0][0] == "The Weeknd"

@@ -70,7 +70,7 @@ def test_new_optional_column_in_code_is_added_without_rewriting_data(catalog: Ca
                 "country": "US",
                 "device": "tv",
             }
-        ],  # fmt: skip
+        ],
         schema=table.schema().as_arrow(),
     )
     table.append(rows)
@@ -113,8 +113,10 @@ def test_unsafe_schema_change_fails_before_writing_anything(catalog: Catalog, ne
 
 def test_narrowing_long_to_int_is_refused(catalog: Catalog) -> None:
     ensure_table(catalog, PLAYS)
-    fields = [NestedField(2, "user_id", IntegerType(), required=True) if f.name == "user_id" else f
-              for f in PLAYS.schema.fields]  # fmt: skip
+    fields = [
+        NestedField(2, "user_id", IntegerType(), required=True) if f.name == "user_id" else f
+        for f in PLAYS.schema.fields
+    ]
 
     with pytest.raises(SchemaEvolutionError, match="cannot change column 'user_id' from long to int"):
         ensure_table(catalog, TableDef(PLAYS.namespace, PLAYS.name, Schema(*fields), PLAYS.spec))
@@ -122,8 +124,10 @@ def test_narrowing_long_to_int_is_refused(catalog: Catalog) -> None:
 
 def test_widening_int_to_long_is_applied(catalog: Catalog) -> None:
     ensure_table(catalog, PLAYS)
-    fields = [NestedField(7, "duration_seconds", LongType()) if f.name == "duration_seconds" else f
-              for f in PLAYS.schema.fields]  # fmt: skip
+    fields = [
+        NestedField(7, "duration_seconds", LongType()) if f.name == "duration_seconds" else f
+        for f in PLAYS.schema.fields
+    ]
 
     table, changes = ensure_table(catalog, TableDef(PLAYS.namespace, PLAYS.name, Schema(*fields), PLAYS.spec))
 

@@ -9,8 +9,17 @@ from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.validation import DUPLICATE_REASON, DayValidator
 
 DAY = dt.date(2026, 4, 20)
-GOOD = {"play_id": "p-good", "user_id": 7, "track_id": 3, "artist": "Drake", "title": "One Dance",
-        "played_at": "2026-04-20T10:00:00Z", "duration_seconds": 180, "country": "US", "device": "tv"}  # fmt: skip
+GOOD = {
+    "play_id": "p-good",
+    "user_id": 7,
+    "track_id": 3,
+    "artist": "Drake",
+    "title": "One Dance",
+    "played_at": "2026-04-20T10:00:00Z",
+    "duration_seconds": 180,
+    "country": "US",
+    "device": "tv",
+}
 
 
 def _lines(*payloads: str) -> JsonLines:
@@ -77,7 +86,7 @@ def test_rejects_keep_the_raw_payload_file_and_line() -> None:
             "payload": "{broken",
             "source_file": "day.jsonl",
             "source_line": 2,
-        }  # fmt: skip
+        }
     ]
 
 
@@ -126,7 +135,7 @@ def test_mistyped_parquet_columns_are_cast_or_rejected_per_row() -> None:
             "title": ["One Dance", "One Dance"],
             "played_at": pa.array(
                 [dt.datetime(2026, 4, 20, 8), dt.datetime(2026, 4, 20, 9)], pa.timestamp("us", tz="UTC")
-            ),  # fmt: skip
+            ),
             "duration_seconds": [100, 200],
         }
     )
