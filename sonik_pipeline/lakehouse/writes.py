@@ -117,7 +117,9 @@ class FileStager:
                     for batches in bin_pack_arrow_table(chunk, self._target_bytes)
                 ),
             )
-        self.data_files.extend(files)
+        for data_file in files:
+            data_file.spec_id = metadata.spec().spec_id  # as a manifest would record it, for readers of new files
+            self.data_files.append(data_file)
 
 
 def _single_partition_key(spec: PartitionSpec, schema: Schema, rows: pa.Table) -> PartitionKey | None:

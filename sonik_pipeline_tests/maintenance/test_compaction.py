@@ -1,0 +1,142 @@
+import datetime as dt
+import multiprocessing
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+
+from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.maintenance import compaction
+from sonik_pipeline.maintenance.compaction import CompactionAborted, CompactionOptions, compact_table
+from sonik_pipeline.settings import CATALOG_NAME, Settings
+
+DAY = dt.date(2026, 4, 20)
+
+
+def _micro_batches(table, day: dt.date, batches: int, rows: int = 200) -> None:
+    for hour in range(batches):
+        table.append(synthetic_batch(day, rows, batch=hour).cast(table.schema().as_arrow()))
+
+
+def _files(table, day: dt.date | None = None) -> list:
+    files = [t.file for t in table.scan().plan_files()]
+    return [f for f in files if day is None or f.partition[0] == (day - dt.date(1970, 1, 1)).days]
+
+
+def _sorted_rows(table, snapshot_id: int | None = None) -> list[dict]:
+    return sorted(table.scan(snapshot_id=snapshot_id).to_arrow().to_pylist(), key=lambda r: r["play_id"])
+
+
+def test_24_hourly_micro_batches_become_one_file_with_identical_rows(catalog: Catalog) -> None:
+    # Given a day written as 24 hourly micro-batches
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 24)
+    before = _sorted_rows(table)
+    snapshot_before = table.current_snapshot().snapshot_id
+    assert len(_files(table)) == 24
+
+    # When it is compacted
+    report = compact_table(table, CompactionOptions(sort_by=("artist", "track_id")))
+
+    # Then one file holds exactly the same rows, and time travel still sees the 24 files
+    table = catalog.load_table("music.plays")
+    assert len(_files(table)) == 1
+    assert _sorted_rows(table) == before
+    assert _sorted_rows(table, snapshot_before) == before
+    assert len(list(table.scan(snapshot_id=snapshot_before).plan_files())) == 24
+    assert (report.files_before, report.files_after) == (24, 1)
+    assert report.bytes_before > report.bytes_after > 0
+    assert report.partitions[0].partition == "played_day=2026-04-20"
+    summary = table.snapshot_by_id(report.snapshot_id).summary
+    assert summary["sonik.operation"] == "compaction"
+    assert summary["total-records"] == str(len(before))
+    artists = table.scan().to_arrow().column("artist").to_pylist()
+    assert artists == sorted(artists)  # sorted within the file, so min/max statistics prune
+
+
+def test_only_partitions_with_enough_small_files_and_old_enough_are_rewritten(catalog: Catalog) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY - dt.timedelta(days=2), 6)  # old enough, enough files
+    _micro_batches(table, DAY - dt.timedelta(days=1), 3)  # too few files
+    _micro_batches(table, DAY, 6)  # too recent
+
+    report = compact_table(table, CompactionOptions(days_before=DAY))
+
+    table = catalog.load_table("music.plays")
+    assert [p.partition for p in report.partitions] == ["played_day=2026-04-18"]
+    assert [len(_files(table, DAY - dt.timedelta(days=d))) for d in (2, 1, 0)] == [1, 3, 6]
+
+
+def test_dry_run_plans_without_changing_anything(catalog: Catalog) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 8)
+    metadata = table.metadata_location
+
+    report = compact_table(table, CompactionOptions(dry_run=True))
+
+    assert (report.files_before, report.snapshot_id, report.dry_run) == (8, None, True)
+    assert catalog.load_table("music.plays").metadata_location == metadata
+
+
+def test_a_checksum_mismatch_aborts_without_committing_or_leaving_files(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, sonik_home: Path
+) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 6)
+    metadata = table.metadata_location
+    files_on_disk = set((sonik_home / "warehouse").rglob("*.parquet"))
+    real_read = compaction._read
+    calls = iter(range(100))
+
+    def corrupting_read(table, tasks):  # the read-back of the new files loses a row
+        rows = real_read(table, tasks)
+        return rows.slice(1) if next(calls) % 2 else rows
+
+    monkeypatch.setattr(compaction, "_read", corrupting_read)
+
+    with pytest.raises(CompactionAborted, match="rewritten rows differ"):
+        compact_table(table, CompactionOptions())
+
+    assert catalog.load_table("music.plays").metadata_location == metadata
+    assert set((sonik_home / "warehouse").rglob("*.parquet")) == files_on_disk
+
+
+def _append_forever(settings: Settings, day: str, batches: int, ready, done) -> None:
+    """A separate process appending micro-batches to the same day while compaction runs."""
+    catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+    table = catalog.load_table("music.plays")
+    ready.set()
+    for i in range(batches):
+        table.append(synthetic_batch(dt.date.fromisoformat(day), 50, seed=7, batch=i).cast(table.schema().as_arrow()))
+    done.set()
+
+
+@pytest.mark.slow
+def test_compaction_racing_an_appender_on_the_same_partition_loses_no_row(catalog: Catalog, settings: Settings) -> None:
+    # Given a partition with small files and another process appending to it
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 6, rows=100)
+    appended = pa.concat_tables([synthetic_batch(DAY, 50, seed=7, batch=i) for i in range(40)])
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    writer = ctx.Process(target=_append_forever, args=(settings, DAY.isoformat(), 40, ready, done))
+    writer.start()
+    ready.wait(60)
+
+    # When compaction runs again and again while it appends
+    rounds = 0
+    while not done.is_set() or rounds < 3:
+        compact_table(catalog.load_table("music.plays"), CompactionOptions(min_input_files=2))
+        rounds += 1
+    writer.join(120)
+
+    # Then every appended row (and every original one) is in the table exactly once
+    assert writer.exitcode == 0
+    rows = catalog.load_table("music.plays").scan().to_arrow()
+    ids = rows.column("play_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 600 + appended.num_rows
+    assert set(appended.column("play_id").to_pylist()) <= set(ids)
+    assert rounds >= 3
