@@ -1,0 +1,175 @@
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog
+
+from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
+from sonik_pipeline.maintenance.files import referenced_files
+from sonik_pipeline.maintenance.orphans import OrphanOptions, remove_orphan_files
+from sonik_pipeline.settings import Settings
+
+DAY = dt.date(2026, 4, 20)
+NO_RETENTION = dt.timedelta(0)
+
+
+def _warehouse_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _stored(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def _write_snapshots(catalog: Catalog, count: int):
+    """``count`` snapshots: re-writes of a few days, so most old files become unreachable over time."""
+    table, _ = ensure_table(catalog, PLAYS)
+    for i in range(count):
+        day = DAY - dt.timedelta(days=i % 4)
+        files = stage_files(table, [synthetic_batch(day, 300, batch=i)])
+        replace_partition(table, day_filter(day), files, {})
+    return catalog.load_table("music.plays")
+
+
+def _all_referenced_exist(table, root: Path) -> bool:
+    return all(Path(key).exists() for key in referenced_files(table) if key.startswith(str(root)))
+
+
+def test_expiry_keeps_the_last_5_deletes_the_rest_and_reclaims_the_bytes(catalog: Catalog, sonik_home: Path) -> None:
+    # Given 40 snapshots
+    table = _write_snapshots(catalog, 40)
+    warehouse = sonik_home / "warehouse"
+    stored_before = _stored(warehouse)
+    assert len(table.snapshots()) == 40
+
+    # When snapshots expire with no retention, keeping the last 5
+    report = expire_snapshots(table, ExpiryOptions(retention=NO_RETENTION, retain_last=5))
+
+    # Then 5 remain, each reads completely, and the folder shrank by exactly the bytes reported
+    table = catalog.load_table("music.plays")
+    assert len(table.snapshots()) == 5
+    assert len(report.snapshots_expired) == 35
+    for snapshot in table.snapshots():
+        assert table.scan(snapshot_id=snapshot.snapshot_id).count() == int(snapshot.summary["total-records"])
+        assert table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows == int(snapshot.summary["total-records"])
+    stored_after = _stored(warehouse)
+    gone = set(stored_before) - set(stored_after)
+    assert sum(stored_before[p] for p in gone) == sum(report.bytes_deleted.values())
+    assert {str(p) for p in gone} == set(report.deleted)
+    new = set(stored_after) - set(stored_before)  # only the metadata file of the expiry commit itself
+    assert [p.name.endswith(".metadata.json") for p in new] == [True]
+    assert sum(stored_before.values()) - sum(stored_after.values()) == sum(report.bytes_deleted.values()) - sum(
+        stored_after[p] for p in new
+    )
+    assert report.files_deleted["data_files"] > 0
+    assert report.files_deleted["manifest_lists"] == 35
+    assert report.files_deleted["manifests"] > 0
+    assert _all_referenced_exist(table, warehouse)
+
+
+def test_expiry_respects_retention_refs_and_dry_run(catalog: Catalog, sonik_home: Path) -> None:
+    table = _write_snapshots(catalog, 12)
+    tagged = table.snapshots()[2].snapshot_id
+    table.manage_snapshots().create_tag(tagged, "audit-2026-04").commit()
+    table = catalog.load_table("music.plays")
+    metadata = table.metadata_location
+    size = _warehouse_bytes(sonik_home / "warehouse")
+
+    dry = expire_snapshots(table, ExpiryOptions(retention=NO_RETENTION, retain_last=3, dry_run=True))
+    assert catalog.load_table("music.plays").metadata_location == metadata
+    assert _warehouse_bytes(sonik_home / "warehouse") == size
+    assert tagged not in dry.snapshots_expired and len(dry.snapshots_expired) == 8
+
+    kept_by_retention = expire_snapshots(table, ExpiryOptions(retention=dt.timedelta(days=30), retain_last=3))
+    assert kept_by_retention.snapshots_expired == []  # all are younger than 30 days
+
+    report = expire_snapshots(catalog.load_table("music.plays"), ExpiryOptions(retention=NO_RETENTION, retain_last=3))
+    table = catalog.load_table("music.plays")
+    assert sorted(report.snapshots_expired) == sorted(dry.snapshots_expired)
+    assert tagged in {s.snapshot_id for s in table.snapshots()}
+    assert table.scan(snapshot_id=tagged).count() == int(table.snapshot_by_id(tagged).summary["total-records"])
+    assert _all_referenced_exist(table, sonik_home / "warehouse")
+
+
+def test_metadata_files_beyond_previous_versions_max_are_deleted(catalog: Catalog, sonik_home: Path) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    with table.transaction() as txn:
+        txn.set_properties({"write.metadata.previous-versions-max": "4"})
+    table = _write_snapshots(catalog, 10)
+    metadata_dir = sonik_home / "warehouse" / "music" / "plays" / "metadata"
+    time.sleep(0.05)
+
+    report = expire_snapshots(table, ExpiryOptions(retention=NO_RETENTION, retain_last=2))
+
+    table = catalog.load_table("music.plays")
+    remaining = sorted(metadata_dir.glob("*.metadata.json"))
+    assert report.files_deleted["metadata_files"] >= 6
+    assert len(remaining) == len(table.metadata.metadata_log) + 1
+
+
+KILLED_WRITER = """
+import datetime as dt, sys, time
+from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.writes import FileStager
+catalog = open_catalog("sonik", sys.argv[1], sys.argv[2])
+table = catalog.load_table("music.plays")
+stager = FileStager(table)
+stager.add(synthetic_batch(dt.date(2026, 4, 20), 5000, batch=99))
+stager.finish()  # Parquet files are written; the commit never comes
+print("staged", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_writer_leaves_no_trace_and_orphan_removal_cleans_up(
+    catalog: Catalog, settings: Settings, sonik_home: Path
+) -> None:
+    # Given a table and a writer killed with SIGKILL after writing its Parquet files, before its commit
+    table = _write_snapshots(catalog, 3)
+    snapshot_before = table.current_snapshot().snapshot_id
+    rows_before = table.scan().count()
+    files_before = {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), settings.catalog_uri, settings.warehouse],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert writer.stdout.readline().strip() == "staged"
+    os.killpg(writer.pid, signal.SIGKILL)
+    writer.wait(30)
+    leftovers = {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()} - files_before
+    assert leftovers and all(p.suffix == ".parquet" for p in leftovers)
+
+    # Then the table is at its previous snapshot with nothing partial visible
+    table = catalog.load_table("music.plays")
+    assert table.current_snapshot().snapshot_id == snapshot_before
+    assert table.scan().count() == rows_before
+
+    # When orphans are removed: the safety window protects them, then a zero window takes exactly them
+    assert remove_orphan_files(table, OrphanOptions()).deleted == []
+    report = remove_orphan_files(table, OrphanOptions(older_than=dt.timedelta(0)))
+
+    assert {Path(k) for k in report.deleted} == leftovers
+    assert {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()} == files_before
+    assert report.files_deleted["data_files"] == len(leftovers)
+    assert catalog.load_table("music.plays").scan().count() == rows_before
+
+
+def test_orphan_dry_run_lists_without_deleting(catalog: Catalog, sonik_home: Path) -> None:
+    table = _write_snapshots(catalog, 2)
+    stray = Path(table.location().removeprefix("file://")) / "data" / "stray.parquet"
+    stray.write_bytes(b"not really parquet")
+
+    report = remove_orphan_files(table, OrphanOptions(older_than=dt.timedelta(0), dry_run=True))
+
+    assert report.deleted == [str(stray)]
+    assert stray.exists()
