@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DAYS ?= 7
 export SONIK_HOME ?= $(CURDIR)/lakehouse
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
 .PHONY: install demo dev test lint
 
@@ -29,6 +29,7 @@ dev: install
 	$(BIN)/dagster dev
 
 test: install
+	$(BIN)/ruff check sonik_pipeline sonik_pipeline_tests benchmarks
 	$(BIN)/pytest
 
 lint: install

@@ -10,8 +10,10 @@ import dagster as dg
 from sonik_pipeline.assets.checks import build_mart_checks, build_plays_checks
 from sonik_pipeline.assets.marts import build_mart_assets
 from sonik_pipeline.assets.plays import build_plays_asset
+from sonik_pipeline.jobs import build_asset_jobs, compaction_job, expiry_job
 from sonik_pipeline.partitions import build_daily_partitions
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
+from sonik_pipeline.schedules import build_schedules, build_sensors
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 # Deliberate uses of beta APIs (backfill policies, partition mappings over missing days); said once here.
@@ -27,22 +29,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = build_daily_partitions(settings.start_date)
     plays = build_plays_asset(partitions)
     marts = build_mart_assets(partitions)
-    plays_job = dg.define_asset_job(
-        "plays_job",
-        selection=[plays],
-        partitions_def=partitions,
-        description="Ingest play events into music.plays for the chosen days.",
-    )
-    daily_job = dg.define_asset_job(
-        "daily_job",
-        selection=dg.AssetSelection.assets(plays).downstream(),
-        partitions_def=partitions,
-        description="A day of plays and every mart over it, with their checks, in dependency order.",
-    )
+    # A missed day is seen, not discovered: the day that just ended must be in plays by 06:00 UTC.
+    with warnings.catch_warnings():  # superseded by FreshnessPolicy, but these are the per-partition checks we want
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        plays_freshness = dg.build_time_partition_freshness_checks(
+            assets=[plays], deadline_cron="0 6 * * *", timezone="UTC"
+        )
+    plays_job, daily_job = build_asset_jobs(plays, partitions, plays_freshness)
     return dg.Definitions(
         assets=[plays, *marts],
-        asset_checks=[build_plays_checks(), *build_mart_checks()],
-        jobs=[plays_job, daily_job],
+        asset_checks=[build_plays_checks(), *build_mart_checks(), *plays_freshness],
+        jobs=[plays_job, daily_job, compaction_job, expiry_job],
+        schedules=build_schedules(daily_job, compaction_job, expiry_job),
+        sensors=build_sensors(plays_freshness),
         resources={
             "duckdb": LakehouseDuckDB(database=":memory:"),
             "lakehouse": LakehouseCatalog(

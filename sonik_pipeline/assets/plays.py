@@ -11,8 +11,6 @@ from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, PlaySource
 
 PLAYS_KEY = dg.AssetKey("plays")
-# Ingest and maintenance of music.plays share this pool, so the instance can keep them apart.
-PLAYS_POOL = "iceberg_music_plays"
 
 
 class PlaysConfig(dg.Config):
@@ -53,7 +51,6 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="ingest",
         kinds={"iceberg", "duckdb"},
-        pool=PLAYS_POOL,
         metadata={"dagster/table_name": "sonik.music.plays"},
         tags={"sonik/table": "music.plays"},
     )

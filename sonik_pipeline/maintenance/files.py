@@ -96,7 +96,7 @@ def kind_of_unreferenced(key: str) -> str:
         return MANIFEST_LIST
     if name.endswith(".avro"):
         return MANIFEST
-    if name.endswith(".stats") or name.endswith(".puffin"):
+    if name.endswith((".stats", ".puffin")):
         return STATISTICS
     return DATA
 

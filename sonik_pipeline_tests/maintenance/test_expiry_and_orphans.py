@@ -60,7 +60,9 @@ def test_expiry_keeps_the_last_5_deletes_the_rest_and_reclaims_the_bytes(catalog
     assert len(report.snapshots_expired) == 35
     for snapshot in table.snapshots():
         assert table.scan(snapshot_id=snapshot.snapshot_id).count() == int(snapshot.summary["total-records"])
-        assert table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows == int(snapshot.summary["total-records"])
+        assert table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows == int(
+            snapshot.summary["total-records"]
+        )
     stored_after = _stored(warehouse)
     gone = set(stored_before) - set(stored_after)
     assert sum(stored_before[p] for p in gone) == sum(report.bytes_deleted.values())

@@ -1,0 +1,42 @@
+"""Schedules and sensors: the lakehouse fills and tends itself while the Dagster daemon runs.
+
+All start RUNNING with `dagster dev` (the daemon comes with it); turn any off in the UI.
+"""
+
+import warnings
+
+import dagster as dg
+
+RUNNING = dg.DefaultScheduleStatus.RUNNING
+
+
+def build_schedules(daily_job, compaction_job: dg.JobDefinition, expiry_job: dg.JobDefinition) -> list:
+    # 00:30 UTC every day, for the day that just ended (the newest daily partition).
+    daily_schedule = dg.build_schedule_from_partitioned_job(
+        daily_job, name="daily_schedule", hour_of_day=0, minute_of_hour=30, default_status=RUNNING
+    )
+    # 02:00 UTC, after the day's ingest: merge yesterday's and older small files.
+    compaction_schedule = dg.ScheduleDefinition(
+        name="compaction_schedule", job=compaction_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+        default_status=RUNNING,
+    )  # fmt: skip
+    # 03:00 UTC, after compaction: expire snapshots past retention, then delete orphaned files.
+    expiry_schedule = dg.ScheduleDefinition(
+        name="expiry_schedule", job=expiry_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+        default_status=RUNNING,
+    )  # fmt: skip
+    return [daily_schedule, compaction_schedule, expiry_schedule]
+
+
+def build_sensors(freshness_checks) -> list:
+    # Declarative automation (marts following plays) is evaluated by this sensor.
+    automation = dg.AutomationConditionSensorDefinition(
+        "marts_follow_plays", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
+    )
+    with warnings.catch_warnings():  # superseded by FreshnessPolicy; kept with the time-partition checks above
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        freshness = dg.build_sensor_for_freshness_checks(
+            freshness_checks=freshness_checks, name="plays_freshness_sensor",
+            default_status=dg.DefaultSensorStatus.RUNNING,
+        )  # fmt: skip
+    return [automation, freshness]
