@@ -1,0 +1,91 @@
+import datetime as dt
+
+import dagster as dg
+from pyiceberg.catalog import Catalog
+
+from sonik_pipeline.jobs import MAINTENANCE_TAG
+from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+
+DAY = dt.date(2026, 4, 20)
+
+
+def _micro_batches(catalog: Catalog, batches: int):
+    table, _ = ensure_table(catalog, PLAYS)
+    for i in range(batches):
+        table.append(synthetic_batch(DAY, 100, batch=i).cast(table.schema().as_arrow()))
+    return catalog.load_table("music.plays")
+
+
+def _op_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
+    [output] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_OUTPUT"]
+    return output.event_specific_data.metadata
+
+
+def test_compaction_job_compacts_every_table_and_reports(defs: dg.Definitions, catalog: Catalog) -> None:
+    _micro_batches(catalog, 12)
+    job = defs.resolve_job_def("compaction_job")
+
+    result = job.execute_in_process(
+        run_config={"ops": {"compact_tables": {"config": {"skip_recent_days": 0}}}}, instance=dg.DagsterInstance.get()
+    )
+
+    assert result.success
+    meta = _op_metadata(result, "compact_tables")
+    assert (meta["files_before"].value, meta["files_after"].value, meta["partitions_rewritten"].value) == (12, 1, 1)
+    assert meta["tables"].value["music.plays"]["partitions"] == ["played_day=2026-04-20"]
+    assert len(list(catalog.load_table("music.plays").scan().plan_files())) == 1
+    assert job.tags[MAINTENANCE_TAG] == "compaction"
+
+
+def test_compaction_job_defaults_compact_past_days(defs: dg.Definitions, catalog: Catalog) -> None:
+    _micro_batches(catalog, 6)  # 2026-04-20 is before today, the default cut-off
+    result = defs.resolve_job_def("compaction_job").execute_in_process(instance=dg.DagsterInstance.get())
+    assert _op_metadata(result, "compact_tables")["partitions_rewritten"].value == 1
+
+
+def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: Catalog) -> None:
+    table = _micro_batches(catalog, 8)
+    stray = table.location().removeprefix("file://") + "/data/left-by-a-crash.parquet"
+    open(stray, "wb").write(b"x" * 1000)
+
+    result = defs.resolve_job_def("expiry_job").execute_in_process(
+        run_config={
+            "ops": {
+                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 2}},
+                "remove_orphans": {"config": {"older_than_hours": 0}},
+            }
+        },
+        instance=dg.DagsterInstance.get(),
+    )
+
+    assert result.success
+    assert len(catalog.load_table("music.plays").snapshots()) == 2
+    expiry = _op_metadata(result, "expire_table_snapshots")
+    assert expiry["snapshots_expired"].value == {"music.plays": 6}
+    assert expiry["total_bytes_deleted"].value > 0
+    orphans = _op_metadata(result, "remove_orphans")
+    assert orphans["orphans"].value == {"music.plays": [stray]}
+
+
+def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:
+    schedules = {s.name: s for s in defs.schedules}
+    assert {name: (s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
+        "daily_schedule": ("30 0 * * *", "UTC"),
+        "compaction_schedule": ("0 2 * * *", "UTC"),
+        "expiry_schedule": ("0 3 * * *", "UTC"),
+    }
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
+
+
+def test_the_daily_schedule_asks_for_exactly_yesterday(defs: dg.Definitions) -> None:
+    schedule = next(s for s in defs.schedules if s.name == "daily_schedule")
+    context = dg.build_schedule_context(
+        instance=dg.DagsterInstance.get(), scheduled_execution_time=dt.datetime(2026, 4, 21, 0, 30, tzinfo=dt.UTC)
+    )
+
+    [request] = schedule.evaluate_tick(context).run_requests
+
+    assert request.partition_key == "2026-04-20"
+    assert schedule.job_name == "daily_job"
