@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import datetime as dt
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
+
+from sonik_pipeline.lakehouse import timetravel
+from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
 from sonik_pipeline.lakehouse.events import synthetic_batch, write_landing_day
-from sonik_pipeline.settings import Settings
+from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 
-class UsageError(ValueError):
+class UsageError(ValueError):  # noqa: N818 - reads as what it is
     """Bad input from the user: printed as one line, never a stack trace."""
 
 
@@ -46,6 +54,108 @@ def cmd_landing(args: argparse.Namespace) -> None:
         day += dt.timedelta(days=1)
 
 
+def _catalog():
+    settings = Settings.from_env()
+    return open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str, out=None) -> None:
+    """Rows as an aligned table (for people), CSV or JSON (for programs)."""
+    out = out or sys.stdout
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([[_cell(v) for v in row] for row in rows])
+    elif fmt == "json":
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        json.dump(records, out, default=_cell, indent=2)
+        out.write("\n")
+    else:
+        cells = [columns, *[[_cell(v) for v in row] for row in rows]]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        for n, row in enumerate(cells):
+            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+            if n == 0:
+                out.write("  ".join("-" * w for w in widths) + "\n")
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    catalog = _catalog()
+    rows = []
+    for name in timetravel.table_names(catalog):
+        table = catalog.load_table(name)
+        current = table.current_snapshot()
+        summary = current.summary if current else None
+        rows.append((
+            name,
+            int(summary.get("total-records") or 0) if summary else 0,
+            int(summary.get("total-data-files") or 0) if summary else 0,
+            len(table.snapshots()),
+            timetravel.snapshot_rows(table)[-1].committed_at if current else "",
+        ))  # fmt: skip
+    print_rows(["table", "rows", "data_files", "snapshots", "last_commit"], rows, args.format)
+
+
+def cmd_snapshots(args: argparse.Namespace) -> None:
+    table = timetravel.load(_catalog(), args.table)
+    rows = [dataclasses.astuple(r) for r in timetravel.snapshot_rows(table)]
+    columns = [f.name for f in dataclasses.fields(timetravel.SnapshotRow)]
+    print_rows(columns, rows, args.format)
+
+
+def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one SELECT: `sonik sql` reads, it never writes (no COPY, CREATE, INSERT, ATTACH...)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise UsageError("sonik sql is read-only: give exactly one SELECT (or WITH ... SELECT) statement")
+    try:
+        result = con.execute(sql)
+        return [d[0] for d in result.description], result.fetchall()
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    con = load_iceberg(duckdb.connect())
+    con.execute("SET TimeZone = 'UTC'")
+    as_of = timetravel.parse_time(args.as_of) if args.as_of else None
+    pinned = timetravel.create_views(con, _catalog(), as_of=as_of, snapshot_id=args.snapshot)
+    if args.as_of or args.snapshot:
+        pins = ", ".join(f"{t}@{s}" for t, s in pinned.items())
+        print(f"-- reading {pins}", file=sys.stderr)
+    columns, rows = run_readonly_sql(con, args.query)
+    print_rows(columns, rows, args.format)
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    table = timetravel.load(_catalog(), args.table)
+    if args.to is not None:
+        target = timetravel.snapshot_by_id(table, args.to)
+    else:
+        target = timetravel.snapshot_as_of(table, timetravel.parse_time(args.as_of))
+    current = table.current_snapshot()
+    summary = f"{args.table}: current snapshot {current.snapshot_id if current else None} -> {target.snapshot_id} " \
+              f"({target.summary.get('total-records') if target.summary else '?'} rows)"  # fmt: skip
+    if not args.yes:
+        answer = input(f"Roll back {summary}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise UsageError("rollback cancelled")
+    result = timetravel.rollback(table, target)
+    print(f"rolled back {result.table}: snapshot {result.before} -> {result.after}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sonik", description="Sonik lakehouse helpers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
     landing.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
     landing.add_argument("--dir", help="landing root (default SONIK_LANDING_DIR or SONIK_HOME/landing)")
     landing.set_defaults(func=cmd_landing)
+
+    formats = argparse.ArgumentParser(add_help=False)
+    formats.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
+
+    tables = sub.add_parser("tables", parents=[formats], help="list the lakehouse tables")
+    tables.set_defaults(func=cmd_tables)
+
+    snapshots = sub.add_parser("snapshots", parents=[formats], help="a table's snapshots, with their Dagster run")
+    snapshots.add_argument("table", help="e.g. music.plays")
+    snapshots.set_defaults(func=cmd_snapshots)
+
+    sql = sub.add_parser(
+        "sql", parents=[formats], help="run one read-only SELECT in DuckDB over views of every lakehouse table"
+    )
+    sql.add_argument("query", help='e.g. "SELECT artist, count(*) FROM music.plays GROUP BY 1 ORDER BY 2 DESC"')
+    when = sql.add_mutually_exclusive_group()
+    when.add_argument("--as-of", help="read every table as it was at this time (ISO-8601, UTC by default)")
+    when.add_argument("--snapshot", type=int, help="read the table holding this snapshot id at that snapshot")
+    sql.set_defaults(func=cmd_sql)
+
+    back = sub.add_parser("rollback", help="make an earlier snapshot of a table current again")
+    back.add_argument("table", help="e.g. music.plays")
+    target = back.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", type=int, help="the snapshot id to return to")
+    target.add_argument("--as-of", help="return to the snapshot current at this time (ISO-8601)")
+    back.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    back.set_defaults(func=cmd_rollback)
     return parser
 
 
@@ -69,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, ValueError, OSError) as exc:
+    except (UsageError, timetravel.TimeTravelError, ValueError, OSError, EOFError) as exc:
         print(f"sonik: error: {exc}", file=sys.stderr)
         return 2
     return 0

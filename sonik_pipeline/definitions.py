@@ -10,7 +10,7 @@ import dagster as dg
 from sonik_pipeline.assets.checks import build_mart_checks, build_plays_checks
 from sonik_pipeline.assets.marts import build_mart_assets
 from sonik_pipeline.assets.plays import build_plays_asset
-from sonik_pipeline.jobs import build_asset_jobs, compaction_job, expiry_job
+from sonik_pipeline.jobs import build_asset_jobs, compaction_job, expiry_job, rollback_job
 from sonik_pipeline.partitions import build_daily_partitions
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
 from sonik_pipeline.schedules import build_schedules, build_sensors
@@ -39,7 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[plays, *marts],
         asset_checks=[build_plays_checks(), *build_mart_checks(), *plays_freshness],
-        jobs=[plays_job, daily_job, compaction_job, expiry_job],
+        jobs=[plays_job, daily_job, compaction_job, expiry_job, rollback_job],
         schedules=build_schedules(daily_job, compaction_job, expiry_job),
         sensors=build_sensors(plays_freshness),
         resources={

@@ -7,6 +7,7 @@ from pydantic import Field
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse import timetravel
 from sonik_pipeline.lakehouse.marts import MARTS
 from sonik_pipeline.lakehouse.tables import MUSIC
 from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
@@ -174,3 +175,43 @@ def compaction_job() -> None:
 )
 def expiry_job() -> None:
     remove_orphans(after=expire_table_snapshots())
+
+
+class RollbackConfig(dg.Config):
+    table: str = Field(description="The table to roll back, e.g. music.plays.")
+    to_snapshot_id: int | None = Field(default=None, description="The snapshot to make current again.")
+    as_of: str | None = Field(default=None, description="Or: the snapshot current at this time (ISO-8601, UTC).")
+
+
+@dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"})
+def rollback_table(context: dg.OpExecutionContext, config: RollbackConfig, lakehouse: LakehouseCatalog) -> None:
+    """Make an earlier snapshot current again (undo a bad ingest); the history stays for time travel."""
+    if (config.to_snapshot_id is None) == (config.as_of is None):
+        raise dg.Failure("give exactly one of to_snapshot_id or as_of")
+    try:
+        table = timetravel.load(lakehouse.load(), config.table)
+        target = (
+            timetravel.snapshot_by_id(table, config.to_snapshot_id)
+            if config.to_snapshot_id is not None
+            else timetravel.snapshot_as_of(table, timetravel.parse_time(config.as_of))
+        )
+    except timetravel.TimeTravelError as exc:
+        raise dg.Failure(str(exc)) from None
+    result = timetravel.rollback(table, target)
+    context.log.info(f"rolled back {result.table}: snapshot {result.before} -> {result.after}")
+    context.add_output_metadata(
+        {
+            "table": result.table,
+            "snapshot_before": str(result.before),
+            "snapshot_after": str(result.after),
+            "rows_after": int(target.summary.get("total-records") or 0) if target.summary else 0,
+        }
+    )
+
+
+@dg.job(
+    tags={MAINTENANCE_TAG: "rollback"},
+    description="Roll a table back to an earlier snapshot (by id or time); the run records before and after.",
+)
+def rollback_job() -> None:
+    rollback_table()
