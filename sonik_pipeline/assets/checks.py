@@ -10,6 +10,7 @@ from sonik_pipeline.assets.plays import PLAYS_KEY
 from sonik_pipeline.lakehouse.marts import (
     DAILY_COUNTRY_LISTENING,
     DAILY_DEVICE_MIX,
+    DAILY_TIER_LISTENING,
     DAILY_USER_STATS,
     Mart,
     PlaysSnapshot,
@@ -32,7 +33,7 @@ PLAYS_CHECKS = {
     PLAYED_AT_INSIDE_DAY: ("rows_outside_day", "Every data file of the day holds only played_at inside that UTC day."),
     DURATIONS_IN_RANGE: ("durations_out_of_range", "duration_seconds is within 0..86400."),
 }
-RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
+RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_TIER_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
 
 
 def _run_days(context: dg.AssetCheckExecutionContext) -> list[dt.date] | None:

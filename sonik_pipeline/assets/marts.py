@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "daily_top_tracks": "The day's most played tracks with listeners and listening time (top N, default 100).",
     "daily_top_artists": "The day's most played artists with listeners and listening time (top N, default 100).",
     "daily_country_listening": "Plays, listeners and listening time per country for the day.",
+    "daily_tier_listening": "Plays, listeners and listening time per subscription tier (Free, Premium, Family).",
     "daily_device_mix": "Plays and listening time per device for the day, with each device's share.",
     "daily_user_stats": "Each user's day: plays, minutes, distinct tracks and artists, favourite artist, first and "
     "last play (the data behind personal listening stats).",

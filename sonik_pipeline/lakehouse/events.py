@@ -81,6 +81,7 @@ COUNTRY_WEIGHTS: dict[str, float] = {
     "KR": 1,
 }
 DEVICE_WEIGHTS: dict[str, float] = {"mobile": 58, "desktop": 20, "tablet": 7, "smart_speaker": 8, "tv": 7}
+TIER_WEIGHTS: dict[str, float] = {"Free": 60, "Premium": 30, "Family": 10}
 # Plays per UTC hour: quiet small hours, an evening peak.
 HOUR_WEIGHTS = np.array([3, 2, 1.5, 1, 1, 1.5, 3, 5, 6, 6, 6, 6.5, 7, 7, 7, 7.5, 8, 9, 10, 10.5, 10, 9, 7, 5])
 
@@ -193,8 +194,10 @@ class Catalogue:
     user_country: np.ndarray  # index into countries, per user
     user_device: np.ndarray  # index into devices, per user
     user_sampler: np.ndarray  # activity, heavy-tailed
+    user_tier: np.ndarray  # index into tiers, per user (stable: a user keeps their tier)
     countries: pa.Array
     devices: pa.Array
+    tiers: pa.Array
 
 
 def _cdf(weights: np.ndarray) -> np.ndarray:
@@ -258,6 +261,8 @@ def catalogue() -> Catalogue:
         user_country=np.searchsorted(_cdf(np.array(list(COUNTRY_WEIGHTS.values()))), rng.random(N_USERS), side="right"),
         user_device=np.searchsorted(_cdf(np.array(list(DEVICE_WEIGHTS.values()))), rng.random(N_USERS), side="right"),
         user_sampler=_sampler(rng.lognormal(0.0, 1.2, N_USERS)),
+        user_tier=np.searchsorted(_cdf(np.array(list(TIER_WEIGHTS.values()))), rng.random(N_USERS), side="right"),
+        tiers=pa.array(list(TIER_WEIGHTS), pa.large_string()),
         countries=pa.array(countries, pa.large_string()),
         devices=pa.array(devices, pa.large_string()),
     )
@@ -327,6 +332,7 @@ def synthetic_batch(day: dt.date, n: int, seed: int = 0, batch: int = 0) -> pa.T
             "duration_seconds": pa.array(duration),
             "country": decode(country, cat.countries),
             "device": decode(device, cat.devices),
+            "subscription_tier": decode(cat.user_tier[user], cat.tiers),
         }
     )
 

@@ -130,6 +130,14 @@ def _country(src: PlaysSnapshot, day: dt.date, _: int) -> str:
         FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY country ORDER BY plays DESC, country"""
 
 
+def _tier(src: PlaysSnapshot, day: dt.date, _: int) -> str:
+    return f"""
+        SELECT DATE '{day}' AS day, subscription_tier, {_TOTALS},
+               round(coalesce(sum(duration_seconds), 0) / 60.0, 2) AS minutes_played
+        FROM {src.scan_sql()} WHERE {played_between(day, day)}
+        GROUP BY subscription_tier ORDER BY plays DESC, subscription_tier"""
+
+
 def _device(src: PlaysSnapshot, day: dt.date, _: int) -> str:
     return f"""
         SELECT DATE '{day}' AS day, device, count(*) AS plays,
@@ -214,6 +222,17 @@ DAILY_COUNTRY_LISTENING = Mart(
     ),
     _country,
 )
+DAILY_TIER_LISTENING = Mart(
+    _mart_table(
+        "daily_tier_listening",
+        _f(2, "subscription_tier", StringType(), "Free, Premium or Family (null: played before tiers were recorded)"),
+        PLAYS_F(3),
+        LISTENERS_F(4),
+        SECONDS_F(5),
+        MINUTES_F(6),
+    ),
+    _tier,
+)
 DAILY_DEVICE_MIX = Mart(
     _mart_table(
         "daily_device_mix",
@@ -269,7 +288,14 @@ TRENDING_TRACKS = Mart(
     window_days=14,
 )
 
-DAILY_MARTS = (DAILY_TOP_TRACKS, DAILY_TOP_ARTISTS, DAILY_COUNTRY_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
+DAILY_MARTS = (
+    DAILY_TOP_TRACKS,
+    DAILY_TOP_ARTISTS,
+    DAILY_COUNTRY_LISTENING,
+    DAILY_TIER_LISTENING,
+    DAILY_DEVICE_MIX,
+    DAILY_USER_STATS,
+)
 ROLLING_MARTS = (TOP_ARTISTS_7D, TRENDING_TRACKS)
 
 

@@ -64,7 +64,10 @@ class TableDef:
         return f"{self.namespace}.{self.name}"
 
 
-# The tutorial's schema, field for field (ids 1-9). played_at holds UTC wall time.
+SUBSCRIPTION_TIERS = ("Free", "Premium", "Family")
+
+# The tutorial's schema, field for field (ids 1-9; played_at holds UTC wall time), plus the column its
+# schema-evolution step adds. Tables created before it gain it on their next write; old rows read null.
 PLAYS_SCHEMA = Schema(
     NestedField(1, "play_id", StringType(), required=True),
     NestedField(2, "user_id", LongType(), required=True),
@@ -75,6 +78,7 @@ PLAYS_SCHEMA = Schema(
     NestedField(7, "duration_seconds", IntegerType()),
     NestedField(8, "country", StringType()),
     NestedField(9, "device", StringType()),
+    NestedField(10, "subscription_tier", StringType(), doc="Free, Premium, or Family"),
 )
 
 PLAYS = TableDef(

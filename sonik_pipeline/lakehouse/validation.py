@@ -27,6 +27,7 @@ from pyiceberg.types import (
 )
 
 from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, UnreadableFile
+from sonik_pipeline.lakehouse.tables import SUBSCRIPTION_TIERS
 
 MAX_DURATION_SECONDS = 86_400
 DUPLICATE_REASON = "duplicate play_id"
@@ -247,6 +248,16 @@ class DayValidator:
                     pc.or_(pc.less(col, 0), pc.greater(col, MAX_DURATION_SECONDS)),
                     f"duration_seconds out of range 0..{MAX_DURATION_SECONDS}",
                     "duration_seconds",
+                )
+            )
+        if "subscription_tier" in names:
+            tier = typed.column("subscription_tier")
+            allowed = pa.array(SUBSCRIPTION_TIERS, tier.type)
+            masks.append(
+                (
+                    pc.and_(pc.is_valid(tier), pc.invert(pc.is_in(tier, value_set=allowed))),
+                    f"subscription_tier is not one of {', '.join(SUBSCRIPTION_TIERS)}",
+                    "subscription_tier",
                 )
             )
         if "country" in names:

@@ -63,14 +63,14 @@ def test_a_range_of_plays_and_marts_runs_in_order_and_reconciles(defs, catalog: 
         p="music.plays",
     )
     assert [p[1] for p in plays] == [SMALL_DAY_EVENTS] * len(DAYS)
-    for mart in ("daily_country_listening", "daily_device_mix", "daily_user_stats"):
+    for mart in ("daily_country_listening", "daily_tier_listening", "daily_device_mix", "daily_user_stats"):
         totals = _sql(
             catalog,
             "SELECT day::VARCHAR, sum(plays), sum(seconds_played) FROM {m} GROUP BY 1 ORDER BY 1",
             m=f"music_marts.{mart}",
         )
         assert totals == plays, mart
-    assert all(_checks(result).values()) and len(_checks(result)) == 7
+    assert all(_checks(result).values()) and len(_checks(result)) == 8
 
 
 def test_mart_metadata_reports_rows_input_snapshot_and_top_rows(defs, catalog: Catalog) -> None:

@@ -213,7 +213,7 @@ def test_an_optional_column_added_in_code_evolves_the_table_on_the_next_write(
 ) -> None:
     _run(defs, "2026-04-19")
     old_files = {t.file.file_path for t in catalog.load_table("music.plays").scan().plan_files()}
-    schema = Schema(*PLAYS.schema.fields, NestedField(10, "listening_context", StringType()))
+    schema = Schema(*PLAYS.schema.fields, NestedField(11, "listening_context", StringType()))
     evolved = TableDef(PLAYS.namespace, PLAYS.name, schema, PLAYS.spec)
     monkeypatch.setattr(ingest_module, "PLAYS", evolved)
 

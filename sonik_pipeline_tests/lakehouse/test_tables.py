@@ -32,6 +32,7 @@ def test_plays_is_created_with_the_tutorial_schema_and_day_partitioning(catalog:
         (7, "duration_seconds", IntegerType(), False),
         (8, "country", StringType(), False),
         (9, "device", StringType(), False),
+        (10, "subscription_tier", StringType(), False),  # the tutorial's schema-evolution step
     ]
     assert [(f.field_id, f.name, f.field_type, f.required) for f in table.schema().fields] == expected
     assert table.spec() == PartitionSpec(
@@ -77,15 +78,15 @@ def test_new_optional_column_in_code_is_added_without_rewriting_data(catalog: Ca
     files_before = _data_files(table)
 
     # When the code gains an optional column
-    evolved = _with_field(PLAYS, NestedField(10, "subscription_tier", StringType(), doc="Free, Premium, or Family"))
+    evolved = _with_field(PLAYS, NestedField(11, "listening_context", StringType(), doc="Playlist, album or radio"))
     table, changes = ensure_table(catalog, evolved)
 
     # Then the table has it (with its doc), old rows read null, and no data file was rewritten
-    assert changes.added == ("subscription_tier",)
-    assert "added: subscription_tier" in changes.describe()
-    field = table.schema().find_field("subscription_tier")
-    assert (field.required, field.doc) == (False, "Free, Premium, or Family")
-    assert table.scan().to_arrow().column("subscription_tier").to_pylist() == [None]
+    assert changes.added == ("listening_context",)
+    assert "added: listening_context" in changes.describe()
+    field = table.schema().find_field("listening_context")
+    assert (field.required, field.doc) == (False, "Playlist, album or radio")
+    assert table.scan().to_arrow().column("listening_context").to_pylist() == [None]
     assert _data_files(table) == files_before
     assert len(table.snapshots()) == 1
 
@@ -94,8 +95,8 @@ def test_new_optional_column_in_code_is_added_without_rewriting_data(catalog: Ca
     ("new_field", "message"),
     [
         (
-            NestedField(10, "subscription_tier", StringType(), required=True),
-            "cannot add required column 'subscription_tier'",
+            NestedField(11, "listening_context", StringType(), required=True),
+            "cannot add required column 'listening_context'",
         ),
         (NestedField(7, "duration_seconds", StringType()), "cannot change column 'duration_seconds'"),
     ],

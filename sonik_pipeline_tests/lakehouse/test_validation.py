@@ -41,7 +41,7 @@ def test_a_good_event_is_kept_typed_as_the_schema() -> None:
     valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(json.dumps(GOOD)))
 
     assert rejected.num_rows == 0
-    assert valid.to_pylist() == [{**GOOD, "played_at": dt.datetime(2026, 4, 20, 10)}]
+    assert valid.to_pylist() == [{**GOOD, "played_at": dt.datetime(2026, 4, 20, 10), "subscription_tier": None}]
     assert valid.schema.field("played_at").type == pa.timestamp("us")
 
 
@@ -61,6 +61,7 @@ def test_a_good_event_is_kept_typed_as_the_schema() -> None:
         (_event(duration_seconds=-1), "duration_seconds out of range 0..86400: -1"),
         (_event(duration_seconds=86_401), "duration_seconds out of range 0..86400: 86401"),
         (_event(country="usa"), "country is not a two-letter code: usa"),
+        (_event(subscription_tier="Gold"), "subscription_tier is not one of Free, Premium, Family: Gold"),
     ],
 )
 def test_each_bad_event_is_rejected_with_its_reason(payload: str, reason: str) -> None:
