@@ -95,13 +95,15 @@ def cmd_tables(args: argparse.Namespace) -> None:
         table = catalog.load_table(name)
         current = table.current_snapshot()
         summary = current.summary if current else None
-        rows.append((
-            name,
-            int(summary.get("total-records") or 0) if summary else 0,
-            int(summary.get("total-data-files") or 0) if summary else 0,
-            len(table.snapshots()),
-            timetravel.snapshot_rows(table)[-1].committed_at if current else "",
-        ))  # fmt: skip
+        rows.append(
+            (
+                name,
+                int(summary.get("total-records") or 0) if summary else 0,
+                int(summary.get("total-data-files") or 0) if summary else 0,
+                len(table.snapshots()),
+                timetravel.snapshot_rows(table)[-1].committed_at if current else "",
+            )
+        )
     print_rows(["table", "rows", "data_files", "snapshots", "last_commit"], rows, args.format)
 
 
@@ -146,8 +148,10 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     else:
         target = timetravel.snapshot_as_of(table, timetravel.parse_time(args.as_of))
     current = table.current_snapshot()
-    summary = f"{args.table}: current snapshot {current.snapshot_id if current else None} -> {target.snapshot_id} " \
-              f"({target.summary.get('total-records') if target.summary else '?'} rows)"  # fmt: skip
+    summary = (
+        f"{args.table}: current snapshot {current.snapshot_id if current else None} -> {target.snapshot_id} "
+        f"({target.summary.get('total-records') if target.summary else '?'} rows)"
+    )
     if not args.yes:
         answer = input(f"Roll back {summary}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):

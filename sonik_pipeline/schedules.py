@@ -17,14 +17,20 @@ def build_schedules(daily_job, compaction_job: dg.JobDefinition, expiry_job: dg.
     )
     # 02:00 UTC, after the day's ingest: merge yesterday's and older small files.
     compaction_schedule = dg.ScheduleDefinition(
-        name="compaction_schedule", job=compaction_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+        name="compaction_schedule",
+        job=compaction_job,
+        cron_schedule="0 2 * * *",
+        execution_timezone="UTC",
         default_status=RUNNING,
-    )  # fmt: skip
+    )
     # 03:00 UTC, after compaction: expire snapshots past retention, then delete orphaned files.
     expiry_schedule = dg.ScheduleDefinition(
-        name="expiry_schedule", job=expiry_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+        name="expiry_schedule",
+        job=expiry_job,
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
         default_status=RUNNING,
-    )  # fmt: skip
+    )
     return [daily_schedule, compaction_schedule, expiry_schedule]
 
 
@@ -36,7 +42,8 @@ def build_sensors(freshness_checks) -> list:
     with warnings.catch_warnings():  # superseded by FreshnessPolicy; kept with the time-partition checks above
         warnings.simplefilter("ignore", dg.SupersessionWarning)
         freshness = dg.build_sensor_for_freshness_checks(
-            freshness_checks=freshness_checks, name="plays_freshness_sensor",
+            freshness_checks=freshness_checks,
+            name="plays_freshness_sensor",
             default_status=dg.DefaultSensorStatus.RUNNING,
-        )  # fmt: skip
+        )
     return [automation, freshness]

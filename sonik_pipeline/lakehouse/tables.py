@@ -7,6 +7,7 @@ rewriting data (a narrowing, a new required column) fails before anything is wri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
@@ -27,6 +28,8 @@ from pyiceberg.types import (
     StringType,
     TimestampType,
 )
+
+from sonik_pipeline.lakehouse.migrations import MIGRATIONS, Migration, apply_migrations
 
 MUSIC = "music"
 
@@ -196,8 +199,10 @@ def _apply_schema_changes(table: Table, wanted: Schema, changes: SchemaChanges) 
             update.update_column(name, required=False)
 
 
-def ensure_table(catalog: Catalog, table_def: TableDef) -> tuple[Table, SchemaChanges]:
-    """Load the table, creating it on first use and evolving it to the code's schema when safe."""
+def ensure_table(
+    catalog: Catalog, table_def: TableDef, migrations: Sequence[Migration] = MIGRATIONS
+) -> tuple[Table, SchemaChanges]:
+    """Load the table, creating it on first use, applying pending migrations, then evolving it additively."""
     catalog.create_namespace_if_not_exists(table_def.namespace)
     try:
         table = catalog.load_table(table_def.identifier)
@@ -209,6 +214,7 @@ def ensure_table(catalog: Catalog, table_def: TableDef) -> tuple[Table, SchemaCh
             properties=table_def.properties,
         )
         return table, SchemaChanges()
+    apply_migrations(table, migrations)
     changes = plan_schema_changes(table.schema(), table_def.schema, table_def.identifier)
     if changes:
         _apply_schema_changes(table, table_def.schema, changes)

@@ -214,8 +214,11 @@ def compact_table(
         if options.dry_run:
             report.seconds = time.monotonic() - started
             return report
-        properties = {**(snapshot_properties or {}), "sonik.operation": "compaction",
-                      "sonik.partitions-rewritten": str(len(report.partitions))}  # fmt: skip
+        properties = {
+            **(snapshot_properties or {}),
+            "sonik.operation": "compaction",
+            "sonik.partitions-rewritten": str(len(report.partitions)),
+        }
         with table.transaction() as txn:
             rewrite_files = _RewriteDataFiles(
                 operation=Operation.OVERWRITE, transaction=txn, io=table.io, snapshot_properties=properties

@@ -60,7 +60,9 @@ def remove_orphan_files(
     if orphans and not options.dry_run:
         delete_files(table, report.deleted)
     if orphans:
-        progress(f"{report.table}: {'would delete' if options.dry_run else 'deleted'} {len(orphans)} orphan files "
-                 f"({sum(report.bytes_deleted.values()):,} B)")  # fmt: skip
+        progress(
+            f"{report.table}: {'would delete' if options.dry_run else 'deleted'} {len(orphans)} orphan files "
+            f"({sum(report.bytes_deleted.values()):,} B)"
+        )
     report.seconds = time.monotonic() - started
     return report

@@ -143,8 +143,10 @@ def test_a_killed_writer_leaves_no_trace_and_orphan_removal_cleans_up(
     files_before = {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()}
     writer = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), settings.catalog_uri, settings.warehouse],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert writer.stdout.readline().strip() == "staged"
     os.killpg(writer.pid, signal.SIGKILL)
     writer.wait(30)
