@@ -1,5 +1,6 @@
 """The pipeline as a user runs it: the dagster and sonik commands in subprocesses, then the tutorial's readers."""
 
+import json
 import os
 import subprocess
 import sys
@@ -165,3 +166,46 @@ def test_last_complete_days_end_yesterday() -> None:
     import datetime as dt
 
     assert last_complete_days(7, dt.date(2026, 4, 21)) == (dt.date(2026, 4, 14), dt.date(2026, 4, 20))
+
+
+MART_TABLES = [
+    "daily_top_tracks", "daily_top_artists", "daily_country_listening", "daily_tier_listening", "daily_device_mix",
+    "daily_user_stats", "top_artists_7d", "trending_tracks",
+]  # fmt: skip
+
+TOTALS = """
+    import json, duckdb
+    from sonik_pipeline.lakehouse.catalog import open_catalog
+    from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
+    catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://./lakehouse/warehouse")
+    con = load_iceberg(duckdb.connect())
+    def query(sql, table):
+        return list(con.execute(sql.format(f"iceberg_scan('{catalog.load_table(table).metadata_location}')")).fetchone())
+    out = {"plays": query("SELECT count(DISTINCT played_at::DATE), count(*), sum(duration_seconds) FROM {}", "music.plays")}
+    for mart in MARTS:
+        out[mart] = query("SELECT count(DISTINCT day) FROM {}", "music_marts." + mart)
+    for mart in RECONCILED:
+        out[mart + " totals"] = query("SELECT sum(plays), sum(seconds_played) FROM {}", "music_marts." + mart)
+    print(json.dumps(out))
+"""
+RECONCILED = ["daily_country_listening", "daily_tier_listening", "daily_device_mix", "daily_user_stats"]
+
+
+@pytest.mark.slow
+def test_a_30_day_backfill_of_plays_and_marts_from_the_cli_is_complete_and_repeatable(tmp_path: Path, user_env) -> None:
+    user_env["SONIK_EVENTS_PER_DAY"] = "300"
+    (tmp_path / "in_process.yaml").write_text("execution:\n  config:\n    in_process: {}\n")
+    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays*",
+           "--partition-range", "2026-03-22...2026-04-20", "-c", "in_process.yaml"]  # fmt: skip
+    totals = textwrap.dedent(TOTALS).replace("MARTS", repr(MART_TABLES)).replace("RECONCILED", repr(RECONCILED))
+
+    _run(cmd, user_env, tmp_path)
+    first = json.loads(_python(totals, user_env, tmp_path))
+    _run(cmd, user_env, tmp_path)
+    second = json.loads(_python(totals, user_env, tmp_path))
+
+    days, plays, seconds = first["plays"]
+    assert (days, plays) == (30, 9000)
+    assert all(first[mart] == [30] for mart in MART_TABLES)  # one partition per day in every mart
+    assert all(first[f"{mart} totals"] == [plays, seconds] for mart in RECONCILED)  # reconcile exactly
+    assert second == first  # run twice: the same totals

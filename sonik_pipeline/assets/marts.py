@@ -1,6 +1,8 @@
 """The marts: daily aggregates and rolling views of plays, computed by DuckDB and stored as Iceberg tables."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 from pydantic import Field
@@ -15,9 +17,10 @@ from sonik_pipeline.lakehouse.marts import (
     PlaysSnapshot,
     compute_mart,
     days_with_plays,
-    write_mart_day,
+    replace_mart_days,
 )
-from sonik_pipeline.lakehouse.tables import PLAYS
+from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.writes import FileStager
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 
@@ -59,6 +62,16 @@ def _plays_dependency(mart: Mart) -> dg.AssetDep:
     )
 
 
+@contextmanager
+def _discard_on_error(stager: FileStager) -> Iterator[None]:
+    """Staged files of a failed run are never committed: delete them rather than leave orphans."""
+    try:
+        yield
+    except BaseException:
+        stager.discard()
+        raise
+
+
 def build_mart_asset(mart: Mart, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=mart.name,
@@ -78,33 +91,39 @@ def build_mart_asset(mart: Mart, partitions: dg.PartitionsDefinition) -> dg.Asse
         catalog = lakehouse.load()
         # Every day in this run reads the same pinned snapshot of plays.
         src = PlaysSnapshot.current(catalog.load_table(PLAYS.identifier))
-        with duckdb.get_connection() as con:
+        table, _ = ensure_table(catalog, mart.table)
+        stager = FileStager(table)
+        with duckdb.get_connection() as con, _discard_on_error(stager):
             for key in context.partition_keys:
                 started = time.monotonic()
                 rows = compute_mart(con, mart, src, day_of(key), config.top_n)
-                query_seconds = time.monotonic() - started
+                stager.add(rows)
+                day_metadata = {
+                    "rows": dg.MetadataValue.int(rows.num_rows),
+                    "plays_snapshot_id": dg.MetadataValue.text(str(src.snapshot_id)),
+                    "query_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+                    "top_rows": table_preview(rows, 10),
+                    "dagster/row_count": dg.MetadataValue.int(rows.num_rows),
+                }
                 if mart.window_days > 1:
-                    days_present = days_with_plays(con, src, day_of(key), mart.window_days)
-                    context.add_asset_metadata(
-                        {"days_with_plays": f"{days_present} of {mart.window_days}"}, partition_key=key
-                    )
-                report = write_mart_day(catalog, mart, day_of(key), rows, src, {"dagster.run-id": context.run.run_id})
-                context.add_asset_metadata(
-                    {
-                        "rows": dg.MetadataValue.int(rows.num_rows),
-                        "plays_snapshot_id": dg.MetadataValue.text(str(src.snapshot_id)),
-                        "snapshot_id": dg.MetadataValue.text(str(report.snapshot_id)),
-                        "query_seconds": dg.MetadataValue.float(round(query_seconds, 3)),
-                        "data_files_added": dg.MetadataValue.int(report.files_added),
-                        "bytes_added": dg.MetadataValue.int(report.bytes_added),
-                        "duration_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
-                        "top_rows": table_preview(rows, 10),
-                        "dagster/row_count": dg.MetadataValue.int(rows.num_rows),
-                    },
-                    partition_key=key,
-                )
+                    covered = days_with_plays(con, src, day_of(key), mart.window_days)
+                    day_metadata["days_with_plays"] = f"{covered} of {mart.window_days}"
+                context.add_asset_metadata(day_metadata, partition_key=key)
                 context.log.info(f"{mart.name} {key}: {rows.num_rows:,} rows from plays snapshot {src.snapshot_id}")
-        return dg.MaterializeResult(metadata={"plays_snapshot_id": dg.MetadataValue.text(str(src.snapshot_id))})
+        first, last = day_of(context.partition_keys[0]), day_of(context.partition_keys[-1])
+        started = time.monotonic()
+        report = replace_mart_days(table, first, last, stager.finish(), src, {"dagster.run-id": context.run.run_id})
+        context.log.info(f"{mart.name} {first}..{last}: committed snapshot {report.snapshot_id}")
+        return dg.MaterializeResult(
+            metadata={
+                "snapshot_id": dg.MetadataValue.text(str(report.snapshot_id)),
+                "plays_snapshot_id": dg.MetadataValue.text(str(src.snapshot_id)),
+                "data_files_added": dg.MetadataValue.int(report.files_added),
+                "bytes_added": dg.MetadataValue.int(report.bytes_added),
+                "commit_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+                "days_in_run": dg.MetadataValue.int(len(context.partition_keys)),
+            }
+        )
 
     return _mart
 

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType, TimestampType
 
-from sonik_pipeline.lakehouse.tables import TableDef, ensure_table
+from sonik_pipeline.lakehouse.tables import TableDef
 from sonik_pipeline.lakehouse.writes import CommitReport, replace_partition, stage_files
 
 MARTS = "music_marts"
@@ -316,19 +316,41 @@ PLAYS_SNAPSHOT_PROPERTY = "sonik.plays-snapshot-id"
 PLAYS_METADATA_PROPERTY = "sonik.plays-metadata-location"
 
 
-def write_mart_day(
-    catalog: Catalog, mart: Mart, day: dt.date, rows: pa.Table, src: PlaysSnapshot, properties: dict[str, str]
+def replace_mart_days(
+    table: Table,
+    first: dt.date,
+    last: dt.date,
+    files: list[DataFile],
+    src: PlaysSnapshot,
+    properties: dict[str, str],
 ) -> CommitReport:
-    """Replace ``day`` of the mart's table with ``rows`` in one commit that records the plays snapshot read."""
-    table, _ = ensure_table(catalog, mart.table)
-    files = stage_files(table, [rows])
+    """Make ``files`` the whole of days ``first``..``last`` of a mart table, in one commit.
+
+    The commit records the plays snapshot the figures came from, so they can be reproduced and checked.
+    A backfill of many days is one commit per mart rather than one per day.
+    """
     snapshot_properties = {
         **properties,
-        "dagster.partition": day.isoformat(),
+        "dagster.partition": first.isoformat() if first == last else f"{first}...{last}",
         PLAYS_SNAPSHOT_PROPERTY: str(src.snapshot_id),
         PLAYS_METADATA_PROPERTY: src.metadata_location,
     }
-    return replace_partition(table, EqualTo("day", day.isoformat()), files, snapshot_properties)
+    days = And(GreaterThanOrEqual("day", first.isoformat()), LessThanOrEqual("day", last.isoformat()))
+    return replace_partition(table, days, files, snapshot_properties)
+
+
+def write_mart_day(
+    table: Table, day: dt.date, rows: pa.Table, src: PlaysSnapshot, properties: dict[str, str]
+) -> CommitReport:
+    """Replace ``day`` of a mart table with ``rows`` in one commit that records the plays snapshot read."""
+    return replace_mart_days(table, day, day, stage_files(table, [rows]), src, properties)
+
+
+def _covers(partition: str | None, day: dt.date) -> bool:
+    if not partition:
+        return False
+    first, _, last = partition.partition("...")
+    return first <= day.isoformat() <= (last or first)
 
 
 def plays_snapshot_behind(mart_table: Table, day: dt.date) -> PlaysSnapshot | None:
@@ -337,7 +359,7 @@ def plays_snapshot_behind(mart_table: Table, day: dt.date) -> PlaysSnapshot | No
     by_id = {s.snapshot_id: s for s in mart_table.snapshots()}
     while snapshot is not None:  # walk back through the current lineage only
         summary = snapshot.summary
-        if summary and summary.get("dagster.partition") == day.isoformat() and summary.get(PLAYS_SNAPSHOT_PROPERTY):
+        if summary and _covers(summary.get("dagster.partition"), day) and summary.get(PLAYS_SNAPSHOT_PROPERTY):
             return PlaysSnapshot(summary[PLAYS_METADATA_PROPERTY], int(summary[PLAYS_SNAPSHOT_PROPERTY]))
         snapshot = by_id.get(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
     return None

@@ -25,6 +25,7 @@ from sonik_pipeline.lakehouse.marts import (
     write_mart_day,
 )
 from sonik_pipeline.lakehouse.quality import mart_totals, plays_day_quality, plays_totals
+from sonik_pipeline.lakehouse.tables import ensure_table
 
 DAYS = [dt.date(2026, 4, 18), dt.date(2026, 4, 19), dt.date(2026, 4, 20)]
 DAY = DAYS[-1]
@@ -192,7 +193,7 @@ def test_a_mart_pins_the_plays_snapshot_it_read(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
     rows = compute_mart(con, DAILY_COUNTRY_LISTENING, src, DAY, 0)
 
-    report = write_mart_day(catalog, DAILY_COUNTRY_LISTENING, DAY, rows, src, {})
+    report = write_mart_day(ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0], DAY, rows, src, {})
     ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 10), "newer")])  # plays moves on
 
     table = catalog.load_table("music_marts.daily_country_listening")
@@ -206,8 +207,8 @@ def test_rewriting_a_mart_day_replaces_it(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
     rows = compute_mart(con, DAILY_DEVICE_MIX, src, DAY, 0)
 
-    write_mart_day(catalog, DAILY_DEVICE_MIX, DAY, rows, src, {})
-    write_mart_day(catalog, DAILY_DEVICE_MIX, DAY, rows, src, {})
+    write_mart_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src, {})
+    write_mart_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src, {})
 
     table = catalog.load_table("music_marts.daily_device_mix")
     assert table.scan().count() == rows.num_rows
@@ -232,7 +233,13 @@ def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse)
     # The tutorial's query, with its clock fixed at the end of the 20th: "the last 3 days" are the 18th-20th.
     catalog, con, src, frame = lakehouse
     for day in DAYS:
-        write_mart_day(catalog, DAILY_TOP_ARTISTS, day, compute_mart(con, DAILY_TOP_ARTISTS, src, day, 1_000), src, {})
+        write_mart_day(
+            ensure_table(catalog, DAILY_TOP_ARTISTS.table)[0],
+            day,
+            compute_mart(con, DAILY_TOP_ARTISTS, src, day, 1_000),
+            src,
+            {},
+        )
     now = "TIMESTAMP '2026-04-21 00:00:00'"
 
     direct = con.execute(f"""
