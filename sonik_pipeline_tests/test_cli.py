@@ -180,8 +180,10 @@ TOTALS = """
     catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://./lakehouse/warehouse")
     con = load_iceberg(duckdb.connect())
     def query(sql, table):
-        return list(con.execute(sql.format(f"iceberg_scan('{catalog.load_table(table).metadata_location}')")).fetchone())
-    out = {"plays": query("SELECT count(DISTINCT played_at::DATE), count(*), sum(duration_seconds) FROM {}", "music.plays")}
+        scan = f"iceberg_scan('{catalog.load_table(table).metadata_location}')"
+        return list(con.execute(sql.format(scan)).fetchone())
+    PLAYS = "SELECT count(DISTINCT played_at::DATE), count(*), sum(duration_seconds) FROM {}"
+    out = {"plays": query(PLAYS, "music.plays")}
     for mart in MARTS:
         out[mart] = query("SELECT count(DISTINCT day) FROM {}", "music_marts." + mart)
     for mart in RECONCILED:
