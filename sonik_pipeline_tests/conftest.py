@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from pyiceberg.catalog import Catalog
+from sqlalchemy.engine import make_url
 
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.lakehouse.catalog import open_catalog
@@ -34,9 +38,46 @@ def sonik_home(tmp_path: Path) -> Path:
     return tmp_path / "lakehouse"
 
 
+POSTGRES_SKIP_REASON = (
+    "SONIK_TEST_POSTGRES_URL is not set: the Postgres-catalog variant needs a PostgreSQL server "
+    "(.ci/run sets it, e.g. postgresql://postgres@127.0.0.1:5432/test)"
+)
+
+
+@contextmanager
+def private_postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh database on the test server for one test (so runs never see each other), dropped after."""
+    import psycopg
+
+    name = f"sonik_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(server_url).set(drivername="postgresql+psycopg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_uri(request: pytest.FixtureRequest, sonik_home: Path) -> Iterator[str]:
+    """Every integration test runs on the embedded SQLite catalog and on a real PostgreSQL catalog."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{sonik_home / 'catalog.db'}"
+        return
+    server = os.environ.get("SONIK_TEST_POSTGRES_URL")
+    if not server:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    with private_postgres_database(server) as url:
+        yield url
+
+
 @pytest.fixture
-def settings(sonik_home: Path) -> Settings:
-    return Settings.from_env({"SONIK_HOME": str(sonik_home), "SONIK_EVENTS_PER_DAY": str(SMALL_DAY_EVENTS)})
+def settings(sonik_home: Path, catalog_uri: str) -> Settings:
+    return Settings.from_env(
+        {"SONIK_HOME": str(sonik_home), "SONIK_CATALOG_URI": catalog_uri, "SONIK_EVENTS_PER_DAY": str(SMALL_DAY_EVENTS)}
+    )
 
 
 @pytest.fixture
