@@ -19,8 +19,10 @@ DAY = dt.date(2026, 4, 20)
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, sonik_home: Path) -> None:
+def cli_env(monkeypatch: pytest.MonkeyPatch, sonik_home: Path, settings) -> None:
+    """`sonik` reads the same lakehouse as the test (SQLite or Postgres catalog)."""
     monkeypatch.setenv("SONIK_HOME", str(sonik_home))
+    monkeypatch.setenv("SONIK_CATALOG_URI", settings.catalog_uri)
 
 
 def sonik(*args: str) -> tuple[int, str, str]:
