@@ -15,7 +15,7 @@ import duckdb
 
 from sonik_pipeline.lakehouse import timetravel
 from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
+from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import synthetic_batch, write_landing_day
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 
@@ -130,10 +130,10 @@ def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
-    con = load_iceberg(duckdb.connect())
-    con.execute("SET TimeZone = 'UTC'")
+    catalog = _catalog()
+    con = lakehouse_connection(duckdb.connect(), catalog.properties)
     as_of = timetravel.parse_time(args.as_of) if args.as_of else None
-    pinned = timetravel.create_views(con, _catalog(), as_of=as_of, snapshot_id=args.snapshot)
+    pinned = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot)
     if args.as_of or args.snapshot:
         pins = ", ".join(f"{t}@{s}" for t, s in pinned.items())
         print(f"-- reading {pins}", file=sys.stderr)

@@ -35,6 +35,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         plays_freshness = dg.build_time_partition_freshness_checks(
             assets=[plays], deadline_cron="0 6 * * *", timezone="UTC"
         )
+    lakehouse = LakehouseCatalog(
+        catalog_name=CATALOG_NAME,
+        catalog_uri=_secret_or("SONIK_CATALOG_URI", settings.catalog_uri),
+        warehouse=settings.warehouse,
+    )
     plays_job, daily_job = build_asset_jobs(plays, partitions, plays_freshness)
     return dg.Definitions(
         assets=[plays, *marts],
@@ -43,12 +48,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=build_schedules(daily_job, compaction_job, expiry_job),
         sensors=build_sensors(plays_freshness),
         resources={
-            "duckdb": LakehouseDuckDB(database=":memory:"),
-            "lakehouse": LakehouseCatalog(
-                catalog_name=CATALOG_NAME,
-                catalog_uri=_secret_or("SONIK_CATALOG_URI", settings.catalog_uri),
-                warehouse=settings.warehouse,
-            ),
+            "duckdb": LakehouseDuckDB(database=":memory:", lakehouse=lakehouse),
+            "lakehouse": lakehouse,
             "play_source": PlaySource(
                 kind=settings.source,
                 events_per_day=settings.events_per_day,

@@ -14,8 +14,8 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
+from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
+from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import RawBatch, landing_events, synthetic_events
 from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY
 
@@ -31,6 +31,10 @@ class LakehouseCatalog(dg.ConfigurableResource):
 
     def load(self) -> Catalog:
         return open_catalog(self.catalog_name, self.catalog_uri, self.warehouse)
+
+    def properties(self) -> dict[str, str]:
+        """The catalog's full configuration, including PyIceberg's ``s3.*`` settings from the environment."""
+        return catalog_properties(self.catalog_name, self.catalog_uri, self.warehouse)
 
 
 class PlaySource(dg.ConfigurableResource):
@@ -58,11 +62,12 @@ class PlaySource(dg.ConfigurableResource):
 
 
 class LakehouseDuckDB(DuckDBResource):
-    """DuckDB with the iceberg extension loaded (installed offline from the wheels when missing), in UTC."""
+    """DuckDB ready to read the lakehouse: iceberg (installed offline from the wheels), the warehouse's
+    storage (httpfs and an S3 secret from the catalog's ``s3.*`` settings when it is object storage), UTC."""
+
+    lakehouse: LakehouseCatalog = Field(description="The catalog whose warehouse this DuckDB reads.")
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with super().get_connection() as con:
-            load_iceberg(con)
-            con.execute("SET TimeZone = 'UTC'")
-            yield con
+            yield lakehouse_connection(con, self.lakehouse.properties())

@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.utils.config import Config
 
 # SQLite serialises writers; waiting for the lock beats failing a commit with "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
@@ -17,15 +18,23 @@ def _with_sqlite_busy_timeout(uri: str) -> str:
     return f"{uri}{'&' if urlsplit(uri).query else '?'}timeout={SQLITE_BUSY_TIMEOUT_SECONDS}"
 
 
-def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
-    """Load the catalog named ``name``; the URI scheme picks SQL (sqlite, postgresql) or REST (http).
+def catalog_properties(name: str, uri: str, warehouse: str) -> dict[str, str]:
+    """PyIceberg's configuration of catalog ``name`` as it stands now, with our URI and warehouse on top.
 
-    PyIceberg's own configuration (``~/.pyiceberg.yaml``, ``PYICEBERG_CATALOG__<NAME>__*`` such as
-    ``s3.endpoint``) is merged in by ``load_catalog``, so object-storage settings need no code here.
+    That is ``~/.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__*`` variables, such as
+    ``PYICEBERG_CATALOG__SONIK__S3__ENDPOINT`` for ``s3.endpoint``: object-storage endpoints and
+    credentials stay in PyIceberg's standard settings, never in Dagster config. ``load_catalog`` reads
+    the environment once, at import; reading it here too means a changed environment is always seen.
     """
+    configured = Config().get_catalog_config(name) or {}
+    return {**{k: str(v) for k, v in configured.items()}, "uri": _with_sqlite_busy_timeout(uri), "warehouse": warehouse}
+
+
+def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
+    """Load the catalog named ``name``; the URI scheme picks SQL (sqlite, postgresql) or REST (http)."""
     if uri.startswith("sqlite:///"):
         # The embedded default must work on a fresh machine: create the folder the SQLite file lives in.
         path = urlsplit(uri).path
         if path and path not in ("/", "/:memory:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return load_catalog(name, uri=_with_sqlite_busy_timeout(uri), warehouse=warehouse)
+    return load_catalog(name, **catalog_properties(name, uri, warehouse))

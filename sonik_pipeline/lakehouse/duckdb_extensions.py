@@ -1,19 +1,26 @@
-"""DuckDB's iceberg extension, loaded without the internet.
+"""DuckDB's iceberg and httpfs extensions, loaded without the internet, and pointed at the warehouse.
 
 ``INSTALL iceberg`` downloads from DuckDB's servers, which many machines cannot reach. The
-``duckdb-extension-iceberg`` and ``duckdb-extension-avro`` wheels ship the official extension
-files for this exact DuckDB version; installing from those paths is offline and happens once.
+``duckdb-extension-*`` wheels ship the official extension files for this exact DuckDB version;
+installing from those paths is offline and happens once per machine.
+
+An object-storage warehouse is read with the same endpoint and credentials PyIceberg writes with:
+the catalog's ``s3.*`` properties become a DuckDB S3 secret, so one set of settings serves both engines.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 
-# iceberg reads manifests through avro, so both are installed from their wheels.
-OFFLINE_EXTENSIONS = ("avro", "iceberg")
+# iceberg reads manifests through avro; httpfs reads s3://; aws resolves credentials the AWS way.
+OFFLINE_EXTENSIONS = ("avro", "iceberg", "httpfs", "aws")
+OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
+SECRET_NAME = "sonik_warehouse"
 
 
 def extension_file(name: str) -> Path:
@@ -29,14 +36,72 @@ def extension_file(name: str) -> Path:
     return found[-1]
 
 
-def load_iceberg(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """``LOAD iceberg``, installing it (and avro) from the local wheel files first if needed."""
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """``LOAD name``, installing it from its wheel's file first when this machine has not got it yet."""
     try:
-        con.execute("LOAD iceberg")
-        con.execute("LOAD avro")
+        con.execute(f"LOAD {name}")
     except duckdb.Error:
-        for name in OFFLINE_EXTENSIONS:
-            con.execute(f"INSTALL '{extension_file(name)}'")
-        con.execute("LOAD avro")
-        con.execute("LOAD iceberg")
+        con.execute(f"INSTALL '{extension_file(name)}'")
+        con.execute(f"LOAD {name}")
+
+
+def load_iceberg(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """``LOAD iceberg`` (and avro, which it reads manifests with), offline."""
+    load_extension(con, "avro")
+    load_extension(con, "iceberg")
+    return con
+
+
+def uses_object_storage(properties: Mapping[str, str]) -> bool:
+    """True when the warehouse is on S3 (by its scheme) or S3 is configured (a REST catalog's tables)."""
+    scheme = urlsplit(properties.get("warehouse", "")).scheme
+    return scheme in OBJECT_STORE_SCHEMES or any(key.startswith("s3.") for key in properties)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def s3_secret_sql(properties: Mapping[str, str]) -> str:
+    """``CREATE SECRET`` for DuckDB from PyIceberg's ``s3.*`` properties (the same endpoint and keys).
+
+    Without an access key, DuckDB resolves credentials the way PyIceberg's PyArrow S3 does: the AWS
+    credential chain (environment, profile, instance or pod role).
+    """
+    options: dict[str, str] = {"TYPE": "s3"}
+    if key_id := properties.get("s3.access-key-id"):
+        options["KEY_ID"] = _sql_string(key_id)
+        options["SECRET"] = _sql_string(properties.get("s3.secret-access-key", ""))
+        if token := properties.get("s3.session-token"):
+            options["SESSION_TOKEN"] = _sql_string(token)
+    else:
+        options["PROVIDER"] = "credential_chain"
+    if region := properties.get("s3.region") or properties.get("client.region"):
+        options["REGION"] = _sql_string(region)
+    if endpoint := properties.get("s3.endpoint"):
+        parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["ENDPOINT"] = _sql_string(parsed.netloc)
+        options["USE_SSL"] = "false" if parsed.scheme == "http" else "true"
+        # PyArrow addresses a custom endpoint path-style unless told otherwise; DuckDB must match.
+        virtual = properties.get("s3.force-virtual-addressing", "false").lower() == "true"
+        options["URL_STYLE"] = _sql_string("vhost" if virtual else "path")
+    body = ", ".join(f"{key} {value}" for key, value in options.items())
+    return f"CREATE OR REPLACE SECRET {SECRET_NAME} ({body})"
+
+
+def configure_storage(con: duckdb.DuckDBPyConnection, properties: Mapping[str, str]) -> duckdb.DuckDBPyConnection:
+    """Let ``con`` read the warehouse: nothing for local files, httpfs and an S3 secret for object storage."""
+    if uses_object_storage(properties):
+        load_extension(con, "httpfs")
+        if not properties.get("s3.access-key-id"):
+            load_extension(con, "aws")  # the credential_chain provider lives in the aws extension
+        con.execute(s3_secret_sql(properties))
+    return con
+
+
+def lakehouse_connection(con: duckdb.DuckDBPyConnection, properties: Mapping[str, str]) -> duckdb.DuckDBPyConnection:
+    """A connection ready for ``iceberg_scan`` on this lakehouse: iceberg loaded, storage reachable, UTC."""
+    load_iceberg(con)
+    configure_storage(con, properties)
+    con.execute("SET TimeZone = 'UTC'")
     return con

@@ -1,9 +1,17 @@
 from pathlib import Path
 
 import duckdb
+import pytest
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.duckdb_extensions import extension_file, load_iceberg
+from sonik_pipeline.lakehouse.catalog import catalog_properties
+from sonik_pipeline.lakehouse.duckdb_extensions import (
+    configure_storage,
+    extension_file,
+    load_iceberg,
+    s3_secret_sql,
+    uses_object_storage,
+)
 from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
@@ -12,7 +20,7 @@ from sonik_pipeline_tests.conftest import DAY
 
 
 def test_the_wheels_ship_extensions_for_this_duckdb() -> None:
-    for name in ("iceberg", "avro"):
+    for name in ("iceberg", "avro", "httpfs", "aws"):
         path = extension_file(name)
         assert path.name == f"{name}.duckdb_extension"
         assert f"v{duckdb.__version__}" in str(path)
@@ -33,3 +41,61 @@ def test_iceberg_loads_offline_into_an_empty_extension_directory(tmp_path: Path,
     assert list((tmp_path / "ext").rglob("iceberg.duckdb_extension"))
     metadata = catalog.load_table("music.plays").metadata_location
     assert con.execute(f"SELECT count(*) FROM iceberg_scan('{metadata}')").fetchone()[0] == 1_234
+
+
+S3_PROPERTIES = {
+    "warehouse": "s3://lake/warehouse",
+    "s3.endpoint": "http://127.0.0.1:9000",
+    "s3.access-key-id": "key",
+    "s3.secret-access-key": "it's secret",
+    "s3.region": "eu-west-1",
+}
+
+
+def test_the_s3_secret_mirrors_pyicebergs_s3_settings() -> None:
+    sql = s3_secret_sql(S3_PROPERTIES)
+    assert sql == (
+        "CREATE OR REPLACE SECRET sonik_warehouse (TYPE s3, KEY_ID 'key', SECRET 'it''s secret', "
+        "REGION 'eu-west-1', ENDPOINT '127.0.0.1:9000', USE_SSL false, URL_STYLE 'path')"
+    )
+
+
+def test_without_keys_duckdb_uses_the_aws_credential_chain_like_pyarrow() -> None:
+    sql = s3_secret_sql({"warehouse": "s3://lake/warehouse", "s3.force-virtual-addressing": "true"})
+    assert sql == "CREATE OR REPLACE SECRET sonik_warehouse (TYPE s3, PROVIDER credential_chain)"
+    https = s3_secret_sql({"s3.endpoint": "https://minio.internal", "s3.access-key-id": "k"})
+    assert "ENDPOINT 'minio.internal', USE_SSL true, URL_STYLE 'path'" in https
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ({"warehouse": "file:///tmp/warehouse"}, False),
+        ({"warehouse": "s3://lake/warehouse"}, True),
+        ({"warehouse": "analytics", "s3.endpoint": "http://minio:9000"}, True),  # a REST catalog's warehouse name
+    ],
+)
+def test_object_storage_is_recognised(properties: dict[str, str], expected: bool) -> None:
+    assert uses_object_storage(properties) is expected
+
+
+def test_duckdb_gets_an_s3_secret_only_for_object_storage(tmp_path: Path) -> None:
+    con = duckdb.connect(config={"extension_directory": str(tmp_path / "ext")})
+    configure_storage(con, {"warehouse": "file:///tmp/warehouse"})
+    assert con.execute("SELECT count(*) FROM duckdb_secrets()").fetchone()[0] == 0
+
+    configure_storage(con, S3_PROPERTIES)
+
+    secret = con.execute("SELECT name, type, provider, scope FROM duckdb_secrets()").fetchall()
+    assert secret == [("sonik_warehouse", "s3", "config", ["s3://", "s3n://", "s3a://"])]
+
+
+def test_pyicebergs_environment_settings_are_read_when_the_catalog_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PyIceberg reads PYICEBERG_* once at import; settings made later must still reach catalog and DuckDB.
+    monkeypatch.setenv("PYICEBERG_CATALOG__SONIK__S3__ENDPOINT", "http://127.0.0.1:9000")
+    monkeypatch.setenv("PYICEBERG_CATALOG__SONIK__S3__ACCESS_KEY_ID", "key")
+    properties = catalog_properties("sonik", "sqlite:////tmp/c.db", "s3://lake/w")
+    assert properties["s3.endpoint"] == "http://127.0.0.1:9000"
+    assert properties["s3.access-key-id"] == "key"
+    assert properties["warehouse"] == "s3://lake/w"
+    assert properties["uri"] == "sqlite:////tmp/c.db?timeout=60"

@@ -1,0 +1,216 @@
+"""The warehouse on S3: ingest, marts through DuckDB's httpfs, compaction, expiry and orphans, end to end.
+
+An S3-compatible server (moto's server mode) is started on loopback for the module; the pipeline is
+pointed at it only by the settings the README's production section lists: ``SONIK_WAREHOUSE`` and
+PyIceberg's ``PYICEBERG_CATALOG__SONIK__S3__*`` variables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from pyarrow import fs as pafs
+
+from sonik_pipeline.definitions import build_definitions
+from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
+from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.maintenance.files import referenced_files
+from sonik_pipeline.settings import CATALOG_NAME, Settings
+from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, private_postgres_database
+
+BUCKET = "sonik-lake"
+KEY_ID, SECRET = "sonik-test-key", "sonik-test-secret"
+DAYS = ["2026-04-19", "2026-04-20"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3-compatible server on a free loopback port, for this module's tests."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start; see {log.name}") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_endpoint: str) -> pafs.S3FileSystem:
+    """The bucket (each test writes under its own prefix), and a filesystem to look into it as any S3 client."""
+    s3 = pafs.S3FileSystem(
+        endpoint_override=s3_endpoint,
+        scheme="http",
+        access_key=KEY_ID,
+        secret_key=SECRET,
+        region="us-east-1",
+        allow_bucket_creation=True,
+    )
+    s3.create_dir(BUCKET)
+    return s3
+
+
+@pytest.fixture
+def production_catalog_uri(sonik_home: Path) -> Iterator[str]:
+    """The production pairing, a PostgreSQL catalog; SQLite where no server is configured, so S3 is still tested."""
+    server = os.environ.get("SONIK_TEST_POSTGRES_URL")
+    if not server:
+        yield f"sqlite:///{sonik_home / 'catalog.db'}"
+        return
+    with private_postgres_database(server) as url:
+        yield url
+
+
+@pytest.fixture
+def s3_settings(
+    sonik_home: Path, production_catalog_uri: str, s3_endpoint: str, bucket, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """Exactly the README's production settings: the catalog URI, the S3 warehouse and PyIceberg's s3.* keys."""
+    warehouse = f"s3://{BUCKET}/warehouse-{sonik_home.parent.name}"
+    for name, value in {
+        "SONIK_WAREHOUSE": warehouse,
+        "PYICEBERG_CATALOG__SONIK__S3__ENDPOINT": s3_endpoint,
+        "PYICEBERG_CATALOG__SONIK__S3__ACCESS_KEY_ID": KEY_ID,
+        "PYICEBERG_CATALOG__SONIK__S3__SECRET_ACCESS_KEY": SECRET,
+        "PYICEBERG_CATALOG__SONIK__S3__REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return Settings.from_env(
+        {
+            **os.environ,
+            "SONIK_HOME": str(sonik_home),
+            "SONIK_CATALOG_URI": production_catalog_uri,
+            "SONIK_EVENTS_PER_DAY": str(SMALL_DAY_EVENTS),
+        }
+    )
+
+
+def _stored(s3: pafs.S3FileSystem, location: str) -> dict[str, int]:
+    root = location.removeprefix("s3://")
+    infos = s3.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def _metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
+    [output] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_OUTPUT"]
+    return output.event_specific_data.metadata
+
+
+def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucket: pafs.S3FileSystem) -> None:
+    defs = build_definitions(s3_settings)
+    instance = dg.DagsterInstance.get()
+
+    # Write and aggregate: plays for two days, every mart from it, every check, in one range run.
+    daily = defs.resolve_job_def("daily_job").execute_in_process(
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+        instance=instance,
+    )
+    assert daily.success
+    checks = [e.event_specific_data for e in daily.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert checks and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+    assert any(c.check_name == "reconciles_with_plays" for c in checks)  # DuckDB read both tables from S3
+
+    catalog = open_catalog(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    plays = catalog.load_table("music.plays")
+    assert plays.location() == f"{s3_settings.warehouse}/music/plays"
+    stored = _stored(bucket, plays.location())
+    assert any(key.endswith(".parquet") for key in stored)
+    assert not any(s3_settings.home.rglob("*.parquet")), "nothing of the warehouse may land on local disk"
+
+    con = lakehouse_connection(
+        duckdb.connect(), catalog_properties(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    )
+    per_day = con.execute(
+        f"SELECT played_at::DATE::VARCHAR, count(*) FROM iceberg_scan('{plays.metadata_location}') "
+        "GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert per_day == [(d, SMALL_DAY_EVENTS) for d in DAYS]
+    top = catalog.load_table("music_marts.daily_top_artists")
+    mart_plays = con.execute(
+        f"SELECT day::VARCHAR, sum(plays) FROM iceberg_scan('{top.metadata_location}') GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert [d for d, _ in mart_plays] == DAYS and all(0 < n <= SMALL_DAY_EVENTS for _, n in mart_plays)
+
+    # Maintenance: late micro-batches make small files; compaction rewrites them in one commit.
+    for i in range(6):
+        batch = synthetic_batch(dt.date.fromisoformat(DAYS[-1]), 50, batch=100 + i, seed=7)
+        plays.append(batch.cast(plays.schema().as_arrow()))
+    rows_before = plays.scan().count()
+    compaction = defs.resolve_job_def("compaction_job").execute_in_process(
+        run_config={"ops": {"compact_tables": {"config": {"skip_recent_days": 0}}}}, instance=instance
+    )
+    assert compaction.success
+    compacted = _metadata(compaction, "compact_tables")
+    assert compacted["files_before"].value > compacted["files_after"].value
+    plays = catalog.load_table("music.plays")
+    assert plays.scan().count() == rows_before
+
+    # Expiry and orphans: everything only old snapshots reached, and a crashed writer's file, leave the bucket.
+    stray = f"{plays.location().removeprefix('s3://')}/data/left-by-a-crash.parquet"
+    with bucket.open_output_stream(stray) as out:
+        out.write(b"x" * 1_000)
+    before = _stored(bucket, plays.location())
+    expiry = defs.resolve_job_def("expiry_job").execute_in_process(
+        run_config={
+            "ops": {
+                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}},
+                "remove_orphans": {"config": {"older_than_hours": 0}},
+            }
+        },
+        instance=instance,
+    )
+    assert expiry.success
+    plays = catalog.load_table("music.plays")
+    after = _stored(bucket, plays.location())
+    assert len(plays.snapshots()) == 1 and plays.scan().count() == rows_before
+    assert stray not in after and stray in before
+    assert sum(after.values()) < sum(before.values())
+    data_after = {k for k in after if "/data/" in k}
+    assert data_after == {k for k, kind in referenced_files(plays).items() if kind == "data_files"}
+    assert _metadata(expiry, "expire_table_snapshots")["total_bytes_deleted"].value > 0
+
+    # Any engine, any process: the CLI, configured only by the environment, reads what is on S3 now.
+    env = {**os.environ, "SONIK_HOME": str(s3_settings.home), "SONIK_CATALOG_URI": s3_settings.catalog_uri}
+    query = "SELECT count(*) AS n FROM music.plays"
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "sonik"), "sql", query, "--format", "csv"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines() == ["n", str(rows_before)]
