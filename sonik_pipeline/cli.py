@@ -9,12 +9,11 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import duckdb
 
 from sonik_pipeline.lakehouse import timetravel
-from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import synthetic_batch, write_landing_day
 from sonik_pipeline.settings import CATALOG_NAME, Settings
@@ -46,11 +45,14 @@ def cmd_days(args: argparse.Namespace) -> None:
 def cmd_landing(args: argparse.Namespace) -> None:
     if args.end < args.start:
         raise UsageError(f"--end {args.end} is before --start {args.start}")
-    landing = Path(args.dir) if args.dir else Settings.from_env().landing_dir
+    settings = Settings.from_env()
+    landing = args.dir or settings.landing_dir
+    properties = catalog_properties(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
     day = args.start
     while day <= args.end:
-        paths = write_landing_day(landing, day, synthetic_batch(day, args.events), files=args.files, fmt=args.format)
-        print(f"{day}: {args.events:,} events in {len(paths)} {args.format} files under {paths[0].parent}")
+        events = synthetic_batch(day, args.events)
+        paths = write_landing_day(landing, day, events, files=args.files, fmt=args.format, properties=properties)
+        print(f"{day}: {args.events:,} events in {len(paths)} {args.format} files under {paths[0].rsplit('/', 1)[0]}")
         day += dt.timedelta(days=1)
 
 

@@ -53,7 +53,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "play_source": PlaySource(
                 kind=settings.source,
                 events_per_day=settings.events_per_day,
-                landing_dir=str(settings.landing_dir),
+                landing_dir=settings.landing_dir,
+                lakehouse=lakehouse,
             ),
         },
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -47,12 +46,14 @@ class PlaySource(dg.ConfigurableResource):
     events_per_day: int = Field(default=DEFAULT_EVENTS_PER_DAY, description="Synthetic events per day.")
     seed: int = Field(default=0, description="Synthetic seed; the same seed and day give the same events.")
     landing_dir: str = Field(
-        default="landing", description="Landing zone root holding plays/YYYY-MM-DD/*.jsonl and *.parquet."
+        default="landing",
+        description="Landing zone root holding plays/YYYY-MM-DD/*.jsonl and *.parquet: a folder or s3://bucket/prefix.",
     )
+    lakehouse: LakehouseCatalog = Field(description="Its s3.* settings also reach a landing zone on object storage.")
 
     def events(self, day: dt.date) -> Iterator[RawBatch]:
         if self.kind == "landing":
-            return landing_events(Path(self.landing_dir), day)
+            return landing_events(self.landing_dir, day, self.lakehouse.properties())
         return synthetic_events(day, self.events_per_day, self.seed)
 
     def describe(self) -> str:

@@ -13,6 +13,13 @@ DEFAULT_EVENTS_PER_DAY = 50_000
 SOURCE_KINDS = ("synthetic", "landing")
 
 
+def _location(value: str | None, base: Path) -> str | None:
+    """A URI (s3://...) as given; a local path made absolute against ``base``."""
+    if not value:
+        return None
+    return value if "://" in value else str((base / value).resolve())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the lakehouse lives and where play events come from.
@@ -25,7 +32,7 @@ class Settings:
     catalog_uri: str
     warehouse: str
     source: str
-    landing_dir: Path
+    landing_dir: str  # a folder (made absolute) or an object-store URI such as s3://bucket/landing
     events_per_day: int
     start_date: str
 
@@ -42,9 +49,7 @@ class Settings:
             catalog_uri=env.get("SONIK_CATALOG_URI") or f"sqlite:///{home / 'catalog.db'}",
             warehouse=env.get("SONIK_WAREHOUSE") or (home / "warehouse").as_uri(),
             source=source,
-            landing_dir=(base / env["SONIK_LANDING_DIR"]).resolve()
-            if env.get("SONIK_LANDING_DIR")
-            else home / "landing",
+            landing_dir=_location(env.get("SONIK_LANDING_DIR"), base) or str(home / "landing"),
             events_per_day=int(env.get("SONIK_EVENTS_PER_DAY", DEFAULT_EVENTS_PER_DAY)),
             start_date=env.get("SONIK_START_DATE", DEFAULT_START_DATE),
         )

@@ -98,10 +98,13 @@ def production_catalog_uri(sonik_home: Path) -> Iterator[str]:
 def s3_settings(
     sonik_home: Path, production_catalog_uri: str, s3_endpoint: str, bucket, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
-    """Exactly the README's production settings: the catalog URI, the S3 warehouse and PyIceberg's s3.* keys."""
-    warehouse = f"s3://{BUCKET}/warehouse-{sonik_home.parent.name}"
+    """Exactly the README's production settings: the catalog URI, the S3 warehouse and landing zone, and
+    PyIceberg's s3.* keys."""
+    prefix = f"s3://{BUCKET}/{sonik_home.parent.name}"
     for name, value in {
-        "SONIK_WAREHOUSE": warehouse,
+        "SONIK_WAREHOUSE": f"{prefix}/warehouse",
+        "SONIK_SOURCE": "landing",
+        "SONIK_LANDING_DIR": f"{prefix}/landing",
         "PYICEBERG_CATALOG__SONIK__S3__ENDPOINT": s3_endpoint,
         "PYICEBERG_CATALOG__SONIK__S3__ACCESS_KEY_ID": KEY_ID,
         "PYICEBERG_CATALOG__SONIK__S3__SECRET_ACCESS_KEY": SECRET,
@@ -129,9 +132,23 @@ def _metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
     return output.event_specific_data.metadata
 
 
+def _sonik(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    """The `sonik` CLI in a fresh process, configured only by the environment."""
+    env = {**os.environ, "SONIK_HOME": str(settings.home), "SONIK_CATALOG_URI": settings.catalog_uri}
+    sonik = str(Path(sys.executable).parent / "sonik")
+    result = subprocess.run([sonik, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucket: pafs.S3FileSystem) -> None:
     defs = build_definitions(s3_settings)
     instance = dg.DagsterInstance.get()
+
+    # The app drops the days' events into the landing bucket (JSONL parts), as in production.
+    _sonik(s3_settings, "landing", "--start", DAYS[0], "--end", DAYS[-1], "--events", str(SMALL_DAY_EVENTS))
+    landed = _stored(bucket, s3_settings.landing_dir)
+    assert sorted(k.rsplit("/", 2)[-2] for k in landed) == sorted(DAYS * 4)
 
     # Write and aggregate: plays for two days, every mart from it, every check, in one range run.
     daily = defs.resolve_job_def("daily_job").execute_in_process(
@@ -139,6 +156,8 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
         instance=instance,
     )
     assert daily.success
+    [source] = {m.metadata["source"].value for m in daily.asset_materializations_for_node("plays")}
+    assert source == f"landing zone {s3_settings.landing_dir}"
     checks = [e.event_specific_data for e in daily.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert checks and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
     assert any(c.check_name == "reconciles_with_plays" for c in checks)  # DuckDB read both tables from S3
@@ -203,14 +222,5 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
     assert _metadata(expiry, "expire_table_snapshots")["total_bytes_deleted"].value > 0
 
     # Any engine, any process: the CLI, configured only by the environment, reads what is on S3 now.
-    env = {**os.environ, "SONIK_HOME": str(s3_settings.home), "SONIK_CATALOG_URI": s3_settings.catalog_uri}
-    query = "SELECT count(*) AS n FROM music.plays"
-    cli = subprocess.run(
-        [str(Path(sys.executable).parent / "sonik"), "sql", query, "--format", "csv"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert cli.returncode == 0, cli.stderr
+    cli = _sonik(s3_settings, "sql", "SELECT count(*) AS n FROM music.plays", "--format", "csv")
     assert cli.stdout.splitlines() == ["n", str(rows_before)]

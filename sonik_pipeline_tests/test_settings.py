@@ -36,7 +36,17 @@ def test_production_uris_override_without_code_changes(tmp_path: Path) -> None:
     assert settings.catalog_uri == "postgresql+psycopg://sonik@db:5432/catalog"
     assert settings.warehouse == "s3://sonik-lake/warehouse"
     assert settings.source == "landing"
-    assert settings.landing_dir == Path("/mnt/landing")
+    assert settings.landing_dir == "/mnt/landing"
+
+
+def test_a_landing_zone_may_be_a_relative_folder_or_an_object_store_uri(tmp_path: Path) -> None:
+    relative = Settings.from_env({"SONIK_LANDING_DIR": "drops"}, cwd=tmp_path)
+    remote = Settings.from_env({"SONIK_LANDING_DIR": "s3://sonik-landing/app"}, cwd=tmp_path)
+    default = Settings.from_env({"SONIK_HOME": "lh"}, cwd=tmp_path)
+
+    assert relative.landing_dir == str(tmp_path.resolve() / "drops")
+    assert remote.landing_dir == "s3://sonik-landing/app"
+    assert default.landing_dir == str(tmp_path.resolve() / "lh" / "landing")
 
 
 def test_unknown_source_is_a_clear_error(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ validation (``validation.py``) turns them into typed rows or quarantined rejects
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import io
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+from pyiceberg.io.pyarrow import PyArrowFileIO
 
 BATCH_ROWS = 250_000
 JSONL_CHUNK_BYTES = 32 * 1024 * 1024
@@ -353,21 +356,45 @@ class MissingLandingData(FileNotFoundError):
     """No landing files for the day: ingesting would wipe the day, so it is an error, not an empty day."""
 
 
-def landing_day_dir(landing_dir: Path, day: dt.date) -> Path:
-    return Path(landing_dir) / "plays" / day.isoformat()
+@dataclass(frozen=True)
+class LandingZone:
+    """A landing zone root on any filesystem PyArrow reaches: a local folder or ``s3://bucket/prefix``.
+
+    Object storage is reached with PyIceberg's ``s3.*`` settings (the catalog's properties), so the
+    landing bucket needs no second set of credentials.
+    """
+
+    filesystem: pafs.FileSystem
+    scheme: str
+    root: str
+
+    @classmethod
+    def at(cls, location: str | Path, properties: Mapping[str, str] | None = None) -> LandingZone:
+        scheme, netloc, path = PyArrowFileIO.parse_location(str(location))
+        return cls(PyArrowFileIO(dict(properties or {})).fs_by_scheme(scheme, netloc), scheme, path.rstrip("/"))
+
+    def day_dir(self, day: dt.date) -> str:
+        return f"{self.root}/plays/{day.isoformat()}"
+
+    def display(self, path: str) -> str:
+        """How a file is named to people (and in quarantine rows): a local path, or a full URI."""
+        return path if self.scheme == "file" else f"{self.scheme}://{path}"
 
 
-def landing_files(landing_dir: Path, day: dt.date) -> list[Path]:
-    day_dir = landing_day_dir(landing_dir, day)
-    files = sorted(p for p in day_dir.glob("*") if p.suffix in (".jsonl", ".parquet") and p.is_file())
+def landing_files(zone: LandingZone, day: dt.date) -> list[str]:
+    day_dir = zone.day_dir(day)
+    infos = zone.filesystem.get_file_info(pafs.FileSelector(day_dir, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith((".jsonl", ".parquet")))
     if not files:
-        raise MissingLandingData(f"no landing files for {day} in {day_dir} (expected *.jsonl or *.parquet)")
+        raise MissingLandingData(
+            f"no landing files for {day} in {zone.display(day_dir)} (expected *.jsonl or *.parquet)"
+        )
     return files
 
 
-def _read_jsonl(path: Path) -> Iterator[RawBatch]:
+def _read_jsonl(zone: LandingZone, path: str) -> Iterator[RawBatch]:
     line_no = 0
-    with path.open("rb") as f:
+    with io.BufferedReader(zone.filesystem.open_input_stream(path), buffer_size=1 << 20) as f:
         while chunk := f.readlines(JSONL_CHUNK_BYTES):
             lines, numbers = [], []
             for raw in chunk:
@@ -377,52 +404,71 @@ def _read_jsonl(path: Path) -> Iterator[RawBatch]:
                     lines.append(text)
                     numbers.append(line_no)
             if lines:
-                yield JsonLines(pa.array(lines, pa.string()), pa.array(numbers, pa.int64()), str(path))
+                yield JsonLines(pa.array(lines, pa.string()), pa.array(numbers, pa.int64()), zone.display(path))
 
 
-def _read_parquet(path: Path) -> Iterator[RawBatch]:
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined with its reason
-        yield UnreadableFile(str(path), f"unreadable Parquet file: {exc}")
-        return
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-        yield ArrowRows(pa.Table.from_batches([batch]), str(path))
+def _read_parquet(zone: LandingZone, path: str) -> Iterator[RawBatch]:
+    with zone.filesystem.open_input_file(path) as f:
+        try:
+            parquet = pq.ParquetFile(f)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined with its reason
+            yield UnreadableFile(zone.display(path), f"unreadable Parquet file: {exc}")
+            return
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            yield ArrowRows(pa.Table.from_batches([batch]), zone.display(path))
 
 
-def landing_events(landing_dir: Path, day: dt.date) -> Iterator[RawBatch]:
+def landing_events(
+    landing_dir: str | Path, day: dt.date, properties: Mapping[str, str] | None = None
+) -> Iterator[RawBatch]:
     """Every landing file of the day, read in bounded chunks (memory does not grow with the day)."""
-    for path in landing_files(landing_dir, day):
-        yield from (_read_jsonl(path) if path.suffix == ".jsonl" else _read_parquet(path))
+    zone = LandingZone.at(landing_dir, properties)
+    for path in landing_files(zone, day):
+        yield from (_read_jsonl(zone, path) if path.endswith(".jsonl") else _read_parquet(zone, path))
 
 
 def write_landing_day(
-    landing_dir: Path, day: dt.date, events: pa.Table, files: int = 4, fmt: str = "jsonl"
-) -> list[Path]:
+    landing_dir: str | Path,
+    day: dt.date,
+    events: pa.Table,
+    files: int = 4,
+    fmt: str = "jsonl",
+    properties: Mapping[str, str] | None = None,
+) -> list[str]:
     """Drop a day of events as the app would: ``files`` parts under ``<landing>/plays/<day>/``."""
+    import tempfile
+
     import duckdb
 
-    day_dir = landing_day_dir(landing_dir, day)
-    day_dir.mkdir(parents=True, exist_ok=True)
+    zone = LandingZone.at(landing_dir, properties)
     written = []
     per_file = -(-events.num_rows // files)
     con = duckdb.connect()
-    try:
-        for i in range(files):
-            part = events.slice(i * per_file, per_file)
-            if part.num_rows == 0:
-                continue
-            path = day_dir / f"part-{i:03d}.{fmt}"
-            if fmt == "parquet":
-                pq.write_table(part, path)
-            else:
-                con.register("part", part)
-                con.execute(
-                    f"""COPY (SELECT * REPLACE (strftime(played_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS played_at)
-                        FROM part) TO '{path}' (FORMAT JSON)"""
-                )
-                con.unregister("part")
-            written.append(path)
-    finally:
-        con.close()
-    return written
+    # Parts are written locally, then copied: one code path for a folder and for object storage.
+    with tempfile.TemporaryDirectory(prefix="sonik-landing-") as staging:
+        try:
+            for i in range(files):
+                part = events.slice(i * per_file, per_file)
+                if part.num_rows == 0:
+                    continue
+                local = Path(staging) / f"part-{i:03d}.{fmt}"
+                if fmt == "parquet":
+                    pq.write_table(part, local)
+                else:
+                    con.register("part", part)
+                    con.execute(
+                        f"""COPY (SELECT * REPLACE (strftime(played_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS played_at)
+                            FROM part) TO '{local}' (FORMAT JSON)"""
+                    )
+                    con.unregister("part")
+                written.append(f"{zone.day_dir(day)}/{local.name}")
+        finally:
+            con.close()
+        zone.filesystem.create_dir(zone.day_dir(day), recursive=True)
+        pafs.copy_files(
+            staging,
+            zone.day_dir(day),
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=zone.filesystem,
+        )
+    return [zone.display(path) for path in written]

@@ -101,7 +101,7 @@ def test_a_range_runs_in_one_run_committing_each_day(defs, catalog: Catalog, son
 
 
 def _landing_defs(settings: Settings, landing: Path) -> dg.Definitions:
-    landing_settings = Settings(**{**settings.__dict__, "source": "landing", "landing_dir": landing})
+    landing_settings = Settings(**{**settings.__dict__, "source": "landing", "landing_dir": str(landing)})
     return build_definitions(landing_settings)
 
 
