@@ -15,23 +15,19 @@ def build_schedules(daily_job, compaction_job: dg.JobDefinition, expiry_job: dg.
     daily_schedule = dg.build_schedule_from_partitioned_job(
         daily_job, name="daily_schedule", hour_of_day=0, minute_of_hour=30, default_status=RUNNING
     )
-    # 02:00 UTC, after the day's ingest: merge yesterday's and older small files.
-    compaction_schedule = dg.ScheduleDefinition(
-        name="compaction_schedule",
-        job=compaction_job,
-        cron_schedule="0 2 * * *",
-        execution_timezone="UTC",
-        default_status=RUNNING,
+    return [
+        daily_schedule,
+        # 02:00 UTC, after the day's ingest: merge yesterday's and older small files.
+        _nightly("compaction_schedule", compaction_job, hour=2),
+        # 03:00 UTC, after compaction: expire snapshots past retention, then delete orphaned files.
+        _nightly("expiry_schedule", expiry_job, hour=3),
+    ]
+
+
+def _nightly(name: str, job: dg.JobDefinition, hour: int) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=name, job=job, cron_schedule=f"0 {hour} * * *", execution_timezone="UTC", default_status=RUNNING
     )
-    # 03:00 UTC, after compaction: expire snapshots past retention, then delete orphaned files.
-    expiry_schedule = dg.ScheduleDefinition(
-        name="expiry_schedule",
-        job=expiry_job,
-        cron_schedule="0 3 * * *",
-        execution_timezone="UTC",
-        default_status=RUNNING,
-    )
-    return [daily_schedule, compaction_schedule, expiry_schedule]
 
 
 def build_sensors(freshness_checks) -> list:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from pyiceberg.catalog import Catalog
 from sqlalchemy.engine import make_url
@@ -19,6 +20,12 @@ from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 DAY = dt.date(2026, 4, 20)
 SMALL_DAY_EVENTS = 2_000
+
+
+def op_output_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
+    """The metadata an op's output carried (what the UI shows for a maintenance step)."""
+    [output] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_OUTPUT"]
+    return output.event_specific_data.metadata
 
 
 @pytest.fixture(autouse=True)

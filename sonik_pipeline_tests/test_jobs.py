@@ -6,6 +6,7 @@ from pyiceberg.catalog import Catalog
 from sonik_pipeline.jobs import MAINTENANCE_TAG
 from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline_tests.conftest import op_output_metadata
 
 DAY = dt.date(2026, 4, 20)
 
@@ -17,11 +18,6 @@ def _micro_batches(catalog: Catalog, batches: int):
     return catalog.load_table("music.plays")
 
 
-def _op_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
-    [output] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_OUTPUT"]
-    return output.event_specific_data.metadata
-
-
 def test_compaction_job_compacts_every_table_and_reports(defs: dg.Definitions, catalog: Catalog) -> None:
     _micro_batches(catalog, 12)
     job = defs.resolve_job_def("compaction_job")
@@ -31,7 +27,7 @@ def test_compaction_job_compacts_every_table_and_reports(defs: dg.Definitions, c
     )
 
     assert result.success
-    meta = _op_metadata(result, "compact_tables")
+    meta = op_output_metadata(result, "compact_tables")
     assert (meta["files_before"].value, meta["files_after"].value, meta["partitions_rewritten"].value) == (12, 1, 1)
     assert meta["tables"].value["music.plays"]["partitions"] == ["played_day=2026-04-20"]
     assert len(list(catalog.load_table("music.plays").scan().plan_files())) == 1
@@ -41,7 +37,7 @@ def test_compaction_job_compacts_every_table_and_reports(defs: dg.Definitions, c
 def test_compaction_job_defaults_compact_past_days(defs: dg.Definitions, catalog: Catalog) -> None:
     _micro_batches(catalog, 6)  # 2026-04-20 is before today, the default cut-off
     result = defs.resolve_job_def("compaction_job").execute_in_process(instance=dg.DagsterInstance.get())
-    assert _op_metadata(result, "compact_tables")["partitions_rewritten"].value == 1
+    assert op_output_metadata(result, "compact_tables")["partitions_rewritten"].value == 1
 
 
 def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: Catalog) -> None:
@@ -61,10 +57,10 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
 
     assert result.success
     assert len(catalog.load_table("music.plays").snapshots()) == 2
-    expiry = _op_metadata(result, "expire_table_snapshots")
+    expiry = op_output_metadata(result, "expire_table_snapshots")
     assert expiry["snapshots_expired"].value == {"music.plays": 6}
     assert expiry["total_bytes_deleted"].value > 0
-    orphans = _op_metadata(result, "remove_orphans")
+    orphans = op_output_metadata(result, "remove_orphans")
     assert orphans["orphans"].value == {"music.plays": [stray]}
 
 

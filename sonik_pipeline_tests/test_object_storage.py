@@ -29,7 +29,7 @@ from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.maintenance.files import referenced_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
-from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, private_postgres_database
+from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, op_output_metadata, private_postgres_database
 
 BUCKET = "sonik-lake"
 KEY_ID, SECRET = "sonik-test-key", "sonik-test-secret"
@@ -127,11 +127,6 @@ def _stored(s3: pafs.S3FileSystem, location: str) -> dict[str, int]:
     return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
 
 
-def _metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
-    [output] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_OUTPUT"]
-    return output.event_specific_data.metadata
-
-
 def _sonik(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     """The `sonik` CLI in a fresh process, configured only by the environment."""
     env = {**os.environ, "SONIK_HOME": str(settings.home), "SONIK_CATALOG_URI": settings.catalog_uri}
@@ -192,7 +187,7 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
         run_config={"ops": {"compact_tables": {"config": {"skip_recent_days": 0}}}}, instance=instance
     )
     assert compaction.success
-    compacted = _metadata(compaction, "compact_tables")
+    compacted = op_output_metadata(compaction, "compact_tables")
     assert compacted["files_before"].value > compacted["files_after"].value
     plays = catalog.load_table("music.plays")
     assert plays.scan().count() == rows_before
@@ -219,7 +214,7 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
     assert sum(after.values()) < sum(before.values())
     data_after = {k for k in after if "/data/" in k}
     assert data_after == {k for k, kind in referenced_files(plays).items() if kind == "data_files"}
-    assert _metadata(expiry, "expire_table_snapshots")["total_bytes_deleted"].value > 0
+    assert op_output_metadata(expiry, "expire_table_snapshots")["total_bytes_deleted"].value > 0
 
     # Any engine, any process: the CLI, configured only by the environment, reads what is on S3 now.
     cli = _sonik(s3_settings, "sql", "SELECT count(*) AS n FROM music.plays", "--format", "csv")

@@ -17,8 +17,6 @@ from urllib.parse import urlsplit
 
 import duckdb
 
-# iceberg reads manifests through avro; httpfs reads s3://; aws resolves credentials the AWS way.
-OFFLINE_EXTENSIONS = ("avro", "iceberg", "httpfs", "aws")
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
 SECRET_NAME = "sonik_warehouse"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -436,8 +437,6 @@ def write_landing_day(
     properties: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Drop a day of events as the app would: ``files`` parts under ``<landing>/plays/<day>/``."""
-    import tempfile
-
     import duckdb
 
     zone = LandingZone.at(landing_dir, properties)

@@ -87,6 +87,15 @@ def RANK_F(i: int) -> NestedField:  # noqa: N802
     return _f(i, "rank", IntegerType(), "1 = most played", True)
 
 
+def TOTALS_F(i: int) -> tuple[NestedField, ...]:  # noqa: N802
+    """plays, unique_listeners, seconds_played and minutes_played, with field ids from ``i`` on."""
+    return PLAYS_F(i), LISTENERS_F(i + 1), SECONDS_F(i + 2), MINUTES_F(i + 3)
+
+
+def _ranked_artists_table(name: str) -> TableDef:
+    return _mart_table(name, RANK_F(2), _f(3, "artist", StringType(), "Artist", True), *TOTALS_F(4))
+
+
 _TOTALS = (
     "count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, "
     "coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played"
@@ -192,33 +201,16 @@ DAILY_TOP_TRACKS = Mart(
         _f(3, "track_id", LongType(), "Track", True),
         _f(4, "artist", StringType(), "Artist", True),
         _f(5, "title", StringType(), "Title", True),
-        PLAYS_F(6),
-        LISTENERS_F(7),
-        SECONDS_F(8),
-        MINUTES_F(9),
+        *TOTALS_F(6),
     ),
     _top_tracks,
 )
-DAILY_TOP_ARTISTS = Mart(
-    _mart_table(
-        "daily_top_artists",
-        RANK_F(2),
-        _f(3, "artist", StringType(), "Artist", True),
-        PLAYS_F(4),
-        LISTENERS_F(5),
-        SECONDS_F(6),
-        MINUTES_F(7),
-    ),
-    _top_artists,
-)
+DAILY_TOP_ARTISTS = Mart(_ranked_artists_table("daily_top_artists"), _top_artists)
 DAILY_COUNTRY_LISTENING = Mart(
     _mart_table(
         "daily_country_listening",
         _f(2, "country", StringType(), "Two-letter country code (null: unknown)"),
-        PLAYS_F(3),
-        LISTENERS_F(4),
-        SECONDS_F(5),
-        MINUTES_F(6),
+        *TOTALS_F(3),
     ),
     _country,
 )
@@ -226,10 +218,7 @@ DAILY_TIER_LISTENING = Mart(
     _mart_table(
         "daily_tier_listening",
         _f(2, "subscription_tier", StringType(), "Free, Premium or Family (null: played before tiers were recorded)"),
-        PLAYS_F(3),
-        LISTENERS_F(4),
-        SECONDS_F(5),
-        MINUTES_F(6),
+        *TOTALS_F(3),
     ),
     _tier,
 )
@@ -259,19 +248,7 @@ DAILY_USER_STATS = Mart(
     ),
     _user_stats,
 )
-TOP_ARTISTS_7D = Mart(
-    _mart_table(
-        "top_artists_7d",
-        RANK_F(2),
-        _f(3, "artist", StringType(), "Artist", True),
-        PLAYS_F(4),
-        LISTENERS_F(5),
-        SECONDS_F(6),
-        MINUTES_F(7),
-    ),
-    _top_artists_7d,
-    window_days=7,
-)
+TOP_ARTISTS_7D = Mart(_ranked_artists_table("top_artists_7d"), _top_artists_7d, window_days=7)
 TRENDING_TRACKS = Mart(
     _mart_table(
         "trending_tracks",
