@@ -16,10 +16,10 @@ $(BIN)/dagster: pyproject.toml
 
 install: $(BIN)/dagster
 
-## Backfill the last $(DAYS) complete days into ./lakehouse, then open the Dagster UI on it.
+## Backfill plays and every mart for the last $(DAYS) complete days into ./lakehouse, then open the Dagster UI on it.
 demo: install
 	mkdir -p "$(DAGSTER_HOME)"
-	$(BIN)/dagster asset materialize -m sonik_pipeline --select plays \
+	$(BIN)/dagster asset materialize -m sonik_pipeline --select 'plays*' \
 		--partition-range "$$($(BIN)/sonik days --last $(DAYS))"
 	$(BIN)/dagster dev
 
