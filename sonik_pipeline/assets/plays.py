@@ -6,7 +6,13 @@ import dagster as dg
 from pydantic import Field
 
 from sonik_pipeline.assets.metadata import table_preview
-from sonik_pipeline.lakehouse.ingest import DEFAULT_MAX_REJECT_SHARE, DayIngestResult, IngestError, ingest_day
+from sonik_pipeline.lakehouse.ingest import (
+    DEFAULT_MAX_REJECT_SHARE,
+    DEFAULT_MAX_SHRINK_SHARE,
+    DayIngestResult,
+    IngestError,
+    ingest_day,
+)
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, PlaySource
 
@@ -18,16 +24,30 @@ class PlaysConfig(dg.Config):
         default=DEFAULT_MAX_REJECT_SHARE,
         description="Fail the day when more than this share of its events fail validation (after quarantining).",
     )
+    max_shrink_share: float = Field(
+        default=DEFAULT_MAX_SHRINK_SHARE,
+        ge=0.0,
+        le=1.0,
+        description="Fail a re-ingest that would leave a day with more than this share fewer rows than it holds "
+        "(1.0: allow any shrink, e.g. after deleting bad events at the source).",
+    )
+    skip_unreadable_files: bool = Field(
+        default=False,
+        description="Ingest a day even when some of its landing files cannot be read (cut short, corrupt); "
+        "they are quarantined and named in the metadata. Off: such a day fails and plays is unchanged.",
+    )
 
 
 def _day_metadata(result: DayIngestResult) -> dict[str, Any]:
     totals, report = result.totals, result.plays
     return {
         "rows_written": dg.MetadataValue.int(report.rows_added),
+        "rows_before": dg.MetadataValue.int(result.rows_before),
         "rows_rejected": dg.MetadataValue.int(totals.invalid),
         "rejected_by_reason": dg.MetadataValue.json(dict(totals.rejected_by_reason)),
         "duplicates_dropped": dg.MetadataValue.int(totals.duplicates),
         "events_read": dg.MetadataValue.int(totals.seen),
+        "unreadable_files_skipped": dg.MetadataValue.json(list(result.unreadable_files_skipped)),
         "snapshot_id": dg.MetadataValue.text(str(report.snapshot_id)),
         "operation": dg.MetadataValue.text(report.operation),
         "data_files_added": dg.MetadataValue.int(report.files_added),
@@ -76,6 +96,8 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                     play_source.events(day_of(key)),
                     run_id=context.run.run_id,
                     max_reject_share=config.max_reject_share,
+                    max_shrink_share=config.max_shrink_share,
+                    skip_unreadable_files=config.skip_unreadable_files,
                     progress=context.log.info,
                 )
             except (IngestError, FileNotFoundError) as exc:

@@ -45,7 +45,11 @@ class ArrowRows:
 
 @dataclass(frozen=True)
 class UnreadableFile:
-    """A landing file that could not be opened at all; quarantined as one reject, never skipped."""
+    """A landing file that could not be read; it fails the day (or, opted in, is skipped) and is quarantined.
+
+    Rows a file yielded before it broke are already in the batches before this one: a day that reads
+    an unreadable file fails as a whole unless the run opts in to skipping such files.
+    """
 
     source_file: str
     error: str
@@ -410,13 +414,20 @@ def _read_jsonl(zone: LandingZone, path: str) -> Iterator[RawBatch]:
 
 def _read_parquet(zone: LandingZone, path: str) -> Iterator[RawBatch]:
     with zone.filesystem.open_input_file(path) as f:
-        try:
-            parquet = pq.ParquetFile(f)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined with its reason
-            yield UnreadableFile(zone.display(path), f"unreadable Parquet file: {exc}")
-            return
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS):
             yield ArrowRows(pa.Table.from_batches([batch]), zone.display(path))
+
+
+def read_landing_file(zone: LandingZone, path: str) -> Iterator[RawBatch]:
+    """One landing file in bounded batches; a file that cannot be read (cut short, corrupt, gone, no
+    permission) ends as an ``UnreadableFile`` with the reason, never as an exception or a silent gap."""
+    kind = "JSON Lines" if path.endswith(".jsonl") else "Parquet"
+    reader = _read_jsonl if path.endswith(".jsonl") else _read_parquet
+    try:
+        yield from reader(zone, path)
+    except (OSError, pa.ArrowException) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        yield UnreadableFile(zone.display(path), f"unreadable {kind} file: {first_line}")
 
 
 def landing_events(
@@ -425,7 +436,7 @@ def landing_events(
     """Every landing file of the day, read in bounded chunks (memory does not grow with the day)."""
     zone = LandingZone.at(landing_dir, properties)
     for path in landing_files(zone, day):
-        yield from (_read_jsonl(zone, path) if path.endswith(".jsonl") else _read_parquet(zone, path))
+        yield from read_landing_file(zone, path)
 
 
 def write_landing_day(

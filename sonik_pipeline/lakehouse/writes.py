@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -147,20 +147,33 @@ def _files_in(table: Table, partition_filter: BooleanExpression) -> list[DataFil
     return [task.file for task in table.scan(row_filter=partition_filter).plan_files()]
 
 
+# Called with (rows the partition holds now, rows it would hold) before every commit attempt; raises to refuse.
+ReplaceGuard = Callable[[int, int], None]
+
+
+def partition_rows(table: Table, partition_filter: BooleanExpression) -> int:
+    """Rows the partition(s) matched by ``partition_filter`` hold in the current snapshot (from the manifests)."""
+    return sum(f.record_count for f in _files_in(table, partition_filter))
+
+
 def replace_partition(
     table: Table,
     partition_filter: BooleanExpression,
     new_files: list[DataFile],
     snapshot_properties: Mapping[str, str],
+    guard: ReplaceGuard | None = None,
 ) -> CommitReport:
     """Atomically swap the files of the partition(s) matched by ``partition_filter`` for ``new_files``.
 
-    ``partition_filter`` must select whole partitions (for plays: one day of ``played_at``).
+    ``partition_filter`` must select whole partitions (for plays: one day of ``played_at``). ``guard``
+    sees the partition as each attempt plans it, so a refusal also holds against a concurrent writer.
     """
     properties = {k: str(v) for k, v in snapshot_properties.items()}
     for replans in range(MAX_REPLANS + 1):
         table.refresh()
         old_files = _files_in(table, partition_filter)
+        if guard is not None:
+            guard(sum(f.record_count for f in old_files), sum(f.record_count for f in new_files))
         if not old_files and not new_files:
             snapshot = table.current_snapshot()
             return _report(table, snapshot.snapshot_id if snapshot else 0, replans, committed=False)

@@ -225,3 +225,84 @@ def test_an_optional_column_added_in_code_evolves_the_table_on_the_next_write(
     assert table.schema().find_field("listening_context").required is False
     assert old_files <= {t.file.file_path for t in table.scan().plan_files()}  # nothing rewritten
     assert table.scan().to_arrow().column("listening_context").null_count == 2 * SMALL_DAY_EVENTS
+
+
+def _parquet_day(landing: Path, events: int, files: int) -> list[Path]:
+    day = dt.date.fromisoformat(DAY)
+    write_landing_day(landing, day, synthetic_batch(day, events), files=files, fmt="parquet")
+    return sorted((landing / "plays" / DAY).glob("*.parquet"))
+
+
+def test_an_unreadable_landing_file_fails_the_day_and_leaves_plays_unchanged(
+    settings: Settings, catalog: Catalog, tmp_path: Path
+) -> None:
+    # Given a day of 4 Parquet files, ingested in full
+    landing = tmp_path / "landing"
+    files = _parquet_day(landing, 2_000, files=4)
+    defs = _landing_defs(settings, landing)
+    assert _run(defs, DAY).success
+    before = catalog.load_table("music.plays").current_snapshot().snapshot_id
+
+    # When one file is cut short (an interrupted upload) and the day is ingested again
+    with files[1].open("r+b") as f:
+        f.truncate(500)
+    result = _run(defs, DAY)
+
+    # Then the run fails naming the file, plays keeps all 2,000 rows, and the quarantine records the file
+    assert not result.success
+    message = result.failure_data_for_node("plays").error.message
+    assert f"unreadable landing file {files[1]}" in message
+    assert "skip_unreadable_files" in message
+    assert catalog.load_table("music.plays").current_snapshot().snapshot_id == before
+    assert _count(catalog, DAY) == 2_000
+    [reject] = catalog.load_table("music.plays_rejected").scan().to_arrow().to_pylist()
+    assert reject["source_file"] == str(files[1])
+    assert reject["reason"].startswith("unreadable Parquet file")
+
+
+def test_skipping_unreadable_files_is_opt_in_and_the_shrink_guard_still_holds(
+    settings: Settings, catalog: Catalog, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    files = _parquet_day(landing, 2_000, files=4)
+    defs = _landing_defs(settings, landing)
+    assert _run(defs, DAY).success
+    before = catalog.load_table("music.plays").current_snapshot().snapshot_id
+    files[1].write_bytes(files[1].read_bytes()[:500])
+    skip = {"skip_unreadable_files": True}
+
+    # Skipping the file alone would drop a quarter of the day: the shrink guard refuses
+    refused = _run(defs, DAY, run_config={"ops": {"plays": {"config": skip}}})
+    assert not refused.success
+    message = refused.failure_data_for_node("plays").error.message
+    assert "would replace 2,000 rows with 1,500 (500 fewer, 25.0%)" in message
+    assert "max_shrink_share" in message
+    assert catalog.load_table("music.plays").current_snapshot().snapshot_id == before
+
+    # Allowing both, the day is what the readable files hold, and the metadata says which file was skipped
+    allowed = _run(defs, DAY, run_config={"ops": {"plays": {"config": {**skip, "max_shrink_share": 1.0}}}})
+    assert allowed.success
+    assert _count(catalog, DAY) == 1_500
+    meta = _materializations(allowed)[DAY]
+    assert meta["unreadable_files_skipped"].value == [str(files[1])]
+    assert (meta["rows_before"].value, meta["rows_written"].value) == (2_000, 1_500)
+
+
+def test_a_reingest_that_would_shrink_the_day_fails_unless_allowed(settings: Settings, catalog: Catalog) -> None:
+    # Given a day of 2,000 synthetic events
+    assert _run(build_definitions(settings), DAY).success
+    before = catalog.load_table("music.plays").current_snapshot().snapshot_id
+
+    # When the source now has 1,700 (15% fewer, above the 10% default), the re-ingest is refused
+    smaller = build_definitions(Settings(**{**settings.__dict__, "events_per_day": 1_700}))
+    refused = _run(smaller, DAY)
+    assert not refused.success
+    message = refused.failure_data_for_node("plays").error.message
+    assert "2026-04-20: this ingest would replace 2,000 rows with 1,700 (300 fewer, 15.0%)" in message
+    assert catalog.load_table("music.plays").current_snapshot().snapshot_id == before
+
+    # A drop within the allowed share lands; a configured share allows a bigger one
+    assert _run(build_definitions(Settings(**{**settings.__dict__, "events_per_day": 1_850})), DAY).success
+    assert _count(catalog, DAY) == 1_850
+    assert _run(smaller, DAY, run_config={"ops": {"plays": {"config": {"max_shrink_share": 0.2}}}}).success
+    assert _count(catalog, DAY) == 1_700
