@@ -44,7 +44,7 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.events import catalogue, synthetic_batch
+from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.maintenance.compaction import CompactionOptions, CompactionReport, compact_table
 

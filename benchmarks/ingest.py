@@ -41,8 +41,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.events import BATCH_ROWS, catalogue, synthetic_batch, synthetic_events
+from sonik_pipeline.lakehouse.events import BATCH_ROWS
 from sonik_pipeline.lakehouse.ingest import ingest_day
+from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch, synthetic_events
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.validation import DayValidator
 

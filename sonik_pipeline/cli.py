@@ -15,7 +15,8 @@ import duckdb
 from sonik_pipeline.lakehouse import timetravel
 from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.events import synthetic_batch, write_landing_day
+from sonik_pipeline.lakehouse.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 

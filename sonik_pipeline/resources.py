@@ -15,7 +15,9 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.events import RawBatch, landing_events, synthetic_events
+from sonik_pipeline.lakehouse.events import RawBatch
+from sonik_pipeline.lakehouse.landing_source import landing_events
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
 from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY
 
 

@@ -81,7 +81,7 @@ class ScenarioResult:
 def prepare(settings: Settings, small_days: list[dt.date], batches: int = 6) -> None:
     """A table with some days written as micro-batches, so compaction has work while writers run."""
     from sonik_pipeline.lakehouse.catalog import open_catalog
-    from sonik_pipeline.lakehouse.events import synthetic_batch
+    from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
     from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 
     catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)

@@ -4,7 +4,7 @@ import dagster as dg
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.jobs import MAINTENANCE_TAG
-from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline_tests.conftest import op_output_metadata
 

@@ -26,7 +26,7 @@ from pyarrow import fs as pafs
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.maintenance.files import referenced_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, op_output_metadata, private_postgres_database

@@ -12,8 +12,9 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.cli import main
-from sonik_pipeline.lakehouse.events import ArrowRows, synthetic_batch
+from sonik_pipeline.lakehouse.events import ArrowRows
 from sonik_pipeline.lakehouse.ingest import ingest_day
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 
 DAY = dt.date(2026, 4, 20)
 
@@ -48,7 +49,7 @@ def test_sql_as_of_shows_the_rows_before_and_after_a_rerun(catalog: Catalog, cli
     time.sleep(0.01)
     between = _now_iso()
     time.sleep(0.01)
-    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 200, seed=2), "second")])
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 200, seed=2), "second")], max_shrink_share=1.0)
     query = "SELECT count(*) AS plays, min(play_id) AS first_id FROM music.plays"
 
     old = _json("sql", query, "--as-of", between)
@@ -62,7 +63,7 @@ def test_sql_as_of_shows_the_rows_before_and_after_a_rerun(catalog: Catalog, cli
 
 def test_snapshots_lists_operations_records_and_the_dagster_run(catalog: Catalog, cli_env) -> None:
     ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 100), "a")], run_id="run-1")
-    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 50), "b")], run_id="run-2")
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 50), "b")], run_id="run-2", max_shrink_share=1.0)
 
     rows = _json("snapshots", "music.plays")
 
@@ -84,7 +85,7 @@ def test_rollback_restores_the_old_snapshot_and_the_marts_rebuild_from_it(
     job = defs.resolve_job_def("daily_job")
     assert job.execute_in_process(partition_key=str(DAY), instance=dg.DagsterInstance.get()).success
     good = catalog.load_table("music.plays").current_snapshot()
-    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 7, seed=9), "bad upstream")])
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 7, seed=9), "bad upstream")], max_shrink_share=1.0)
 
     # When plays is rolled back (without confirmation, as a script would)
     code, out, err = sonik("rollback", "music.plays", "--to", str(good.snapshot_id), "--yes")

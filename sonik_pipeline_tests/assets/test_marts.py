@@ -7,9 +7,9 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.assets.checks import PLAY_ID_UNIQUE, RECONCILES_WITH_PLAYS
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.marts import DAILY_MARTS, ROLLING_MARTS
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
 

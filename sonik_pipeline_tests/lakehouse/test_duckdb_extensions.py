@@ -12,8 +12,8 @@ from sonik_pipeline.lakehouse.duckdb_extensions import (
     s3_secret_sql,
     uses_object_storage,
 )
-from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
 from sonik_pipeline_tests.conftest import DAY

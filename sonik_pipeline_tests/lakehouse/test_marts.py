@@ -9,7 +9,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.events import ArrowRows, synthetic_batch
+from sonik_pipeline.lakehouse.events import ArrowRows
 from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.marts import (
     DAILY_COUNTRY_LISTENING,
@@ -25,6 +25,7 @@ from sonik_pipeline.lakehouse.marts import (
     write_mart_day,
 )
 from sonik_pipeline.lakehouse.quality import mart_totals, plays_day_quality, plays_totals
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import ensure_table
 
 DAYS = [dt.date(2026, 4, 18), dt.date(2026, 4, 19), dt.date(2026, 4, 20)]
@@ -194,7 +195,7 @@ def test_a_mart_pins_the_plays_snapshot_it_read(lakehouse) -> None:
     rows = compute_mart(con, DAILY_COUNTRY_LISTENING, src, DAY, 0)
 
     report = write_mart_day(ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0], DAY, rows, src, {})
-    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 10), "newer")])  # plays moves on
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 10), "newer")], max_shrink_share=1.0)  # plays moves on
 
     table = catalog.load_table("music_marts.daily_country_listening")
     assert plays_snapshot_behind(table, DAY) == src

@@ -5,9 +5,10 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 from pyiceberg.types import NestedField, StringType
 
-from sonik_pipeline.lakehouse.events import ArrowRows, synthetic_batch
+from sonik_pipeline.lakehouse.events import ArrowRows
 from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.migrations import APPLIED_PROPERTY, Migration
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, SchemaEvolutionError, TableDef, ensure_table
 
 DAY = dt.date(2026, 4, 20)

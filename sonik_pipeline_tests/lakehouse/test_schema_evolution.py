@@ -9,9 +9,9 @@ from pyiceberg.schema import Schema
 
 from sonik_pipeline.lakehouse import ingest as ingest_module
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.events import synthetic_events
 from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.marts import DAILY_TIER_LISTENING, PlaysSnapshot, compute_mart
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
 from sonik_pipeline.lakehouse.tables import PLAYS, TableDef
 
 DAYS = [dt.date(2026, 4, 14) + dt.timedelta(days=i) for i in range(7)]

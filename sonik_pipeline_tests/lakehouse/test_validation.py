@@ -4,7 +4,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile, synthetic_batch
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.validation import DUPLICATE_REASON, DayValidator
 

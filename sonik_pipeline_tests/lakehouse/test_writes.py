@@ -6,8 +6,8 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 
-from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import FileStager, replace_partition, stage_files
 

@@ -7,7 +7,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.maintenance import compaction
 from sonik_pipeline.maintenance.compaction import CompactionAborted, CompactionOptions, compact_table

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
@@ -121,7 +121,7 @@ def test_metadata_files_beyond_previous_versions_max_are_deleted(catalog: Catalo
 KILLED_WRITER = """
 import datetime as dt, sys, time
 from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.writes import FileStager
 catalog = open_catalog("sonik", sys.argv[1], sys.argv[2])
 table = catalog.load_table("music.plays")

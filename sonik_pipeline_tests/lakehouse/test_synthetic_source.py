@@ -1,24 +1,13 @@
 import datetime as dt
 import re
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sonik_pipeline.lakehouse.events import (
-    BATCH_ROWS,
-    TUTORIAL_ARTISTS,
-    ArrowRows,
-    JsonLines,
-    MissingLandingData,
-    catalogue,
-    landing_events,
-    synthetic_batch,
-    synthetic_events,
-    write_landing_day,
-)
+from sonik_pipeline.lakehouse.events import BATCH_ROWS, ArrowRows
+from sonik_pipeline.lakehouse.synthetic_source import TUTORIAL_ARTISTS, catalogue, synthetic_batch, synthetic_events
 
 DAY = dt.date(2026, 4, 20)
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -96,24 +85,3 @@ def test_users_have_a_home_country_and_devices_from_the_mix(day_events: pa.Table
     assert {"US", "UK", "DE", "BR", "JP", "IR", "CA", "AU"} <= countries
     assert devices == {"mobile", "desktop", "tablet", "smart_speaker", "tv"}
     assert (per_user.column("country_count_distinct").to_numpy() == 1).mean() > 0.9
-
-
-def test_landing_files_round_trip_as_jsonl_and_parquet(tmp_path: Path) -> None:
-    events = synthetic_batch(DAY, 1_000)
-    write_landing_day(tmp_path, DAY, events.slice(0, 600), files=2, fmt="jsonl")
-    write_landing_day(tmp_path, DAY, events.slice(600), files=1, fmt="parquet")
-
-    batches = list(landing_events(tmp_path, DAY))
-
-    jsonl = [b for b in batches if isinstance(b, JsonLines)]
-    parquet = [b for b in batches if isinstance(b, ArrowRows)]
-    assert sum(len(b.lines) for b in jsonl) == 600
-    assert sum(b.rows.num_rows for b in parquet) == 400
-    assert jsonl[0].line_numbers.to_pylist()[:3] == [1, 2, 3]
-    assert jsonl[0].source_file.endswith("plays/2026-04-20/part-000.jsonl")
-    assert '"played_at":"2026-04-20T' in jsonl[0].lines[0].as_py()
-
-
-def test_a_missing_landing_day_is_an_error_not_an_empty_day(tmp_path: Path) -> None:
-    with pytest.raises(MissingLandingData, match="no landing files for 2026-04-20"):
-        list(landing_events(tmp_path, DAY))

@@ -1,0 +1,58 @@
+"""Writing landing-zone files as the app would (``sonik landing``): test data for the landing source."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from sonik_pipeline.lakehouse.landing_source import LandingZone
+
+
+def write_landing_day(
+    landing_dir: str | Path,
+    day: dt.date,
+    events: pa.Table,
+    files: int = 4,
+    fmt: str = "jsonl",
+    properties: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Drop a day of events as the app would: ``files`` parts under ``<landing>/plays/<day>/``."""
+    zone = LandingZone.at(landing_dir, properties)
+    written = []
+    per_file = -(-events.num_rows // files)
+    con = duckdb.connect()
+    # Parts are written locally, then copied: one code path for a folder and for object storage.
+    with tempfile.TemporaryDirectory(prefix="sonik-landing-") as staging:
+        try:
+            for i in range(files):
+                part = events.slice(i * per_file, per_file)
+                if part.num_rows == 0:
+                    continue
+                local = Path(staging) / f"part-{i:03d}.{fmt}"
+                if fmt == "parquet":
+                    pq.write_table(part, local)
+                else:
+                    con.register("part", part)
+                    con.execute(
+                        f"""COPY (SELECT * REPLACE (strftime(played_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS played_at)
+                            FROM part) TO '{local}' (FORMAT JSON)"""
+                    )
+                    con.unregister("part")
+                written.append(f"{zone.day_dir(day)}/{local.name}")
+        finally:
+            con.close()
+        zone.filesystem.create_dir(zone.day_dir(day), recursive=True)
+        pafs.copy_files(
+            staging,
+            zone.day_dir(day),
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=zone.filesystem,
+        )
+    return [zone.display(path) for path in written]

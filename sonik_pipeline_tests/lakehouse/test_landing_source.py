@@ -1,0 +1,50 @@
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile
+from sonik_pipeline.lakehouse.landing_source import LandingZone, MissingLandingData, landing_events, read_landing_file
+from sonik_pipeline.lakehouse.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+
+DAY = dt.date(2026, 4, 20)
+
+
+def test_landing_files_round_trip_as_jsonl_and_parquet(tmp_path: Path) -> None:
+    events = synthetic_batch(DAY, 1_000)
+    write_landing_day(tmp_path, DAY, events.slice(0, 600), files=2, fmt="jsonl")
+    write_landing_day(tmp_path, DAY, events.slice(600), files=1, fmt="parquet")
+
+    batches = list(landing_events(tmp_path, DAY))
+
+    jsonl = [b for b in batches if isinstance(b, JsonLines)]
+    parquet = [b for b in batches if isinstance(b, ArrowRows)]
+    assert sum(len(b.lines) for b in jsonl) == 600
+    assert sum(b.rows.num_rows for b in parquet) == 400
+    assert jsonl[0].line_numbers.to_pylist()[:3] == [1, 2, 3]
+    assert jsonl[0].source_file.endswith("plays/2026-04-20/part-000.jsonl")
+    assert '"played_at":"2026-04-20T' in jsonl[0].lines[0].as_py()
+
+
+def test_a_missing_landing_day_is_an_error_not_an_empty_day(tmp_path: Path) -> None:
+    with pytest.raises(MissingLandingData, match="no landing files for 2026-04-20"):
+        list(landing_events(tmp_path, DAY))
+
+
+def test_a_parquet_file_cut_short_is_read_as_unreadable_with_its_reason(tmp_path: Path) -> None:
+    [path] = write_landing_day(tmp_path, DAY, synthetic_batch(DAY, 300), files=1, fmt="parquet")
+    Path(path).write_bytes(Path(path).read_bytes()[:400])
+
+    [batch] = list(read_landing_file(LandingZone.at(tmp_path), path))
+
+    assert isinstance(batch, UnreadableFile)
+    assert batch.source_file == path
+    assert batch.error.startswith("unreadable Parquet file: ")
+
+
+def test_a_file_that_vanished_after_listing_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    [batch] = list(read_landing_file(LandingZone.at(tmp_path), str(tmp_path / "gone.jsonl")))
+
+    assert isinstance(batch, UnreadableFile)
+    assert batch.error.startswith("unreadable JSON Lines file: ")
