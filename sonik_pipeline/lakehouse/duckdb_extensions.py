@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import duckdb
 
+from sonik_pipeline.lakehouse.sql import sql_string
+
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
 SECRET_NAME = "sonik_warehouse"
 
@@ -56,10 +58,6 @@ def uses_object_storage(properties: Mapping[str, str]) -> bool:
     return scheme in OBJECT_STORE_SCHEMES or any(key.startswith("s3.") for key in properties)
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def s3_secret_sql(properties: Mapping[str, str]) -> str:
     """``CREATE SECRET`` for DuckDB from PyIceberg's ``s3.*`` properties (the same endpoint and keys).
 
@@ -68,21 +66,21 @@ def s3_secret_sql(properties: Mapping[str, str]) -> str:
     """
     options: dict[str, str] = {"TYPE": "s3"}
     if key_id := properties.get("s3.access-key-id"):
-        options["KEY_ID"] = _sql_string(key_id)
-        options["SECRET"] = _sql_string(properties.get("s3.secret-access-key", ""))
+        options["KEY_ID"] = sql_string(key_id)
+        options["SECRET"] = sql_string(properties.get("s3.secret-access-key", ""))
         if token := properties.get("s3.session-token"):
-            options["SESSION_TOKEN"] = _sql_string(token)
+            options["SESSION_TOKEN"] = sql_string(token)
     else:
         options["PROVIDER"] = "credential_chain"
     if region := properties.get("s3.region") or properties.get("client.region"):
-        options["REGION"] = _sql_string(region)
+        options["REGION"] = sql_string(region)
     if endpoint := properties.get("s3.endpoint"):
         parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        options["ENDPOINT"] = _sql_string(parsed.netloc)
+        options["ENDPOINT"] = sql_string(parsed.netloc)
         options["USE_SSL"] = "false" if parsed.scheme == "http" else "true"
         # PyArrow addresses a custom endpoint path-style unless told otherwise; DuckDB must match.
         virtual = properties.get("s3.force-virtual-addressing", "false").lower() == "true"
-        options["URL_STYLE"] = _sql_string("vhost" if virtual else "path")
+        options["URL_STYLE"] = sql_string("vhost" if virtual else "path")
     body = ", ".join(f"{key} {value}" for key, value in options.items())
     return f"CREATE OR REPLACE SECRET {SECRET_NAME} ({body})"
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
 
+from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.events import RawBatch, UnreadableFile
 from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, SchemaChanges, ensure_table
 from sonik_pipeline.lakehouse.validation import DayValidator, ValidationTotals
@@ -80,8 +81,7 @@ def shrink_guard(day: dt.date, max_shrink_share: float) -> Callable[[int, int], 
 
 def day_filter(day: dt.date) -> BooleanExpression:
     """The rows of one UTC day of ``played_at``: exactly one ``played_day`` partition."""
-    start = dt.datetime.combine(day, dt.time())
-    end = start + dt.timedelta(days=1)
+    start, end = day_bounds(day)
     return And(GreaterThanOrEqual("played_at", start.isoformat()), LessThan("played_at", end.isoformat()))
 
 

@@ -21,6 +21,8 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType, TimestampType
 
+from sonik_pipeline.lakehouse.days import day_bounds
+from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.tables import TableDef
 from sonik_pipeline.lakehouse.writes import CommitReport, replace_partition, stage_files
 
@@ -43,13 +45,13 @@ class PlaysSnapshot:
         return cls(table.metadata_location, snapshot.snapshot_id)
 
     def scan_sql(self) -> str:
-        return f"iceberg_scan('{self.metadata_location}', snapshot_from_id={self.snapshot_id})"
+        return f"iceberg_scan({sql_string(self.metadata_location)}, snapshot_from_id={self.snapshot_id})"
 
 
 def played_between(first: dt.date, last: dt.date) -> str:
     """SQL predicate on played_at for whole UTC days first..last (pruned to those days' partitions)."""
-    end = last + dt.timedelta(days=1)
-    return f"played_at >= TIMESTAMP '{first} 00:00:00' AND played_at < TIMESTAMP '{end} 00:00:00'"
+    start, end = day_bounds(first, last)
+    return f"played_at >= TIMESTAMP '{start}' AND played_at < TIMESTAMP '{end}'"
 
 
 def _mart_table(name: str, *fields: NestedField) -> TableDef:
@@ -96,11 +98,11 @@ def _ranked_artists_table(name: str) -> TableDef:
     return _mart_table(name, RANK_F(2), _f(3, "artist", StringType(), "Artist", True), *TOTALS_F(4))
 
 
-_TOTALS = (
-    "count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, "
-    "coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played"
-)
+# Listening time: a play of unknown duration counts 0 seconds, so a group always has a number (both
+# columns are required). Minutes are derived from the exact seconds, in the same SELECT or an outer one.
+_SECONDS = "coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played"
 _MINUTES = "round(seconds_played / 60.0, 2) AS minutes_played"
+_TOTALS = f"count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, {_SECONDS}"
 
 
 @dataclass(frozen=True)
@@ -135,23 +137,20 @@ def _top_artists(src: PlaysSnapshot, day: dt.date, top_n: int, first: dt.date | 
 
 def _country(src: PlaysSnapshot, day: dt.date, _: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, country, {_TOTALS}, round(sum(duration_seconds) / 60.0, 2) AS minutes_played
+        SELECT DATE '{day}' AS day, country, {_TOTALS}, {_MINUTES}
         FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY country ORDER BY plays DESC, country"""
 
 
 def _tier(src: PlaysSnapshot, day: dt.date, _: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, subscription_tier, {_TOTALS},
-               round(coalesce(sum(duration_seconds), 0) / 60.0, 2) AS minutes_played
+        SELECT DATE '{day}' AS day, subscription_tier, {_TOTALS}, {_MINUTES}
         FROM {src.scan_sql()} WHERE {played_between(day, day)}
         GROUP BY subscription_tier ORDER BY plays DESC, subscription_tier"""
 
 
 def _device(src: PlaysSnapshot, day: dt.date, _: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, device, count(*) AS plays,
-               coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played,
-               round(coalesce(sum(duration_seconds), 0) / 60.0, 2) AS minutes_played,
+        SELECT DATE '{day}' AS day, device, count(*) AS plays, {_SECONDS}, {_MINUTES},
                count(*) / sum(count(*)) OVER () AS share
         FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY device ORDER BY plays DESC, device"""
 
@@ -162,9 +161,7 @@ def _user_stats(src: PlaysSnapshot, day: dt.date, _: int) -> str:
         per_artist AS (SELECT user_id, artist, count(*) AS n FROM day_plays GROUP BY user_id, artist),
         favourite AS (SELECT user_id, first(artist ORDER BY n DESC, artist) AS favourite_artist
                       FROM per_artist GROUP BY user_id)
-        SELECT DATE '{day}' AS day, user_id, count(*) AS plays,
-               coalesce(sum(duration_seconds), 0)::BIGINT AS seconds_played,
-               round(coalesce(sum(duration_seconds), 0) / 60.0, 2) AS minutes_played,
+        SELECT DATE '{day}' AS day, user_id, count(*) AS plays, {_SECONDS}, {_MINUTES},
                count(DISTINCT track_id) AS distinct_tracks, count(DISTINCT artist) AS distinct_artists,
                any_value(favourite_artist) AS favourite_artist,
                min(played_at) AS first_play_at, max(played_at) AS last_play_at

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import duckdb
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.marts import PlaysSnapshot, played_between
+from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.validation import MAX_DURATION_SECONDS
 
@@ -40,8 +42,7 @@ def plays_day_quality(
                    count(*) FILTER (WHERE duration_seconds < 0 OR duration_seconds > {MAX_DURATION_SECONDS})
             FROM {src.scan_sql()} WHERE {played_between(day, day)}"""
     ).fetchone()
-    start = dt.datetime.combine(day, dt.time())
-    end = start + dt.timedelta(days=1)
+    start, end = day_bounds(day)
     outside = 0
     files = table.inspect.files(snapshot_id=src.snapshot_id).to_pylist()
     for data_file in files:
@@ -69,6 +70,6 @@ def plays_totals(con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, day: dt.dat
 def mart_totals(con: duckdb.DuckDBPyConnection, mart_table: Table, day: dt.date) -> DayTotals:
     plays, seconds = con.execute(
         f"""SELECT coalesce(sum(plays), 0), coalesce(sum(seconds_played), 0)
-            FROM iceberg_scan('{mart_table.metadata_location}') WHERE day = DATE '{day}'"""
+            FROM iceberg_scan({sql_string(mart_table.metadata_location)}) WHERE day = DATE '{day}'"""
     ).fetchone()
     return DayTotals(plays, seconds)

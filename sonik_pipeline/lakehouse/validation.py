@@ -26,7 +26,9 @@ from pyiceberg.types import (
     TimestampType,
 )
 
+from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, UnreadableFile
+from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.tables import SUBSCRIPTION_TIERS
 
 MAX_DURATION_SECONDS = 86_400
@@ -63,14 +65,6 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _to_timestamp(expr: str) -> str:
     """Any timestamp-ish value as naive UTC: offsets are honoured, naive values are taken as UTC."""
     return f"CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP)"
@@ -84,15 +78,15 @@ def _typed_from_json(fields: list[NestedField]) -> str:
     )
     for f in fields:
         kind = type(f.field_type)
-        path = _literal(f'$."{f.name}"')
+        path = sql_string(f'$."{f.name}"')
         jtype = f"json_type(_line, {path})"
         text = f"json_extract_string(_line, {path})"
-        ok_type = f"{jtype} IN ({', '.join(_literal(t) for t in _JSON_TYPES[kind])})"
+        ok_type = f"{jtype} IN ({', '.join(sql_string(t) for t in _JSON_TYPES[kind])})"
         if kind is TimestampType:
             value = _to_timestamp(text)
         else:
             value = f"TRY_CAST({text} AS {_SQL_TYPE[kind]})"
-        columns.append(f"CASE WHEN _ok AND {ok_type} THEN {value} END AS {_quote(f.name)}")
+        columns.append(f"CASE WHEN _ok AND {ok_type} THEN {value} END AS {sql_identifier(f.name)}")
         errors.append(
             f"CASE WHEN _ok AND {jtype} IS NOT NULL AND {jtype} <> 'NULL' "
             f"AND (NOT ({ok_type}) OR {value} IS NULL) "
@@ -113,16 +107,16 @@ def _typed_from_arrow(fields: list[NestedField], present: set[str]) -> str:
     for f in fields:
         kind = type(f.field_type)
         if f.name not in present:
-            columns.append(f"CAST(NULL AS {_SQL_TYPE[kind]}) AS {_quote(f.name)}")
+            columns.append(f"CAST(NULL AS {_SQL_TYPE[kind]}) AS {sql_identifier(f.name)}")
             continue
-        col = _quote(f.name)
+        col = sql_identifier(f.name)
         value = _to_timestamp(col) if kind is TimestampType else f"TRY_CAST({col} AS {_SQL_TYPE[kind]})"
         columns.append(f"{value} AS {col}")
         errors.append(
             f"CASE WHEN {col} IS NOT NULL AND {value} IS NULL THEN 'wrong type for {f.name}: expected "
             f"{_TYPE_WORD[kind]}, got ' || left({col}::VARCHAR, 40) END"
         )
-    payload_fields = ", ".join(f"{_quote(n)} := {_quote(n)}" for n in sorted(present))
+    payload_fields = ", ".join(f"{sql_identifier(n)} := {sql_identifier(n)}" for n in sorted(present))
     return (
         f"SELECT {', '.join(columns)}, {'COALESCE(' + ', '.join(errors) + ')' if errors else 'NULL'} AS _type_error, "
         f"to_json(struct_pack({payload_fields}))::VARCHAR AS _payload, "
@@ -231,8 +225,7 @@ class DayValidator:
             if f.required
         ]
         if "played_at" in names:
-            start = pa.scalar(dt.datetime.combine(self.day, dt.time()), pa.timestamp("us"))
-            end = pa.scalar(dt.datetime.combine(self.day + dt.timedelta(days=1), dt.time()), pa.timestamp("us"))
+            start, end = (pa.scalar(bound, pa.timestamp("us")) for bound in day_bounds(self.day))
             col = typed.column("played_at")
             masks.append(
                 (

@@ -14,6 +14,7 @@ from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.marts import (
     DAILY_COUNTRY_LISTENING,
     DAILY_DEVICE_MIX,
+    DAILY_MARTS,
     DAILY_TOP_ARTISTS,
     DAILY_TOP_TRACKS,
     DAILY_USER_STATS,
@@ -255,3 +256,18 @@ def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse)
 
     assert direct == from_mart
     assert direct[0][0] == "The Weeknd"
+
+
+@pytest.mark.parametrize("mart", [*DAILY_MARTS, TOP_ARTISTS_7D], ids=lambda mart: mart.name)
+def test_minutes_played_is_zero_not_null_when_no_duration_is_known(catalog: Catalog, mart) -> None:
+    # Given a day on which no play has a known duration
+    rows = synthetic_batch(DAY, 200).to_pandas()
+    rows["duration_seconds"] = pd.array([pd.NA] * len(rows), dtype="Int32")
+    ingest_day(catalog, DAY, [ArrowRows(pa.Table.from_pandas(rows, preserve_index=False), "test")])
+    con = load_iceberg(duckdb.connect())
+
+    # When the mart is computed, then every group listened 0 seconds and 0.0 minutes (minutes_played is required)
+    result = compute_mart(con, mart, PlaysSnapshot.current(catalog.load_table("music.plays")), DAY, 100)
+    assert result.num_rows > 0
+    assert set(result.column("seconds_played").to_pylist()) == {0}
+    assert set(result.column("minutes_played").to_pylist()) == {0.0}
