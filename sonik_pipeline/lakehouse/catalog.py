@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.table import Table
 from pyiceberg.utils.config import Config
 
 # SQLite serialises writers; waiting for the lock beats failing a commit with "database is locked".
@@ -38,3 +39,8 @@ def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
         if path and path not in ("/", "/:memory:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     return load_catalog(name, **catalog_properties(name, uri, warehouse))
+
+
+def table_name(table: Table) -> str:
+    """A table's name as people write it: ``music.plays``."""
+    return ".".join(table.name())

@@ -1,0 +1,215 @@
+import datetime as dt
+from collections import Counter
+
+import duckdb
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+
+from sonik_pipeline.lakehouse import iceberg_internals
+from sonik_pipeline.lakehouse.days import partition_day
+from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
+from sonik_pipeline.lakehouse.events import ArrowRows
+from sonik_pipeline.lakehouse.ingest import ingest_day
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.maintenance import manifests
+from sonik_pipeline.maintenance.manifests import ManifestRewriteAborted, ManifestRewriteOptions, rewrite_manifests
+
+FIRST = dt.date(2026, 1, 20)
+DAYS = [FIRST + dt.timedelta(days=i) for i in range(45)]  # late January to early March: three months
+EVENTS = 40
+
+
+def _ingest(catalog: Catalog, day: dt.date, events: int = EVENTS) -> None:
+    ingest_day(catalog, day, [ArrowRows(synthetic_batch(day, events), "test")])
+
+
+@pytest.fixture
+def daily_table(catalog: Catalog) -> Table:
+    """music.plays after 45 daily commits: one manifest per day."""
+    for day in DAYS:
+        _ingest(catalog, day)
+    return catalog.load_table("music.plays")
+
+
+def _live_files(table: Table, snapshot_id: int | None = None) -> Counter:
+    return Counter(
+        (t.file.file_path, t.file.record_count, t.file.file_size_in_bytes, tuple(t.file.partition))
+        for t in table.scan(snapshot_id=snapshot_id).plan_files()
+    )
+
+
+def _checksum(table: Table, snapshot_id: int | None = None) -> tuple[int, int]:
+    con = duckdb.connect()
+    con.register("t", table.scan(snapshot_id=snapshot_id).to_arrow())
+    count, total = con.execute("SELECT count(*), sum(hash(t)) FROM t").fetchone()
+    return int(count), int(total)
+
+
+def _data_manifests(table: Table) -> list:
+    return table.current_snapshot().manifests(table.io)
+
+
+def test_a_daily_table_is_rewritten_into_one_manifest_with_every_file_and_row(daily_table: Table) -> None:
+    # Given 45 daily commits, one manifest each
+    table = daily_table
+    files, rows, before = _live_files(table), _checksum(table), table.current_snapshot()
+    assert len(_data_manifests(table)) == len(DAYS)
+
+    # When the manifests are rewritten with the default target size (8 MiB)
+    report = rewrite_manifests(table, snapshot_properties={"dagster.run-id": "r1"})
+
+    # Then one manifest holds exactly the same live files and rows, in a replace snapshot with the same totals
+    table.refresh()
+    assert len(_data_manifests(table)) == 1
+    assert (report.manifests_before, report.manifests_after, report.entries) == (45, 1, 45)
+    assert report.bytes_after < report.bytes_before
+    assert _live_files(table) == files
+    assert _checksum(table) == rows
+    summary = table.current_snapshot().summary
+    assert summary.operation.value == "replace"
+    assert summary["sonik.operation"] == "rewrite_manifests"
+    assert summary["total-records"] == before.summary["total-records"] == str(len(DAYS) * EVENTS)
+    assert summary["total-data-files"] == before.summary["total-data-files"]
+    assert (summary["manifests-created"], summary["entries-processed"]) == ("1", "45")
+    # Time travel to the snapshot before the rewrite still reads its own manifests
+    assert _checksum(table, before.snapshot_id) == rows
+
+
+def test_a_second_rewrite_changes_nothing_and_says_so(daily_table: Table) -> None:
+    first = rewrite_manifests(daily_table)
+    snapshots = len(daily_table.snapshots())
+
+    second = rewrite_manifests(daily_table)
+
+    daily_table.refresh()
+    assert second.snapshot_id is None
+    assert second.skipped == "already clustered: 1 data manifests hold 45 files"
+    assert len(daily_table.snapshots()) == snapshots
+    assert daily_table.current_snapshot().snapshot_id == first.snapshot_id
+
+
+def test_a_small_target_packs_whole_months_into_contiguous_manifests(daily_table: Table) -> None:
+    # A target of ~20 entries per manifest: January's 12 days and February's 28 cannot share one
+    options = ManifestRewriteOptions(target_size_bytes=20 * manifests.estimated_entry_bytes(daily_table))
+    report = rewrite_manifests(daily_table, options)
+
+    daily_table.refresh()
+    spans = []
+    for manifest in _data_manifests(daily_table):
+        entries = manifest.fetch_manifest_entry(daily_table.io)
+        days = sorted(partition_day(daily_table.spec(), daily_table.schema(), e.data_file.partition) for e in entries)
+        spans.append((days[0], days[-1], len(days)))
+    spans.sort()
+    assert report.manifests_after == len(spans) >= 3
+    assert all(earlier[1] < later[0] for earlier, later in zip(spans, spans[1:], strict=False))  # no overlap
+    assert sum(n for *_, n in spans) == len(DAYS)
+    assert all(n <= 20 for *_, n in spans)
+    assert _live_files(daily_table) == _live_files(daily_table, report.snapshot_id)
+    # And it is stable: the same target a second time finds nothing to do
+    assert rewrite_manifests(daily_table, options).skipped
+
+
+def test_a_dry_run_reports_the_plan_and_commits_nothing(daily_table: Table) -> None:
+    current = daily_table.current_snapshot().snapshot_id
+
+    report = rewrite_manifests(daily_table, ManifestRewriteOptions(dry_run=True))
+
+    daily_table.refresh()
+    assert (report.manifests_before, report.manifests_after, report.skipped) == (45, 1, "dry run")
+    assert daily_table.current_snapshot().snapshot_id == current
+
+
+def test_an_ingest_committed_during_the_rewrite_is_kept(
+    catalog: Catalog, daily_table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given another writer that commits a new day while the rewrite is building its manifests
+    late_day = DAYS[-1] + dt.timedelta(days=1)
+    original = iceberg_internals.ReplaceManifests._existing_manifests
+    calls = []
+
+    def with_a_concurrent_ingest(self):
+        if not calls:
+            _ingest(catalog, late_day, 25)  # through its own catalog handle, committed first
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(iceberg_internals.ReplaceManifests, "_existing_manifests", with_a_concurrent_ingest)
+
+    # When the rewrite commits, it conflicts, and PyIceberg retries it on the refreshed table
+    report = rewrite_manifests(daily_table)
+
+    # Then both land: the new day's rows are there and every file is in the rewritten manifests
+    table = catalog.load_table("music.plays")
+    assert report.attempts == 2
+    assert table.current_snapshot().snapshot_id == report.snapshot_id
+    assert table.scan().count() == len(DAYS) * EVENTS + 25
+    assert len(_data_manifests(table)) == 1
+    assert report.details["entries-processed"] == str(len(DAYS) + 1)
+
+
+def test_without_retries_a_conflicting_rewrite_gives_up_and_leaves_the_table_untouched(
+    catalog: Catalog, daily_table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with daily_table.transaction() as txn:
+        txn.set_properties({"commit.retry.num-retries": "0"})
+    daily_table.refresh()
+    metadata_dir = daily_table.location().removeprefix("file://") + "/metadata"
+    late_day = DAYS[-1] + dt.timedelta(days=1)
+    original = iceberg_internals.ReplaceManifests._existing_manifests
+
+    def with_a_concurrent_ingest(self):
+        _ingest(catalog, late_day, 25)
+        return original(self)
+
+    monkeypatch.setattr(iceberg_internals.ReplaceManifests, "_existing_manifests", with_a_concurrent_ingest)
+    from pathlib import Path
+
+    with pytest.raises(CommitFailedException):
+        rewrite_manifests(daily_table)
+
+    table = catalog.load_table("music.plays")
+    assert table.current_snapshot().summary["dagster.partition"] == str(late_day)  # the ingest won
+    assert table.scan().count() == len(DAYS) * EVENTS + 25
+    referenced = {m.manifest_path.removeprefix("file://") for s in table.snapshots() for m in s.manifests(table.io)}
+    on_disk = {str(p) for p in Path(metadata_dir).glob("*-m*.avro")}
+    assert on_disk == referenced  # the rewrite's manifests were cleaned up
+
+
+def test_a_rewrite_that_would_lose_a_file_is_aborted_before_committing(
+    daily_table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = manifests._write
+
+    def drop_one_file(table, planned, new_writer):
+        spec_id, entries = planned[0]
+        return real_write(table, [(spec_id, entries[1:]), *planned[1:]], new_writer)
+
+    monkeypatch.setattr(manifests, "_write", drop_one_file)
+    current = daily_table.current_snapshot().snapshot_id
+    metadata_dir = daily_table.location().removeprefix("file://") + "/metadata"
+    from pathlib import Path
+
+    avro_before = set(Path(metadata_dir).glob("*.avro"))
+
+    with pytest.raises(ManifestRewriteAborted, match="44 live files, the originals 45"):
+        rewrite_manifests(daily_table)
+
+    daily_table.refresh()
+    assert daily_table.current_snapshot().snapshot_id == current
+    assert set(Path(metadata_dir).glob("*.avro")) == avro_before
+
+
+def test_duckdb_reads_the_rewritten_table_offline(daily_table: Table) -> None:
+    rewrite_manifests(daily_table)
+    daily_table.refresh()
+    con = load_iceberg(duckdb.connect())
+
+    [(count,)] = con.execute(f"SELECT count(*) FROM iceberg_scan('{daily_table.metadata_location}')").fetchall()
+    [(one_day,)] = con.execute(
+        f"SELECT count(*) FROM iceberg_scan('{daily_table.metadata_location}') "
+        f"WHERE played_at >= TIMESTAMP '{DAYS[3]}' AND played_at < TIMESTAMP '{DAYS[4]}'"
+    ).fetchall()
+
+    assert (count, one_day) == (len(DAYS) * EVENTS, EVENTS)
