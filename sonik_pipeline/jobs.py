@@ -12,7 +12,7 @@ from sonik_pipeline.lakehouse.marts import MARTS
 from sonik_pipeline.lakehouse.tables import MUSIC
 from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
 from sonik_pipeline.maintenance.expiry import DEFAULT_RETAIN_LAST, ExpiryOptions, expire_snapshots
-from sonik_pipeline.maintenance.orphans import OrphanOptions, remove_orphan_files
+from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanWindowTooShort, remove_orphan_files
 from sonik_pipeline.resources import LakehouseCatalog
 
 # Maintenance runs carry this tag; the instance allows one such run at a time (dagster_home/dagster.yaml),
@@ -112,7 +112,12 @@ class ExpiryConfig(dg.Config):
 class OrphanConfig(dg.Config):
     tables: list[str] = Field(default=[], description="Tables to clean; empty: all tables.")
     older_than_hours: float = Field(
-        default=72, description="Delete unreferenced files only when older than this (protects in-flight writes)."
+        default=72,
+        description="Delete unreferenced files only when older than this (protects in-flight writes); at least 24.",
+    )
+    i_know_no_writer_is_running: bool = Field(
+        default=False,
+        description="Allow a window under 24 hours: only when no ingest, mart or compaction run can be writing.",
     )
     dry_run: bool = Field(default=False, description="Only list what would be deleted.")
 
@@ -151,7 +156,14 @@ def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig,
 @dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"}, ins={"after": dg.In(dg.Nothing)})
 def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, lakehouse: LakehouseCatalog) -> None:
     """Delete files no metadata references (a crashed writer's leftovers), older than the safety window."""
-    options = OrphanOptions(older_than=dt.timedelta(hours=config.older_than_hours), dry_run=config.dry_run)
+    try:
+        options = OrphanOptions(
+            older_than=dt.timedelta(hours=config.older_than_hours),
+            dry_run=config.dry_run,
+            i_know_no_writer_is_running=config.i_know_no_writer_is_running,
+        )
+    except OrphanWindowTooShort as refused:
+        raise dg.Failure(description=str(refused)) from None
     reports = [
         remove_orphan_files(t, options, progress=context.log.info) for t in _tables(lakehouse.load(), config.tables)
     ]

@@ -1,4 +1,5 @@
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 from pyiceberg.catalog import Catalog
@@ -49,7 +50,7 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
         run_config={
             "ops": {
                 "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 2}},
-                "remove_orphans": {"config": {"older_than_hours": 0}},
+                "remove_orphans": {"config": {"older_than_hours": 0, "i_know_no_writer_is_running": True}},
             }
         },
         instance=dg.DagsterInstance.get(),
@@ -62,6 +63,40 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
     assert expiry["total_bytes_deleted"].value > 0
     orphans = op_output_metadata(result, "remove_orphans")
     assert orphans["orphans"].value == {"music.plays": [stray]}
+
+
+def _warehouse_files(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def _failure_description(result: dg.ExecuteInProcessResult, op: str) -> str:
+    """The description of the dg.Failure a step raised, as the UI shows it."""
+    [failure] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_FAILURE"]
+    return failure.event_specific_data.user_failure_data.description
+
+
+def test_orphan_removal_refuses_a_window_under_24_hours_without_the_override(
+    defs: dg.Definitions, catalog: Catalog, sonik_home: Path
+) -> None:
+    # Given a table and a stray file that a 1-hour window would take once it is an hour old
+    table = _micro_batches(catalog, 3)
+    stray = Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet"
+    stray.write_bytes(b"x" * 1000)
+    before = _warehouse_files(sonik_home / "warehouse")
+
+    # When the job runs with older_than_hours: 1 and no override
+    result = defs.resolve_job_def("expiry_job").execute_in_process(
+        run_config={"ops": {"remove_orphans": {"config": {"older_than_hours": 1}}}},
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+    )
+
+    # Then the step fails with one line saying why and how to override, and nothing was deleted
+    assert not result.success
+    message = _failure_description(result, "remove_orphans")
+    assert "\n" not in message
+    assert "window of 1h is under the 24h minimum" in message and "i_know_no_writer_is_running" in message
+    assert _warehouse_files(sonik_home / "warehouse") == before
 
 
 def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:

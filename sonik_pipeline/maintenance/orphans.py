@@ -2,7 +2,8 @@
 
 A writer stages Parquet and manifest files before its commit; if it dies first, those files are in
 the table's folder but in no metadata. Files that nothing references and that are older than a safety
-window (default 3 days, so an in-flight write is never taken) are deleted.
+window (default 3 days, so an in-flight write is never taken) are deleted. A window under
+``MINIMUM_SAFETY_WINDOW`` is refused unless the caller states that no writer is running.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ from sonik_pipeline.maintenance.files import delete_files, kind_of_unreferenced,
 log = logging.getLogger(__name__)
 
 DEFAULT_SAFETY_WINDOW = dt.timedelta(days=3)
+# A file younger than the window may belong to a write still in flight. The longest writes that stage
+# files before committing are a whole-table compaction and a long backfill day (hours), and file
+# times come from the storage server's clock, not the maintenance host's (minutes of skew). 24 hours
+# covers both with room, and is the floor Iceberg's Spark remove_orphan_files procedure enforces.
+MINIMUM_SAFETY_WINDOW = dt.timedelta(hours=24)
+
+
+class OrphanWindowTooShort(ValueError):
+    """A safety window under the minimum, without the statement that no writer is running."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,20 @@ class OrphanOptions:
     older_than: dt.timedelta = DEFAULT_SAFETY_WINDOW
     dry_run: bool = False
     now: dt.datetime | None = None
+    # The caller knows no writer runs (a test, a quiet maintenance window): a shorter window is allowed.
+    i_know_no_writer_is_running: bool = False
+
+    def __post_init__(self) -> None:
+        if self.older_than < MINIMUM_SAFETY_WINDOW and not self.i_know_no_writer_is_running:
+            raise OrphanWindowTooShort(
+                f"an orphan window of {_hours(self.older_than)}h is under the {_hours(MINIMUM_SAFETY_WINDOW)}h "
+                "minimum: a write still in flight (compaction, a backfill day) would lose its files; "
+                "set i_know_no_writer_is_running to use it anyway"
+            )
+
+
+def _hours(delta: dt.timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:g}"
 
 
 @dataclass

@@ -5,8 +5,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.events import synthetic_batch
@@ -15,11 +17,17 @@ from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.files import referenced_files
-from sonik_pipeline.maintenance.orphans import OrphanOptions, remove_orphan_files
+from sonik_pipeline.maintenance.orphans import (
+    MINIMUM_SAFETY_WINDOW,
+    OrphanOptions,
+    OrphanWindowTooShort,
+    remove_orphan_files,
+)
 from sonik_pipeline.settings import Settings
 
 DAY = dt.date(2026, 4, 20)
 NO_RETENTION = dt.timedelta(0)
+NO_WINDOW = OrphanOptions(older_than=dt.timedelta(0), i_know_no_writer_is_running=True)  # no writer runs here
 
 
 def _warehouse_bytes(root: Path) -> int:
@@ -160,7 +168,7 @@ def test_a_killed_writer_leaves_no_trace_and_orphan_removal_cleans_up(
 
     # When orphans are removed: the safety window protects them, then a zero window takes exactly them
     assert remove_orphan_files(table, OrphanOptions()).deleted == []
-    report = remove_orphan_files(table, OrphanOptions(older_than=dt.timedelta(0)))
+    report = remove_orphan_files(table, NO_WINDOW)
 
     assert {Path(k) for k in report.deleted} == leftovers
     assert {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()} == files_before
@@ -173,7 +181,14 @@ def test_orphan_dry_run_lists_without_deleting(catalog: Catalog, sonik_home: Pat
     stray = Path(table.location().removeprefix("file://")) / "data" / "stray.parquet"
     stray.write_bytes(b"not really parquet")
 
-    report = remove_orphan_files(table, OrphanOptions(older_than=dt.timedelta(0), dry_run=True))
+    report = remove_orphan_files(table, replace(NO_WINDOW, dry_run=True))
 
     assert report.deleted == [str(stray)]
     assert stray.exists()
+
+
+def test_an_orphan_window_under_24_hours_needs_the_override() -> None:
+    with pytest.raises(OrphanWindowTooShort, match=r"window of 23h is under the 24h minimum"):
+        OrphanOptions(older_than=dt.timedelta(hours=23))
+    assert OrphanOptions(older_than=MINIMUM_SAFETY_WINDOW).older_than == dt.timedelta(hours=24)
+    assert OrphanOptions(older_than=dt.timedelta(0), i_know_no_writer_is_running=True).older_than == dt.timedelta(0)
