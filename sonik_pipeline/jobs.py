@@ -171,6 +171,7 @@ def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, lakehou
         {
             "dry_run": config.dry_run,
             "orphans": dg.MetadataValue.json({r.table: r.deleted for r in reports if r.deleted}),
+            "kept_in_flight": dg.MetadataValue.json({r.table: r.in_flight for r in reports if r.in_flight}),
             **_files_metadata(reports),
         }
     )

@@ -1,15 +1,21 @@
 import datetime as dt
+import threading
 from pathlib import Path
 
 import dagster as dg
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.jobs import MAINTENANCE_TAG
+from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.events import synthetic_batch
+from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import op_output_metadata
 
 DAY = dt.date(2026, 4, 20)
+NO_ORPHAN_WINDOW = {"older_than_hours": 0, "i_know_no_writer_is_running": True}  # tests own the lakehouse
 
 
 def _micro_batches(catalog: Catalog, batches: int):
@@ -50,7 +56,7 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
         run_config={
             "ops": {
                 "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 2}},
-                "remove_orphans": {"config": {"older_than_hours": 0, "i_know_no_writer_is_running": True}},
+                "remove_orphans": {"config": NO_ORPHAN_WINDOW},
             }
         },
         instance=dg.DagsterInstance.get(),
@@ -97,6 +103,79 @@ def test_orphan_removal_refuses_a_window_under_24_hours_without_the_override(
     assert "\n" not in message
     assert "window of 1h is under the 24h minimum" in message and "i_know_no_writer_is_running" in message
     assert _warehouse_files(sonik_home / "warehouse") == before
+
+
+class PausedCommit:
+    """A writer stopped inside its commit: every new file is written, the catalog not yet pointed at them.
+
+    It wraps the writer's own catalog's ``_write_metadata``, the step before the catalog row is swapped,
+    so the window a concurrent orphan removal saw in production is held open for as long as needed.
+    """
+
+    def __init__(self, settings: Settings, day: dt.date) -> None:
+        self.written, self.resume = threading.Event(), threading.Event()
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._write, args=(settings, day))
+
+    def _write(self, settings: Settings, day: dt.date) -> None:
+        try:
+            catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+            write_metadata = catalog._write_metadata
+
+            def write_then_wait(metadata, io, metadata_path) -> None:
+                write_metadata(metadata=metadata, io=io, metadata_path=metadata_path)
+                self.written.set()
+                assert self.resume.wait(120), "the test never resumed the writer"
+
+            catalog._write_metadata = write_then_wait
+            table = catalog.load_table("music.plays")
+            replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 500, batch=9)]), {})
+        except BaseException as error:  # reported to the test thread
+            self.errors.append(error)
+            self.written.set()
+
+    def __enter__(self) -> "PausedCommit":
+        self._thread.start()
+        assert self.written.wait(120) and not self.errors, self.errors
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.resume.set()
+        self._thread.join(120)
+
+
+def test_orphan_removal_never_takes_a_commit_in_flight(
+    defs: dg.Definitions, catalog: Catalog, settings: Settings, sonik_home: Path
+) -> None:
+    # Given a table, a crashed writer's stray file, and a backfill writer paused inside its commit
+    table = _micro_batches(catalog, 3)
+    stray = Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet"
+    stray.write_bytes(b"x" * 1000)
+    before = set(_warehouse_files(sonik_home / "warehouse"))
+    with PausedCommit(settings, DAY - dt.timedelta(days=1)) as writer:
+        in_flight = set(_warehouse_files(sonik_home / "warehouse")) - before
+        assert {p.name.rsplit(".", 1)[-1] for p in in_flight} == {"json", "avro", "parquet"}
+
+        # When orphan removal runs meanwhile with no window at all (the override set)
+        result = defs.resolve_job_def("expiry_job").execute_in_process(
+            run_config={"ops": {"remove_orphans": {"config": NO_ORPHAN_WINDOW}}}, instance=dg.DagsterInstance.get()
+        )
+
+        # Then it took the stray file and kept all of the writer's
+        assert result.success
+        orphans = op_output_metadata(result, "remove_orphans")
+        assert orphans["orphans"].value == {"music.plays": [str(stray)]}
+        assert orphans["kept_in_flight"].value == {"music.plays": sorted(str(p) for p in in_flight)}
+        assert all(p.exists() for p in in_flight) and not stray.exists()
+
+    # And once the writer's commit lands, the table and every snapshot read in full
+    assert writer.errors == []
+    table = catalog.load_table("music.plays")
+    assert len(table.snapshots()) == 4
+    assert table.scan().count() == 3 * 100 + 500
+    for snapshot in table.snapshots():
+        rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows
+        assert rows == int(snapshot.summary["total-records"])
 
 
 def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:
