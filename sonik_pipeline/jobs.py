@@ -1,6 +1,8 @@
 """Jobs: the asset jobs over the daily partitions, and the table-maintenance jobs."""
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 from pydantic import Field
@@ -8,6 +10,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse import timetravel
+from sonik_pipeline.lakehouse.deletion import UnsafeDeletion, check_table_location
 from sonik_pipeline.lakehouse.marts import MARTS
 from sonik_pipeline.lakehouse.tables import MUSIC
 from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
@@ -46,6 +49,23 @@ def _tables(catalog: Catalog, names: list[str]) -> list[Table]:
         namespaces = {ns[0] for ns in catalog.list_namespaces()}
         names = [".".join(t) for ns in MAINTAINED_NAMESPACES if ns in namespaces for t in catalog.list_tables(ns)]
     return [catalog.load_table(name) for name in sorted(names)]
+
+
+def _tables_to_clean(catalog: Catalog, names: list[str]) -> list[Table]:
+    """The tables to delete files of, all checked to lie in the configured warehouse before any is touched."""
+    tables = _tables(catalog, names)
+    for table in tables:
+        check_table_location(table)
+    return tables
+
+
+@contextmanager
+def _refusals_as_failures() -> Iterator[None]:
+    """A refused deletion fails the step with its one-line reason (nothing was deleted)."""
+    try:
+        yield
+    except UnsafeDeletion as refused:
+        raise dg.Failure(description=str(refused)) from None
 
 
 class CompactionConfig(dg.Config):
@@ -141,9 +161,9 @@ def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig,
     options = ExpiryOptions(
         retention=dt.timedelta(days=config.retention_days), retain_last=config.retain_last, dry_run=config.dry_run
     )
-    reports = [
-        expire_snapshots(t, options, progress=context.log.info) for t in _tables(lakehouse.load(), config.tables)
-    ]
+    with _refusals_as_failures():
+        tables = _tables_to_clean(lakehouse.load(), config.tables)
+        reports = [expire_snapshots(t, options, progress=context.log.info) for t in tables]
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
@@ -164,9 +184,9 @@ def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, lakehou
         )
     except OrphanWindowTooShort as refused:
         raise dg.Failure(description=str(refused)) from None
-    reports = [
-        remove_orphan_files(t, options, progress=context.log.info) for t in _tables(lakehouse.load(), config.tables)
-    ]
+    with _refusals_as_failures():
+        tables = _tables_to_clean(lakehouse.load(), config.tables)
+        reports = [remove_orphan_files(t, options, progress=context.log.info) for t in tables]
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,

@@ -1,10 +1,12 @@
 import datetime as dt
+import hashlib
 import threading
 from pathlib import Path
 
 import dagster as dg
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.jobs import MAINTENANCE_TAG
 from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.events import synthetic_batch
@@ -12,7 +14,7 @@ from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
-from sonik_pipeline_tests.conftest import op_output_metadata
+from sonik_pipeline_tests.conftest import copied_lakehouse, op_output_metadata
 
 DAY = dt.date(2026, 4, 20)
 NO_ORPHAN_WINDOW = {"older_than_hours": 0, "i_know_no_writer_is_running": True}  # tests own the lakehouse
@@ -173,6 +175,66 @@ def test_orphan_removal_never_takes_a_commit_in_flight(
     table = catalog.load_table("music.plays")
     assert len(table.snapshots()) == 4
     assert table.scan().count() == 3 * 100 + 500
+    for snapshot in table.snapshots():
+        rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows
+        assert rows == int(snapshot.summary["total-records"])
+
+
+def _fingerprint(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``root``: its size and a hash of its bytes."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_maintenance_on_a_copied_lakehouse_leaves_the_original_untouched(
+    settings: Settings, catalog: Catalog, sonik_home: Path, tmp_path: Path
+) -> None:
+    # Given a lakehouse of three days rewritten twice (6 snapshots) and a crashed writer's stray file
+    table, _ = ensure_table(catalog, PLAYS)
+    for i in range(6):
+        day = DAY - dt.timedelta(days=i % 3)
+        replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 200, batch=i)]), {})
+    table = catalog.load_table("music.plays")
+    (Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet").write_bytes(b"x" * 1000)
+    original = _fingerprint(sonik_home)
+
+    with copied_lakehouse(settings, catalog, tmp_path / "copy") as copy:
+        copy_catalog = open_catalog(CATALOG_NAME, copy.catalog_uri, copy.warehouse)
+        pointer = copy_catalog.load_table("music.plays").metadata_location
+        assert pointer == table.metadata_location  # Iceberg metadata holds absolute paths: the original's
+        copied = _fingerprint(copy.home)
+        expiry_job = build_definitions(copy).resolve_job_def("expiry_job")
+        everything = {
+            "ops": {
+                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}},
+                "remove_orphans": {"config": NO_ORPHAN_WINDOW},
+            }
+        }
+
+        # When expiry_job runs on the copy, and its orphan removal on its own
+        expiry = expiry_job.execute_in_process(everything, instance=dg.DagsterInstance.get(), raise_on_error=False)
+        orphans = expiry_job.execute_in_process(
+            everything, instance=dg.DagsterInstance.get(), raise_on_error=False, op_selection=["remove_orphans"]
+        )
+
+        # Then each refuses in one line naming both locations, and the copy's catalog is unchanged
+        refusal = (
+            f"music.plays is stored at {table.location()}, outside the configured warehouse {copy.warehouse}: "
+            "a copied lakehouse still points at the original's files (Iceberg metadata holds absolute paths); "
+            "nothing was deleted"
+        )
+        assert not expiry.success and _failure_description(expiry, "expire_table_snapshots") == refusal
+        assert not orphans.success and _failure_description(orphans, "remove_orphans") == refusal
+        assert copy_catalog.load_table("music.plays").metadata_location == pointer
+        assert _fingerprint(copy.home) == copied
+
+    # And the original is byte for byte what it was, and every one of its snapshots reads in full
+    assert _fingerprint(sonik_home) == original
+    table = catalog.load_table("music.plays")
+    assert len(table.snapshots()) == 6
     for snapshot in table.snapshots():
         rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows
         assert rows == int(snapshot.summary["total-records"])

@@ -15,6 +15,8 @@ from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
+from sonik_pipeline.lakehouse.deletion import check_deletable
+
 DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS = (
     "data_files",
     "delete_files",
@@ -135,8 +137,19 @@ def kind_of_unreferenced(key: str) -> str:
     return DATA
 
 
+def check_keys_deletable(table: Table, keys: Iterable[str]) -> list[str]:
+    """The keys, once all are checked to lie under the table's location and the warehouse (else UnsafeDeletion)."""
+    keys = list(keys)
+    check_deletable(table, [location_of(table, key) for key in keys])
+    return keys
+
+
 def delete_files(table: Table, keys: Iterable[str]) -> None:
-    """Delete by key through the table's filesystem (the same credentials and endpoint it writes with)."""
+    """Delete by key through the table's filesystem (the same credentials and endpoint it writes with).
+
+    Every key is checked before any is deleted: a file outside the table or the warehouse stops them all.
+    """
+    keys = check_keys_deletable(table, keys)
     filesystem, _ = _filesystem(table, table.location())
     for key in keys:
         try:

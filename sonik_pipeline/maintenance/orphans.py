@@ -26,6 +26,7 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.maintenance.files import (
     StoredFile,
+    check_keys_deletable,
     delete_files,
     file_key,
     kind_of_unreferenced,
@@ -138,7 +139,7 @@ def remove_orphan_files(
         kind = kind_of_unreferenced(orphan.key)
         report.files_deleted[kind] += 1
         report.bytes_deleted[kind] += orphan.size
-    report.deleted = sorted(f.key for f in orphans)
+    report.deleted = check_keys_deletable(table, sorted(f.key for f in orphans))  # a dry run says so too
     if orphans and not options.dry_run:
         delete_files(table, report.deleted)
     if orphans:
