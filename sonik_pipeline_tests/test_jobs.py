@@ -122,7 +122,7 @@ class PausedCommit:
     def _write(self, settings: Settings, day: dt.date) -> None:
         try:
             catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
-            write_metadata = catalog._write_metadata
+            write_metadata = catalog._write_metadata  # PyIceberg 0.12's step before the swap; fails here if renamed
 
             def write_then_wait(metadata, io, metadata_path) -> None:
                 write_metadata(metadata=metadata, io=io, metadata_path=metadata_path)
@@ -134,11 +134,13 @@ class PausedCommit:
             replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 500, batch=9)]), {})
         except BaseException as error:  # reported to the test thread
             self.errors.append(error)
+        finally:
             self.written.set()
 
     def __enter__(self) -> "PausedCommit":
         self._thread.start()
         assert self.written.wait(120) and not self.errors, self.errors
+        assert self._thread.is_alive(), "the writer committed without pausing: the hook no longer applies"
         return self
 
     def __exit__(self, *exc) -> None:
