@@ -1,6 +1,8 @@
 """Jobs: the asset jobs over the daily partitions, and the table-maintenance jobs."""
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 from pydantic import Field
@@ -8,11 +10,12 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse import timetravel
+from sonik_pipeline.lakehouse.deletion import UnsafeDeletion, check_table_location
 from sonik_pipeline.lakehouse.marts import MARTS
 from sonik_pipeline.lakehouse.tables import MUSIC
 from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
 from sonik_pipeline.maintenance.expiry import DEFAULT_RETAIN_LAST, ExpiryOptions, expire_snapshots
-from sonik_pipeline.maintenance.orphans import OrphanOptions, remove_orphan_files
+from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanWindowTooShort, remove_orphan_files
 from sonik_pipeline.resources import LakehouseCatalog
 
 # Maintenance runs carry this tag; the instance allows one such run at a time (dagster_home/dagster.yaml),
@@ -46,6 +49,23 @@ def _tables(catalog: Catalog, names: list[str]) -> list[Table]:
         namespaces = {ns[0] for ns in catalog.list_namespaces()}
         names = [".".join(t) for ns in MAINTAINED_NAMESPACES if ns in namespaces for t in catalog.list_tables(ns)]
     return [catalog.load_table(name) for name in sorted(names)]
+
+
+def _tables_to_clean(catalog: Catalog, names: list[str]) -> list[Table]:
+    """The tables to delete files of, all checked to lie in the configured warehouse before any is touched."""
+    tables = _tables(catalog, names)
+    for table in tables:
+        check_table_location(table)
+    return tables
+
+
+@contextmanager
+def _refusals_as_failures() -> Iterator[None]:
+    """A refused deletion fails the step with its one-line reason (nothing was deleted)."""
+    try:
+        yield
+    except UnsafeDeletion as refused:
+        raise dg.Failure(description=str(refused)) from None
 
 
 class CompactionConfig(dg.Config):
@@ -112,7 +132,12 @@ class ExpiryConfig(dg.Config):
 class OrphanConfig(dg.Config):
     tables: list[str] = Field(default=[], description="Tables to clean; empty: all tables.")
     older_than_hours: float = Field(
-        default=72, description="Delete unreferenced files only when older than this (protects in-flight writes)."
+        default=72,
+        description="Delete unreferenced files only when older than this (protects in-flight writes); at least 24.",
+    )
+    i_know_no_writer_is_running: bool = Field(
+        default=False,
+        description="Allow a window under 24 hours: only when no ingest, mart or compaction run can be writing.",
     )
     dry_run: bool = Field(default=False, description="Only list what would be deleted.")
 
@@ -136,9 +161,9 @@ def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig,
     options = ExpiryOptions(
         retention=dt.timedelta(days=config.retention_days), retain_last=config.retain_last, dry_run=config.dry_run
     )
-    reports = [
-        expire_snapshots(t, options, progress=context.log.info) for t in _tables(lakehouse.load(), config.tables)
-    ]
+    with _refusals_as_failures():
+        tables = _tables_to_clean(lakehouse.load(), config.tables)
+        reports = [expire_snapshots(t, options, progress=context.log.info) for t in tables]
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
@@ -151,14 +176,22 @@ def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig,
 @dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"}, ins={"after": dg.In(dg.Nothing)})
 def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, lakehouse: LakehouseCatalog) -> None:
     """Delete files no metadata references (a crashed writer's leftovers), older than the safety window."""
-    options = OrphanOptions(older_than=dt.timedelta(hours=config.older_than_hours), dry_run=config.dry_run)
-    reports = [
-        remove_orphan_files(t, options, progress=context.log.info) for t in _tables(lakehouse.load(), config.tables)
-    ]
+    try:
+        options = OrphanOptions(
+            older_than=dt.timedelta(hours=config.older_than_hours),
+            dry_run=config.dry_run,
+            i_know_no_writer_is_running=config.i_know_no_writer_is_running,
+        )
+    except OrphanWindowTooShort as refused:
+        raise dg.Failure(description=str(refused)) from None
+    with _refusals_as_failures():
+        tables = _tables_to_clean(lakehouse.load(), config.tables)
+        reports = [remove_orphan_files(t, options, progress=context.log.info) for t in tables]
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
             "orphans": dg.MetadataValue.json({r.table: r.deleted for r in reports if r.deleted}),
+            "kept_in_flight": dg.MetadataValue.json({r.table: r.in_flight for r in reports if r.in_flight}),
             **_files_metadata(reports),
         }
     )

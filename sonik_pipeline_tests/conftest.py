@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +66,32 @@ def private_postgres_database(server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def copied_lakehouse(settings: Settings, catalog: Catalog, home: Path) -> Iterator[Settings]:
+    """A copy of the whole lakehouse at ``home``, made as a backup would be, and the settings that use it.
+
+    SQLite: the ``SONIK_HOME`` folder. Postgres: the folder, and the catalog database cloned with
+    ``CREATE DATABASE ... TEMPLATE`` (which needs the original free of connections), dropped after.
+    """
+    shutil.copytree(settings.home, home)
+    if settings.catalog_uri.startswith("sqlite"):
+        yield Settings.from_env({"SONIK_HOME": str(home)})
+        return
+    import psycopg
+
+    catalog.engine.dispose()
+    original = make_url(settings.catalog_uri)
+    copy = original.set(database=f"{original.database}_copy")
+    server = os.environ["SONIK_TEST_POSTGRES_URL"]
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{copy.database}" TEMPLATE "{original.database}"')
+    try:
+        yield Settings.from_env({"SONIK_HOME": str(home), "SONIK_CATALOG_URI": copy.render_as_string(False)})
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{copy.database}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,14 +1,23 @@
 import datetime as dt
+import hashlib
+import threading
+from pathlib import Path
 
 import dagster as dg
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.jobs import MAINTENANCE_TAG
+from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
-from sonik_pipeline_tests.conftest import op_output_metadata
+from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.settings import CATALOG_NAME, Settings
+from sonik_pipeline_tests.conftest import copied_lakehouse, op_output_metadata
 
 DAY = dt.date(2026, 4, 20)
+NO_ORPHAN_WINDOW = {"older_than_hours": 0, "i_know_no_writer_is_running": True}  # tests own the lakehouse
 
 
 def _micro_batches(catalog: Catalog, batches: int):
@@ -49,7 +58,7 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
         run_config={
             "ops": {
                 "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 2}},
-                "remove_orphans": {"config": {"older_than_hours": 0}},
+                "remove_orphans": {"config": NO_ORPHAN_WINDOW},
             }
         },
         instance=dg.DagsterInstance.get(),
@@ -62,6 +71,175 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
     assert expiry["total_bytes_deleted"].value > 0
     orphans = op_output_metadata(result, "remove_orphans")
     assert orphans["orphans"].value == {"music.plays": [stray]}
+
+
+def _warehouse_files(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def _failure_description(result: dg.ExecuteInProcessResult, op: str) -> str:
+    """The description of the dg.Failure a step raised, as the UI shows it."""
+    [failure] = [e for e in result.events_for_node(op) if e.event_type_value == "STEP_FAILURE"]
+    return failure.event_specific_data.user_failure_data.description
+
+
+def test_orphan_removal_refuses_a_window_under_24_hours_without_the_override(
+    defs: dg.Definitions, catalog: Catalog, sonik_home: Path
+) -> None:
+    # Given a table and a stray file that a 1-hour window would take once it is an hour old
+    table = _micro_batches(catalog, 3)
+    stray = Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet"
+    stray.write_bytes(b"x" * 1000)
+    before = _warehouse_files(sonik_home / "warehouse")
+
+    # When the job runs with older_than_hours: 1 and no override
+    result = defs.resolve_job_def("expiry_job").execute_in_process(
+        run_config={"ops": {"remove_orphans": {"config": {"older_than_hours": 1}}}},
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+    )
+
+    # Then the step fails with one line saying why and how to override, and nothing was deleted
+    assert not result.success
+    message = _failure_description(result, "remove_orphans")
+    assert "\n" not in message
+    assert "window of 1h is under the 24h minimum" in message and "i_know_no_writer_is_running" in message
+    assert _warehouse_files(sonik_home / "warehouse") == before
+
+
+class PausedCommit:
+    """A writer stopped inside its commit: every new file is written, the catalog not yet pointed at them.
+
+    It wraps the writer's own catalog's ``_write_metadata``, the step before the catalog row is swapped,
+    so the window a concurrent orphan removal saw in production is held open for as long as needed.
+    """
+
+    def __init__(self, settings: Settings, day: dt.date) -> None:
+        self.written, self.resume = threading.Event(), threading.Event()
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._write, args=(settings, day))
+
+    def _write(self, settings: Settings, day: dt.date) -> None:
+        try:
+            catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+            write_metadata = catalog._write_metadata  # PyIceberg 0.12's step before the swap; fails here if renamed
+
+            def write_then_wait(metadata, io, metadata_path) -> None:
+                write_metadata(metadata=metadata, io=io, metadata_path=metadata_path)
+                self.written.set()
+                assert self.resume.wait(120), "the test never resumed the writer"
+
+            catalog._write_metadata = write_then_wait
+            table = catalog.load_table("music.plays")
+            replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 500, batch=9)]), {})
+        except BaseException as error:  # reported to the test thread
+            self.errors.append(error)
+        finally:
+            self.written.set()
+
+    def __enter__(self) -> "PausedCommit":
+        self._thread.start()
+        assert self.written.wait(120) and not self.errors, self.errors
+        assert self._thread.is_alive(), "the writer committed without pausing: the hook no longer applies"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.resume.set()
+        self._thread.join(120)
+
+
+def test_orphan_removal_never_takes_a_commit_in_flight(
+    defs: dg.Definitions, catalog: Catalog, settings: Settings, sonik_home: Path
+) -> None:
+    # Given a table, a crashed writer's stray file, and a backfill writer paused inside its commit
+    table = _micro_batches(catalog, 3)
+    stray = Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet"
+    stray.write_bytes(b"x" * 1000)
+    before = set(_warehouse_files(sonik_home / "warehouse"))
+    with PausedCommit(settings, DAY - dt.timedelta(days=1)) as writer:
+        in_flight = set(_warehouse_files(sonik_home / "warehouse")) - before
+        assert {p.name.rsplit(".", 1)[-1] for p in in_flight} == {"json", "avro", "parquet"}
+
+        # When orphan removal runs meanwhile with no window at all (the override set)
+        result = defs.resolve_job_def("expiry_job").execute_in_process(
+            run_config={"ops": {"remove_orphans": {"config": NO_ORPHAN_WINDOW}}}, instance=dg.DagsterInstance.get()
+        )
+
+        # Then it took the stray file and kept all of the writer's
+        assert result.success
+        orphans = op_output_metadata(result, "remove_orphans")
+        assert orphans["orphans"].value == {"music.plays": [str(stray)]}
+        assert orphans["kept_in_flight"].value == {"music.plays": sorted(str(p) for p in in_flight)}
+        assert all(p.exists() for p in in_flight) and not stray.exists()
+
+    # And once the writer's commit lands, the table and every snapshot read in full
+    assert writer.errors == []
+    table = catalog.load_table("music.plays")
+    assert len(table.snapshots()) == 4
+    assert table.scan().count() == 3 * 100 + 500
+    for snapshot in table.snapshots():
+        rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows
+        assert rows == int(snapshot.summary["total-records"])
+
+
+def _fingerprint(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``root``: its size and a hash of its bytes."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_maintenance_on_a_copied_lakehouse_leaves_the_original_untouched(
+    settings: Settings, catalog: Catalog, sonik_home: Path, tmp_path: Path
+) -> None:
+    # Given a lakehouse of three days rewritten twice (6 snapshots) and a crashed writer's stray file
+    table, _ = ensure_table(catalog, PLAYS)
+    for i in range(6):
+        day = DAY - dt.timedelta(days=i % 3)
+        replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 200, batch=i)]), {})
+    table = catalog.load_table("music.plays")
+    (Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet").write_bytes(b"x" * 1000)
+    original = _fingerprint(sonik_home)
+
+    with copied_lakehouse(settings, catalog, tmp_path / "copy") as copy:
+        copy_catalog = open_catalog(CATALOG_NAME, copy.catalog_uri, copy.warehouse)
+        pointer = copy_catalog.load_table("music.plays").metadata_location
+        assert pointer == table.metadata_location  # Iceberg metadata holds absolute paths: the original's
+        copied = _fingerprint(copy.home)
+        expiry_job = build_definitions(copy).resolve_job_def("expiry_job")
+        everything = {
+            "ops": {
+                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}},
+                "remove_orphans": {"config": NO_ORPHAN_WINDOW},
+            }
+        }
+
+        # When expiry_job runs on the copy, and its orphan removal on its own
+        expiry = expiry_job.execute_in_process(everything, instance=dg.DagsterInstance.get(), raise_on_error=False)
+        orphans = expiry_job.execute_in_process(
+            everything, instance=dg.DagsterInstance.get(), raise_on_error=False, op_selection=["remove_orphans"]
+        )
+
+        # Then each refuses in one line naming both locations, and the copy's catalog is unchanged
+        refusal = (
+            f"music.plays is stored at {table.location()}, outside the configured warehouse {copy.warehouse}: "
+            "a copied lakehouse still points at the original's files (Iceberg metadata holds absolute paths); "
+            "nothing was deleted"
+        )
+        assert not expiry.success and _failure_description(expiry, "expire_table_snapshots") == refusal
+        assert not orphans.success and _failure_description(orphans, "remove_orphans") == refusal
+        assert copy_catalog.load_table("music.plays").metadata_location == pointer
+        assert _fingerprint(copy.home) == copied
+
+    # And the original is byte for byte what it was, and every one of its snapshots reads in full
+    assert _fingerprint(sonik_home) == original
+    table = catalog.load_table("music.plays")
+    assert len(table.snapshots()) == 6
+    for snapshot in table.snapshots():
+        rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows
+        assert rows == int(snapshot.summary["total-records"])
 
 
 def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:

@@ -201,7 +201,7 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
         run_config={
             "ops": {
                 "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}},
-                "remove_orphans": {"config": {"older_than_hours": 0}},
+                "remove_orphans": {"config": {"older_than_hours": 0, "i_know_no_writer_is_running": True}},
             }
         },
         instance=instance,

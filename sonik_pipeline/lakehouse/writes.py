@@ -25,6 +25,8 @@ from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionS
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties, WriteTask
 
+from sonik_pipeline.lakehouse.deletion import delete_locations
+
 log = logging.getLogger(__name__)
 
 # How many times a replace is re-planned when another writer changed the same partition meanwhile.
@@ -89,10 +91,12 @@ class FileStager:
         return self.data_files
 
     def discard(self) -> None:
-        """Delete staged files that will never be committed (they would otherwise be orphans)."""
+        """Delete staged files that will never be committed (they would otherwise be orphans).
+
+        Like every deletion, only files under the table's location and the warehouse (see ``deletion``).
+        """
         self._flush()
-        for data_file in self.data_files:
-            self._table.io.delete(data_file.file_path)
+        delete_locations(self._table, [data_file.file_path for data_file in self.data_files])
         self.data_files = []
 
     def _flush(self) -> None:

@@ -30,6 +30,7 @@ from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.typedef import Record
 from pyiceberg.types import DateType
 
+from sonik_pipeline.lakehouse.deletion import delete_locations
 from sonik_pipeline.lakehouse.writes import FileStager
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,8 @@ def compact_table(
                     rewrite_files.append_data_file(data_file)
         report.snapshot_id = rewrite_files.snapshot_id
     except BaseException:
-        for data_file in added:  # never committed: remove them now rather than leave orphans
-            table.io.delete(data_file.file_path)
+        # Never committed: remove them now rather than leave orphans (only inside the table and warehouse).
+        delete_locations(table, [data_file.file_path for data_file in added])
         raise
     report.seconds = time.monotonic() - started
     return report

@@ -23,6 +23,7 @@ from pyiceberg.table.snapshots import Snapshot
 from sonik_pipeline.maintenance.files import (
     METADATA,
     StoredFile,
+    check_keys_deletable,
     delete_files,
     file_key,
     list_table_files,
@@ -103,9 +104,11 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
             break
         by_id = {s.snapshot_id: s for s in table.snapshots()}
         reached_by_expired = snapshot_files(table, [by_id[i] for i in expired_ids])
+        retained = snapshot_files(table, [s for s in table.snapshots() if s.snapshot_id not in expired_ids])
+        candidates = {k: kind for k, kind in reached_by_expired.items() if k not in retained}
+        # Checked before the commit: a refused deletion leaves the metadata unchanged too.
+        check_keys_deletable(table, candidates)
         if options.dry_run:
-            retained = snapshot_files(table, [s for s in table.snapshots() if s.snapshot_id not in expired_ids])
-            candidates = {k: kind for k, kind in reached_by_expired.items() if k not in retained}
             report.snapshots_expired = expired_ids
             break
         try:
@@ -119,9 +122,10 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
             continue
         report.snapshots_expired = expired_ids
         table.refresh()
-        # Reachability from what was committed, including any snapshot a concurrent writer added.
-        retained = snapshot_files(table, table.snapshots())
-        candidates = {k: kind for k, kind in reached_by_expired.items() if k not in retained}
+        # Reachability from what was committed, including any snapshot a concurrent writer added
+        # (manifests already read are immutable, so only the new ones are read).
+        retained.update(snapshot_files(table, table.snapshots(), known=retained))
+        candidates = {k: kind for k, kind in candidates.items() if k not in retained}
         break
     else:  # pragma: no cover - the loop always breaks or raises
         raise AssertionError("unreachable")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.manifest import DataFileContent, ManifestContent
 from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
+
+from sonik_pipeline.lakehouse.deletion import check_deletable
 
 DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS = (
     "data_files",
@@ -21,6 +26,7 @@ DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS = (
     "statistics_files",
 )
 KINDS = (DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS)
+EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 def file_key(location: str) -> str:
@@ -28,15 +34,38 @@ def file_key(location: str) -> str:
     return PyArrowFileIO.parse_location(location)[2]
 
 
-def snapshot_files(table: Table, snapshots: Iterable[Snapshot]) -> dict[str, str]:
-    """Every file the given snapshots reach (manifest lists, manifests, data and delete files): key -> kind."""
+def location_of(table: Table, key: str) -> str:
+    """The location of a key listed on the table's filesystem (the inverse of ``file_key``)."""
+    scheme, netloc, _ = PyArrowFileIO.parse_location(table.location())
+    if scheme == "file":
+        return key
+    return f"{scheme}://{netloc}{key}" if scheme in ("hdfs", "viewfs") else f"{scheme}://{key}"
+
+
+_METADATA_NAME = re.compile(r"(\d+)-[^/]*\.metadata\.json")  # what PyIceberg's location provider writes
+
+
+def metadata_version(key: str) -> int | None:
+    """The version in a metadata file's name (``00022-<uuid>.metadata.json`` -> 22); None for other names."""
+    match = _METADATA_NAME.fullmatch(key.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def snapshot_files(table: Table, snapshots: Iterable[Snapshot], known: Mapping[str, str] = EMPTY) -> dict[str, str]:
+    """Every file the given snapshots reach (manifest lists, manifests, data and delete files): key -> kind.
+
+    Manifest lists and manifests already in ``known`` are not read again (nor returned): both are
+    immutable, so what they reach is in ``known`` already.
+    """
     io = table.io
     reached: dict[str, str] = {}
     seen_manifests: set[str] = set()
     for snapshot in snapshots:
+        if file_key(snapshot.manifest_list) in known:
+            continue
         reached[file_key(snapshot.manifest_list)] = MANIFEST_LIST
         for manifest in snapshot.manifests(io):
-            if manifest.manifest_path in seen_manifests:
+            if manifest.manifest_path in seen_manifests or file_key(manifest.manifest_path) in known:
                 continue
             seen_manifests.add(manifest.manifest_path)
             reached[file_key(manifest.manifest_path)] = MANIFEST
@@ -46,10 +75,10 @@ def snapshot_files(table: Table, snapshots: Iterable[Snapshot]) -> dict[str, str
     return reached
 
 
-def metadata_files(table: Table) -> dict[str, str]:
-    """The current metadata JSON, those in its log, and statistics files: key -> kind."""
-    metadata = table.metadata
-    files = {file_key(table.metadata_location): METADATA}
+def metadata_files(table: Table, metadata: TableMetadata | None = None, location: str | None = None) -> dict[str, str]:
+    """A metadata JSON (by default the current one), those in its log, and statistics files: key -> kind."""
+    metadata = metadata or table.metadata
+    files = {file_key(location or table.metadata_location): METADATA}
     files.update({file_key(entry.metadata_file): METADATA for entry in metadata.metadata_log})
     for stats in [*metadata.statistics, *metadata.partition_statistics]:
         files[file_key(stats.statistics_path)] = STATISTICS
@@ -59,6 +88,13 @@ def metadata_files(table: Table) -> dict[str, str]:
 def referenced_files(table: Table) -> dict[str, str]:
     """Everything the table's current metadata can reach, through any snapshot or the metadata log."""
     return {**snapshot_files(table, table.snapshots()), **metadata_files(table)}
+
+
+def metadata_references(
+    table: Table, metadata: TableMetadata, location: str, known: Mapping[str, str] = EMPTY
+) -> dict[str, str]:
+    """What a metadata file of ``table`` reaches, committed or not; manifests in ``known`` are not read again."""
+    return {**snapshot_files(table, metadata.snapshots, known), **metadata_files(table, metadata, location)}
 
 
 @dataclass(frozen=True)
@@ -101,8 +137,19 @@ def kind_of_unreferenced(key: str) -> str:
     return DATA
 
 
+def check_keys_deletable(table: Table, keys: Iterable[str]) -> list[str]:
+    """The keys, once all are checked to lie under the table's location and the warehouse (else UnsafeDeletion)."""
+    keys = list(keys)
+    check_deletable(table, [location_of(table, key) for key in keys])
+    return keys
+
+
 def delete_files(table: Table, keys: Iterable[str]) -> None:
-    """Delete by key through the table's filesystem (the same credentials and endpoint it writes with)."""
+    """Delete by key through the table's filesystem (the same credentials and endpoint it writes with).
+
+    Every key is checked before any is deleted: a file outside the table or the warehouse stops them all.
+    """
+    keys = check_keys_deletable(table, keys)
     filesystem, _ = _filesystem(table, table.location())
     for key in keys:
         try:

@@ -5,21 +5,31 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.maintenance import orphans
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.files import referenced_files
-from sonik_pipeline.maintenance.orphans import OrphanOptions, remove_orphan_files
+from sonik_pipeline.maintenance.orphans import (
+    MINIMUM_SAFETY_WINDOW,
+    OrphanOptions,
+    OrphanWindowTooShort,
+    remove_orphan_files,
+)
 from sonik_pipeline.settings import Settings
 
 DAY = dt.date(2026, 4, 20)
 NO_RETENTION = dt.timedelta(0)
+NO_WINDOW = OrphanOptions(older_than=dt.timedelta(0), i_know_no_writer_is_running=True)  # no writer runs here
 
 
 def _warehouse_bytes(root: Path) -> int:
@@ -160,7 +170,7 @@ def test_a_killed_writer_leaves_no_trace_and_orphan_removal_cleans_up(
 
     # When orphans are removed: the safety window protects them, then a zero window takes exactly them
     assert remove_orphan_files(table, OrphanOptions()).deleted == []
-    report = remove_orphan_files(table, OrphanOptions(older_than=dt.timedelta(0)))
+    report = remove_orphan_files(table, NO_WINDOW)
 
     assert {Path(k) for k in report.deleted} == leftovers
     assert {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()} == files_before
@@ -173,7 +183,66 @@ def test_orphan_dry_run_lists_without_deleting(catalog: Catalog, sonik_home: Pat
     stray = Path(table.location().removeprefix("file://")) / "data" / "stray.parquet"
     stray.write_bytes(b"not really parquet")
 
-    report = remove_orphan_files(table, OrphanOptions(older_than=dt.timedelta(0), dry_run=True))
+    report = remove_orphan_files(table, replace(NO_WINDOW, dry_run=True))
 
     assert report.deleted == [str(stray)]
     assert stray.exists()
+
+
+def test_an_orphan_window_under_24_hours_needs_the_override() -> None:
+    with pytest.raises(OrphanWindowTooShort, match=r"window of 23h is under the 24h minimum"):
+        OrphanOptions(older_than=dt.timedelta(hours=23))
+    assert OrphanOptions(older_than=MINIMUM_SAFETY_WINDOW).older_than == dt.timedelta(hours=24)
+    assert OrphanOptions(older_than=dt.timedelta(0), i_know_no_writer_is_running=True).older_than == dt.timedelta(0)
+
+
+def test_a_half_written_newer_metadata_file_keeps_everything_written_since_the_current_one(
+    catalog: Catalog, sonik_home: Path
+) -> None:
+    # Given an old orphan, and a writer that staged data files and is half-way through its metadata JSON
+    table = _write_snapshots(catalog, 2)
+    current = Path(table.metadata_location.removeprefix("file://"))
+    old_orphan = current.parent.parent / "data" / "old-orphan.parquet"
+    old_orphan.write_bytes(b"x" * 100)
+    an_hour_before = current.stat().st_mtime - 3600
+    os.utime(old_orphan, (an_hour_before, an_hour_before))
+    staged = [Path(f.file_path.removeprefix("file://")) for f in stage_files(table, [synthetic_batch(DAY, 300, 7)])]
+    version = int(current.name.split("-", 1)[0])
+    half_written = current.parent / f"{version + 1:05d}-{uuid.uuid4()}.metadata.json"
+    half_written.write_text(current.read_text()[:100])
+
+    # When orphans are removed with no window
+    report = remove_orphan_files(table, NO_WINDOW)
+
+    # Then only the old orphan goes: the half-written commit keeps all that is newer than the current metadata
+    assert report.deleted == [str(old_orphan)] and not old_orphan.exists()
+    assert set(report.in_flight) == {str(half_written), *map(str, staged)}
+    assert half_written.exists() and all(p.exists() for p in staged)
+
+
+def test_a_commit_landing_during_orphan_removal_keeps_its_files(catalog: Catalog, monkeypatch) -> None:
+    # Given data files staged before orphan removal lists the table, by a writer that commits while it runs
+    table = _write_snapshots(catalog, 2)
+    writer_table = catalog.load_table("music.plays")
+    day = DAY + dt.timedelta(days=1)
+    staged = stage_files(writer_table, [synthetic_batch(day, 300, batch=8)])
+    read_references = orphans.referenced_files
+
+    def commit_just_after(table_read):  # the writer's commit lands right after the references were read
+        references = read_references(table_read)
+        replace_partition(writer_table, day_filter(day), staged, {})
+        return references
+
+    monkeypatch.setattr(orphans, "referenced_files", commit_just_after)
+
+    # When orphans are removed with no window
+    report = remove_orphan_files(table, NO_WINDOW)
+
+    # Then the files the landed commit references are not taken, and every snapshot reads in full
+    assert report.deleted == []
+    table = catalog.load_table("music.plays")
+    assert len(table.snapshots()) == 3 and table.scan().count() == 2 * 300 + 300
+    for snapshot in table.snapshots():
+        assert table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows == int(
+            snapshot.summary["total-records"]
+        )
