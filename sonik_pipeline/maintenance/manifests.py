@@ -27,6 +27,7 @@ from pyiceberg.table import Table, TableProperties
 
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import partition_day
+from sonik_pipeline.lakehouse.deletion import delete_locations
 from sonik_pipeline.lakehouse.iceberg_internals import ReplaceManifests
 
 log = logging.getLogger(__name__)
@@ -227,8 +228,7 @@ def rewrite_manifests(
             producer.commit()
     except ManifestRewriteAborted:
         if producer is not None:
-            for path in producer.written_manifests():
-                table.io.delete(path)
+            delete_locations(table, producer.written_manifests())
         raise
     table.refresh()
     snapshot = table.snapshot_by_id(producer.snapshot_id)
