@@ -4,25 +4,179 @@ PyIceberg 0.12 lacks three things this project needs; each is built on a private
 ``sonik_pipeline_tests/lakehouse/test_iceberg_internals.py`` pins every symbol and hook, so an upgrade
 that renames or stops calling one fails that test by name instead of changing behaviour silently.
 
+- ``write_data_files``: staging Parquet data files of a table *before* a commit, with PyIceberg's own
+  writer (field ids, statistics, partition paths), so a day can be validated, staged in bounded chunks
+  and then swapped in one overwrite. ``table.append``/``overwrite`` take a whole Arrow table and commit
+  at once; the staging pieces they use are ``pyiceberg.io.pyarrow._dataframe_to_data_files``,
+  ``write_file``, ``bin_pack_arrow_table``, ``pyarrow_to_schema`` and ``pyiceberg.table.WriteTask``.
+  Replaced by a public "write files, commit later" API (apache/iceberg-python issue #1737, "add_files
+  for files written by PyIceberg", or a ``Transaction``-level writer), none released in 0.12.
+- ``RewriteDataFiles`` (an ``_OverwriteFiles``): compaction's commit. It overrides
+  ``_validate_concurrency`` (reading ``_commit_window``, ``_transaction._table`` and ``_deleted_data_files``)
+  with ``pyiceberg.table.update.validate._validate_data_files_exist`` and
+  ``_validate_no_new_deletes_for_data_files``, so it validates like Java's ``RewriteFiles``: an append to
+  the partition being compacted is fine, a concurrent delete of a replaced file is a conflict. PyIceberg
+  0.12 has no REPLACE data-file operation; replaced by ``table.maintenance.rewrite_data_files`` /
+  a ``RewriteFiles`` producer (apache/iceberg-python issue #1092, data file compaction).
 - ``ReplaceManifests`` (a ``_SnapshotProducer``): rewriting manifests without changing data, what Java's
   ``RewriteManifests`` / Spark's ``rewrite_manifests`` do. Replaced by ``table.maintenance.rewrite_manifests()``
   once apache/iceberg-python PR #3631 lands.
+- ``ArrowScan`` reads given data files (``FileScanTask``s) with schema evolution applied; public in
+  name but not documented as API, so it is pinned here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from pyiceberg.manifest import ManifestContent, ManifestFile, ManifestWriter
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import (
+    ArrowScan,
+    _dataframe_to_data_files,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    write_file,
+)
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile, ManifestWriter
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import FileScanTask, Table, WriteTask
 from pyiceberg.table.snapshots import Operation, Summary
-from pyiceberg.table.update.snapshot import _SnapshotProducer
+from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
+from pyiceberg.table.update.validate import _validate_data_files_exist, _validate_no_new_deletes_for_data_files
 from pyiceberg.typedef import EMPTY_DICT
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
-    from pyiceberg.partitioning import PartitionSpec
     from pyiceberg.table import Transaction
+
+# (module or class, attribute) this module relies on; the contract test checks each one exists.
+REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
+    (_SnapshotProducer, "_existing_manifests"),
+    (_SnapshotProducer, "_deleted_entries"),
+    (_SnapshotProducer, "_summary"),
+    (_SnapshotProducer, "_validate_concurrency"),
+    (_SnapshotProducer, "new_manifest_writer"),
+    (_SnapshotProducer, "_refresh_for_retry"),
+    (_OverwriteFiles, "_validate_concurrency"),
+    (ArrowScan, "to_table"),
+    (ArrowScan, "to_record_batches"),
+)
+# Instance attributes read by the overrides (set in _SnapshotProducer.__init__ or by the retry loop).
+REQUIRED_PRODUCER_ATTRIBUTES = (
+    "_commit_window",
+    "_transaction",
+    "_deleted_data_files",
+    "_target_branch",
+    "_parent_snapshot_id",
+    "_written_manifests",
+    "_uncommitted_manifests",
+)
+
+
+def missing_internals(producer: _SnapshotProducer | None = None) -> list[str]:
+    """Names of the PyIceberg internals this module uses that the installed PyIceberg lacks (empty: all there)."""
+    missing = [
+        f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in REQUIRED_INTERNALS if not hasattr(owner, name)
+    ]
+    if producer is not None:
+        missing += [
+            f"_SnapshotProducer().{name}" for name in REQUIRED_PRODUCER_ATTRIBUTES if not hasattr(producer, name)
+        ]
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging data files before a commit
+# ---------------------------------------------------------------------------------------------
+
+
+def _single_partition_key(spec: PartitionSpec, schema: Schema, rows: pa.Table) -> PartitionKey | None:
+    """The partition all ``rows`` belong to, or None when they span several (or the table is unpartitioned)."""
+    if spec.is_unpartitioned():
+        return None
+    values = []
+    for pfield in spec.fields:
+        source = schema.find_field(pfield.source_id)
+        partition_values = pc.unique(pfield.transform.pyarrow_transform(source.field_type)(rows.column(source.name)))
+        if len(partition_values) != 1:
+            return None
+        values.append(PartitionFieldValue(field=pfield, value=partition_values[0].as_py()))
+    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
+
+
+def write_data_files(
+    table: Table, rows: pa.Table, write_uuid: uuid.UUID, counter: itertools.count, target_bytes: int
+) -> list[DataFile]:
+    """Write ``rows`` as Parquet data files of ``table`` (not committed), as ``table.append`` would."""
+    metadata = table.metadata
+    key = _single_partition_key(metadata.spec(), metadata.schema(), rows)
+    if key is None:
+        files = _dataframe_to_data_files(
+            table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid, counter=counter
+        )
+    else:
+        # One partition (a day of plays): skip PyIceberg's split-by-partition, which copies every row.
+        task_schema = pyarrow_to_schema(rows.schema, name_mapping=metadata.schema().name_mapping)
+        files = write_file(
+            io=table.io,
+            table_metadata=metadata,
+            tasks=(
+                WriteTask(write_uuid, next(counter), task_schema, batches, partition_key=key)
+                for batches in bin_pack_arrow_table(rows, target_bytes)
+            ),
+        )
+    written = []
+    for data_file in files:
+        data_file.spec_id = metadata.spec().spec_id  # as a manifest would record it, for readers of new files
+        written.append(data_file)
+    return written
+
+
+def read_data_files(table: Table, tasks: list[FileScanTask]) -> pa.Table:
+    """The rows of the given data files, read with the table's current schema (evolution applied)."""
+    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+
+
+def iter_data_file_batches(table: Table, tasks: list[FileScanTask]) -> Iterator[pa.RecordBatch]:
+    """The same rows as ``read_data_files``, batch by batch, so memory does not grow with the files."""
+    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_record_batches(tasks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshot producers PyIceberg 0.12 lacks
+# ---------------------------------------------------------------------------------------------
+
+
+class RewriteDataFiles(_OverwriteFiles):
+    """An overwrite that validates like Iceberg's RewriteFiles: the replaced files must still be live.
+
+    PyIceberg 0.12 has no rewrite operation; its overwrite would treat any concurrent append as a
+    conflict under serializable isolation, failing compaction whenever ingest runs. A rewrite changes
+    no data, so only the disappearance of (or new deletes against) the files it replaces can conflict.
+    """
+
+    validations = 0  # how often PyIceberg called the hook (the contract test checks it is called)
+
+    def __init__(self, transaction: Transaction, io: FileIO, snapshot_properties: dict[str, str]) -> None:
+        super().__init__(
+            operation=Operation.OVERWRITE, transaction=transaction, io=io, snapshot_properties=snapshot_properties
+        )
+
+    def _validate_concurrency(self) -> None:
+        self.validations += 1
+        window = self._commit_window
+        if window is None or window.is_empty() or window.head is None:
+            return
+        table = self._transaction._table
+        _validate_data_files_exist(table, window.head, self._deleted_data_files, window.base)
+        _validate_no_new_deletes_for_data_files(table, window.head, None, self._deleted_data_files, window.base)
+
 
 # Given the head's data manifests and a factory of manifest writers for a spec, return the data manifests
 # that replace them (written through the factory, so PyIceberg tracks and cleans them up on failure).

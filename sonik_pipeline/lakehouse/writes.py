@@ -16,16 +16,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
-from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_arrow_table, pyarrow_to_schema, write_file
 from pyiceberg.manifest import DataFile
-from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
-from pyiceberg.schema import Schema
-from pyiceberg.table import Table, TableProperties, WriteTask
+from pyiceberg.table import Table, TableProperties
 
 from sonik_pipeline.lakehouse.deletion import delete_locations
+from sonik_pipeline.lakehouse.iceberg_internals import write_data_files
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +46,15 @@ class CommitReport:
     replans: int = 0
 
 
+def target_file_size(table: Table) -> int:
+    """The table's ``write.target-file-size-bytes``: how big a data file the writers aim for."""
+    return int(
+        table.properties.get(
+            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+        )
+    )
+
+
 class FileStager:
     """Writes Arrow batches as target-sized Parquet data files of ``table``, holding at most one file's rows.
 
@@ -59,11 +65,7 @@ class FileStager:
     def __init__(self, table: Table):
         self._table = table
         self._arrow_schema = table.schema().as_arrow()
-        self._target_bytes = int(
-            table.properties.get(
-                TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
-            )
-        )
+        self._target_bytes = target_file_size(table)
         self._write_uuid = uuid.uuid4()
         self._counter = itertools.count(0)
         self._pending: list[pa.Table] = []
@@ -104,40 +106,7 @@ class FileStager:
             return
         chunk = pa.concat_tables(self._pending)
         self._pending, self._pending_bytes = [], 0
-        metadata = self._table.metadata
-        key = _single_partition_key(metadata.spec(), metadata.schema(), chunk)
-        if key is None:
-            files = _dataframe_to_data_files(
-                table_metadata=metadata, df=chunk, io=self._table.io, write_uuid=self._write_uuid, counter=self._counter
-            )
-        else:
-            # One partition (a day of plays): skip PyIceberg's split-by-partition, which copies every row.
-            task_schema = pyarrow_to_schema(chunk.schema, name_mapping=metadata.schema().name_mapping)
-            files = write_file(
-                io=self._table.io,
-                table_metadata=metadata,
-                tasks=(
-                    WriteTask(self._write_uuid, next(self._counter), task_schema, batches, partition_key=key)
-                    for batches in bin_pack_arrow_table(chunk, self._target_bytes)
-                ),
-            )
-        for data_file in files:
-            data_file.spec_id = metadata.spec().spec_id  # as a manifest would record it, for readers of new files
-            self.data_files.append(data_file)
-
-
-def _single_partition_key(spec: PartitionSpec, schema: Schema, rows: pa.Table) -> PartitionKey | None:
-    """The partition all ``rows`` belong to, or None when they span several (or the table is unpartitioned)."""
-    if spec.is_unpartitioned():
-        return None
-    values = []
-    for field in spec.fields:
-        source = schema.find_field(field.source_id)
-        partition_values = pc.unique(field.transform.pyarrow_transform(source.field_type)(rows.column(source.name)))
-        if len(partition_values) != 1:
-            return None
-        values.append(PartitionFieldValue(field=field, value=partition_values[0].as_py()))
-    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
+        self.data_files += write_data_files(self._table, chunk, self._write_uuid, self._counter, self._target_bytes)
 
 
 def stage_files(table: Table, chunks: Iterable[pa.Table]) -> list[DataFile]:

@@ -19,23 +19,17 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import FileScanTask, Table, TableProperties
-from pyiceberg.table.snapshots import Operation
-from pyiceberg.table.update.snapshot import _OverwriteFiles
-from pyiceberg.table.update.validate import _validate_data_files_exist, _validate_no_new_deletes_for_data_files
-from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.transforms import DayTransform
 from pyiceberg.typedef import Record
-from pyiceberg.types import DateType
 
+from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.writes import FileStager
+from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, read_data_files
+from sonik_pipeline.lakehouse.writes import FileStager, target_file_size
 
 log = logging.getLogger(__name__)
-
-EPOCH = dt.date(1970, 1, 1)
 
 
 class CompactionAborted(RuntimeError):
@@ -89,38 +83,6 @@ class CompactionReport:
         return sum(p.bytes_after for p in self.partitions)
 
 
-class _RewriteDataFiles(_OverwriteFiles):
-    """An overwrite that validates like Iceberg's RewriteFiles: the replaced files must still be live.
-
-    PyIceberg 0.12 has no rewrite operation; its overwrite would treat any concurrent append as a
-    conflict under serializable isolation, failing compaction whenever ingest runs. A rewrite changes
-    no data, so only the disappearance of (or new deletes against) the files it replaces can conflict.
-    """
-
-    def _validate_concurrency(self) -> None:
-        window = self._commit_window
-        if window is None or window.is_empty() or window.head is None:
-            return
-        table = self._transaction._table
-        _validate_data_files_exist(table, window.head, self._deleted_data_files, window.base)
-        _validate_no_new_deletes_for_data_files(table, window.head, None, self._deleted_data_files, window.base)
-
-
-def _partition_day(table: Table, spec_id: int, partition: Record) -> dt.date | None:
-    """The day a partition holds, for day(ts) and identity(date) partitions; None otherwise."""
-    spec = table.specs()[spec_id]
-    for position, pfield in enumerate(spec.fields):
-        value = partition[position]
-        if value is None:
-            continue
-        if isinstance(pfield.transform, DayTransform):
-            return value if isinstance(value, dt.date) else EPOCH + dt.timedelta(days=int(value))
-        source = table.schema().find_field(pfield.source_id)
-        if isinstance(pfield.transform, IdentityTransform) and isinstance(source.field_type, DateType):
-            return value if isinstance(value, dt.date) else EPOCH + dt.timedelta(days=int(value))
-    return None
-
-
 def _describe(table: Table, spec_id: int, partition: Record) -> str:
     spec = table.specs()[spec_id]
     parts = []
@@ -134,17 +96,13 @@ def _describe(table: Table, spec_id: int, partition: Record) -> str:
 
 def plan_compaction(table: Table, options: CompactionOptions) -> dict[tuple[int, Record], list[FileScanTask]]:
     """The partitions worth rewriting, each with its small files."""
-    target = options.target_file_size_bytes or int(
-        table.properties.get(
-            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
-        )
-    )
+    target = options.target_file_size_bytes or target_file_size(table)
     small: dict[tuple[int, Record], list[FileScanTask]] = defaultdict(list)
     for task in table.scan().plan_files():
         data_file = task.file
         if task.delete_files or data_file.file_size_in_bytes >= options.small_file_ratio * target:
             continue
-        day = _partition_day(table, data_file.spec_id, data_file.partition)
+        day = partition_day(table.specs()[data_file.spec_id], table.schema(), data_file.partition)
         if options.days_before and day is not None and day >= options.days_before:
             continue
         small[(data_file.spec_id, data_file.partition)].append(task)
@@ -160,10 +118,6 @@ def _checksum(rows: pa.Table) -> tuple[int, int]:
         return int(count), int(total)
     finally:
         con.close()
-
-
-def _read(table: Table, tasks: list[FileScanTask]) -> pa.Table:
-    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
 
 
 def compact_table(
@@ -194,7 +148,7 @@ def compact_table(
             report.partitions.append(rewrite)
             if options.dry_run:
                 continue
-            rows = _read(table, tasks)
+            rows = read_data_files(table, tasks)
             if options.sort_by:
                 keys = [(c, "ascending") for c in options.sort_by if c in rows.column_names]
                 rows = rows.sort_by(keys) if keys else rows
@@ -203,7 +157,7 @@ def compact_table(
             new_files = stager.finish()
             added.extend(new_files)
             # Read back what was written, with the same reader, and compare it to what it replaces.
-            if _checksum(_read(table, [FileScanTask(f) for f in new_files])) != _checksum(rows):
+            if _checksum(read_data_files(table, [FileScanTask(f) for f in new_files])) != _checksum(rows):
                 raise CompactionAborted(f"{name} {rewrite.partition}: rewritten rows differ from the originals")
             rewrite.files_after = len(new_files)
             rewrite.bytes_after = sum(f.file_size_in_bytes for f in new_files)
@@ -221,9 +175,7 @@ def compact_table(
             "sonik.partitions-rewritten": str(len(report.partitions)),
         }
         with table.transaction() as txn:
-            rewrite_files = _RewriteDataFiles(
-                operation=Operation.OVERWRITE, transaction=txn, io=table.io, snapshot_properties=properties
-            )
+            rewrite_files = RewriteDataFiles(txn, table.io, properties)
             with rewrite_files:
                 for data_file in replaced:
                     rewrite_files.delete_data_file(data_file)

@@ -88,14 +88,14 @@ def test_a_checksum_mismatch_aborts_without_committing_or_leaving_files(
     _micro_batches(table, DAY, 6)
     metadata = table.metadata_location
     files_on_disk = set((sonik_home / "warehouse").rglob("*.parquet"))
-    real_read = compaction._read
+    real_read = compaction.read_data_files
     calls = iter(range(100))
 
     def corrupting_read(table, tasks):  # the read-back of the new files loses a row
         rows = real_read(table, tasks)
         return rows.slice(1) if next(calls) % 2 else rows
 
-    monkeypatch.setattr(compaction, "_read", corrupting_read)
+    monkeypatch.setattr(compaction, "read_data_files", corrupting_read)
 
     with pytest.raises(CompactionAborted, match="rewritten rows differ"):
         compact_table(table, CompactionOptions())
