@@ -4,13 +4,14 @@ PyIceberg 0.12 lacks three things this project needs; each is built on a private
 ``sonik_pipeline_tests/lakehouse/test_iceberg_internals.py`` pins every symbol and hook, so an upgrade
 that renames or stops calling one fails that test by name instead of changing behaviour silently.
 
-- ``write_data_files``: staging Parquet data files of a table *before* a commit, with PyIceberg's own
-  writer (field ids, statistics, partition paths), so a day can be validated, staged in bounded chunks
-  and then swapped in one overwrite. ``table.append``/``overwrite`` take a whole Arrow table and commit
-  at once; the staging pieces they use are ``pyiceberg.io.pyarrow._dataframe_to_data_files``,
-  ``write_file``, ``bin_pack_arrow_table``, ``pyarrow_to_schema`` and ``pyiceberg.table.WriteTask``.
-  Replaced by a public "write files, commit later" API (apache/iceberg-python issue #1737, "add_files
-  for files written by PyIceberg", or a ``Transaction``-level writer), none released in 0.12.
+- ``DataFileWriter`` and ``split_by_partition``: staging Parquet data files of a table *before* a
+  commit, streamed batch by batch and rolled at the on-storage target size, made as PyIceberg's own
+  ``write_file`` makes them (field ids via ``_to_requested_schema``, statistics, partition paths, names);
+  rows of several partitions are split with ``_determine_partitions``; the bytes written so far are read
+  from ``ParquetFormatWriter._fos``. ``table.append``/``overwrite`` take a whole Arrow table and commit
+  at once, so a day could be neither validated before its commit nor written in bounded memory.
+  Replaced by a public rolling writer ("write files, commit later": apache/iceberg-python issue #1737
+  and the rolling ``ParquetWriter`` that ``bin_pack_arrow_table``'s docstring announces).
 - ``RewriteDataFiles`` (an ``_OverwriteFiles``): compaction's commit. It overrides
   ``_validate_concurrency`` (reading ``_commit_window``, ``_transaction._table`` and ``_deleted_data_files``)
   with ``pyiceberg.table.update.validate._validate_data_files_exist`` and
@@ -35,21 +36,23 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import (
     ArrowScan,
-    _dataframe_to_data_files,
-    bin_pack_arrow_table,
+    ParquetFormatWriter,
+    _determine_partitions,
+    _to_requested_schema,
     pyarrow_to_schema,
-    write_file,
 )
-from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile, ManifestWriter
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent, ManifestFile, ManifestWriter
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
-from pyiceberg.schema import Schema
-from pyiceberg.table import FileScanTask, Table, WriteTask
+from pyiceberg.schema import Schema, sanitize_column_names
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
 from pyiceberg.table.update.validate import _validate_data_files_exist, _validate_no_new_deletes_for_data_files
-from pyiceberg.typedef import EMPTY_DICT
+from pyiceberg.typedef import EMPTY_DICT, Record
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
@@ -66,6 +69,8 @@ REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
     (_OverwriteFiles, "_validate_concurrency"),
     (ArrowScan, "to_table"),
     (ArrowScan, "to_record_batches"),
+    (ParquetFormatWriter, "write"),
+    (ParquetFormatWriter, "close"),
 )
 # Instance attributes read by the overrides (set in _SnapshotProducer.__init__ or by the retry loop).
 REQUIRED_PRODUCER_ATTRIBUTES = (
@@ -110,32 +115,109 @@ def _single_partition_key(spec: PartitionSpec, schema: Schema, rows: pa.Table) -
     return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
 
 
-def write_data_files(
-    table: Table, rows: pa.Table, write_uuid: uuid.UUID, counter: itertools.count, target_bytes: int
-) -> list[DataFile]:
-    """Write ``rows`` as Parquet data files of ``table`` (not committed), as ``table.append`` would."""
+def split_by_partition(table: Table, rows: pa.Table) -> list[tuple[PartitionKey | None, pa.Table]]:
+    """``rows`` as (partition, rows of it): one piece without copying when they share a partition (a day)."""
     metadata = table.metadata
-    key = _single_partition_key(metadata.spec(), metadata.schema(), rows)
-    if key is None:
-        files = _dataframe_to_data_files(
-            table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid, counter=counter
+    spec, schema = metadata.spec(), metadata.schema()
+    if spec.is_unpartitioned():
+        return [(None, rows)]
+    key = _single_partition_key(spec, schema, rows)
+    if key is not None:
+        return [(key, rows)]
+    return [(part.partition_key, part.arrow_table_partition) for part in _determine_partitions(spec, schema, rows)]
+
+
+class DataFileWriter:
+    """Streams Arrow tables of one partition into Parquet data files of ``table``, rolling at the target size.
+
+    ``write_file``, PyIceberg's writer, takes a whole file's rows at once and measures the target size in
+    in-memory Arrow bytes (its files come out 3-10x smaller than the target). This keeps one Parquet
+    writer open and starts the next file when the bytes *on storage* reach ``target_bytes``, so memory
+    holds one batch whatever the day's size, and files have the size the table asks for. Files, paths,
+    field ids and statistics are made exactly as ``write_file`` makes them.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        partition_key: PartitionKey | None,
+        write_uuid: uuid.UUID,
+        counter: itertools.count,
+        target_bytes: int,
+    ) -> None:
+        self._metadata = table.metadata
+        self._io = table.io
+        self._key = partition_key
+        self._uuid = write_uuid
+        self._counter = counter
+        self._target = target_bytes
+        schema = self._metadata.schema()
+        self._file_schema = sanitized if (sanitized := sanitize_column_names(schema)) != schema else schema
+        self._format = FileFormatFactory.get(FileFormat.PARQUET)
+        self._locations = load_location_provider(self._metadata.location, self._metadata.properties)
+        self._writer: ParquetFormatWriter | None = None
+        self._output = None
+        self._path = ""
+        self.data_files: list[DataFile] = []
+
+    def write(self, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        if self._writer is None:
+            name = f"00000-{next(self._counter)}-{self._uuid}.{self._format.file_extension()}"
+            self._path = self._locations.new_data_location(data_file_name=name, partition_key=self._key)
+            self._output = self._io.new_output(self._path)
+            self._writer = self._format.create_writer(self._output, self._file_schema, self._metadata.properties)
+        task_schema = pyarrow_to_schema(rows.schema, name_mapping=self._metadata.schema().name_mapping)
+        batches = [
+            _to_requested_schema(
+                requested_schema=self._file_schema,
+                file_schema=task_schema,
+                batch=batch,
+                include_field_ids=True,
+                format_model=self._format,
+            )
+            for batch in rows.to_batches()
+        ]
+        self._writer.write(pa.Table.from_batches(batches))
+        if self._writer._fos.tell() >= self._target:  # bytes on storage so far
+            self._roll()
+
+    def close(self) -> list[DataFile]:
+        self._roll()
+        return self.data_files
+
+    def _roll(self) -> None:
+        if self._writer is None:
+            return
+        statistics = self._writer.close()
+        data_file = DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=self._path,
+            file_format=FileFormat.PARQUET,
+            partition=self._key.partition if self._key else Record(),
+            file_size_in_bytes=len(self._output),
+            sort_order_id=None,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
         )
-    else:
-        # One partition (a day of plays): skip PyIceberg's split-by-partition, which copies every row.
-        task_schema = pyarrow_to_schema(rows.schema, name_mapping=metadata.schema().name_mapping)
-        files = write_file(
-            io=table.io,
-            table_metadata=metadata,
-            tasks=(
-                WriteTask(write_uuid, next(counter), task_schema, batches, partition_key=key)
-                for batches in bin_pack_arrow_table(rows, target_bytes)
-            ),
-        )
-    written = []
-    for data_file in files:
-        data_file.spec_id = metadata.spec().spec_id  # as a manifest would record it, for readers of new files
-        written.append(data_file)
-    return written
+        # from_args leaves spec_id unset (a manifest sets it when read back); readers of new files need it
+        data_file.spec_id = self._metadata.default_spec_id
+        self.data_files.append(data_file)
+        self._writer = None
+
+    def abandon(self) -> list[str]:
+        """Close without recording the open file; returns every path written (for the caller to delete)."""
+        paths = [f.file_path for f in self.data_files]
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - an unfinished file is deleted anyway
+                pass
+            paths.append(self._path)
+            self._writer = None
+        return paths
 
 
 def read_data_files(table: Table, tasks: list[FileScanTask]) -> pa.Table:
@@ -144,8 +226,14 @@ def read_data_files(table: Table, tasks: list[FileScanTask]) -> pa.Table:
 
 
 def iter_data_file_batches(table: Table, tasks: list[FileScanTask]) -> Iterator[pa.RecordBatch]:
-    """The same rows as ``read_data_files``, batch by batch, so memory does not grow with the files."""
-    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_record_batches(tasks)
+    """The same rows as ``read_data_files``, batch by batch, so memory does not grow with the files.
+
+    One file at a time: ``ArrowScan.to_record_batches`` over many tasks submits them all to a thread
+    pool that materialises each file, so its memory grows with the number of files.
+    """
+    scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+    for task in tasks:
+        yield from scan.to_record_batches([task])
 
 
 # ---------------------------------------------------------------------------------------------

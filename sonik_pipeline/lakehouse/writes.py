@@ -19,10 +19,11 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
+from pyiceberg.partitioning import PartitionKey
 from pyiceberg.table import Table, TableProperties
 
 from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.iceberg_internals import write_data_files
+from sonik_pipeline.lakehouse.iceberg_internals import DataFileWriter, split_by_partition
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,15 @@ def target_file_size(table: Table) -> int:
 
 
 class FileStager:
-    """Writes Arrow batches as target-sized Parquet data files of ``table``, holding at most one file's rows.
+    """Streams Arrow batches into target-sized Parquet data files of ``table``, not yet committed.
 
-    Uses PyIceberg's own writer (field ids, column statistics, partition paths, file naming), so the
-    files are exactly what ``table.append`` would have written; they become visible only when committed.
+    Each partition the rows touch (one, for a day of plays) has one open ``DataFileWriter`` that rolls
+    to a new file when the bytes on storage reach ``write.target-file-size-bytes``, so memory holds one
+    batch however large the day. The files are exactly what PyIceberg's own writer would have made
+    (field ids, column statistics, partition paths); they become visible only when committed.
     """
+
+    MAX_OPEN_WRITERS = 8  # a multi-day mart run touches many partitions; the oldest writer is closed first
 
     def __init__(self, table: Table):
         self._table = table
@@ -68,28 +73,36 @@ class FileStager:
         self._target_bytes = target_file_size(table)
         self._write_uuid = uuid.uuid4()
         self._counter = itertools.count(0)
-        self._pending: list[pa.Table] = []
-        self._pending_bytes = 0
+        self._writers: dict[tuple, DataFileWriter] = {}
         self.data_files: list[DataFile] = []
 
     @property
     def rows(self) -> int:
+        """Rows in the files finished so far (all of them after ``finish``)."""
         return sum(f.record_count for f in self.data_files)
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.file_size_in_bytes for f in self.data_files)
 
     def add(self, rows: pa.Table) -> None:
         if rows.num_rows == 0:
             return
-        self._pending.append(rows.select(self._arrow_schema.names).cast(self._arrow_schema))
-        self._pending_bytes += rows.nbytes
-        if self._pending_bytes >= self._target_bytes:
-            self._flush()
+        rows = rows.select(self._arrow_schema.names).cast(self._arrow_schema)
+        for key, part in split_by_partition(self._table, rows):
+            self._writer_for(key).write(part)
+
+    def _writer_for(self, key: PartitionKey | None) -> DataFileWriter:
+        ident = tuple(key.partition) if key is not None else ()
+        writer = self._writers.pop(ident, None)
+        if writer is None:
+            if len(self._writers) >= self.MAX_OPEN_WRITERS:
+                oldest = next(iter(self._writers))
+                self.data_files += self._writers.pop(oldest).close()
+            writer = DataFileWriter(self._table, key, self._write_uuid, self._counter, self._target_bytes)
+        self._writers[ident] = writer  # most recently used last
+        return writer
 
     def finish(self) -> list[DataFile]:
-        self._flush()
+        for writer in self._writers.values():
+            self.data_files += writer.close()
+        self._writers = {}
         return self.data_files
 
     def discard(self) -> None:
@@ -97,16 +110,12 @@ class FileStager:
 
         Like every deletion, only files under the table's location and the warehouse (see ``deletion``).
         """
-        self._flush()
-        delete_locations(self._table, [data_file.file_path for data_file in self.data_files])
+        paths = [data_file.file_path for data_file in self.data_files]
+        for writer in self._writers.values():
+            paths += writer.abandon()
+        self._writers = {}
         self.data_files = []
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        chunk = pa.concat_tables(self._pending)
-        self._pending, self._pending_bytes = [], 0
-        self.data_files += write_data_files(self._table, chunk, self._write_uuid, self._counter, self._target_bytes)
+        delete_locations(self._table, paths)
 
 
 def stage_files(table: Table, chunks: Iterable[pa.Table]) -> list[DataFile]:

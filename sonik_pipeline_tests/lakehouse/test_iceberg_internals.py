@@ -16,7 +16,7 @@ from pyiceberg.table.update.snapshot import _SnapshotProducer
 
 from sonik_pipeline.lakehouse import iceberg_internals
 from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, missing_internals, write_data_files
+from sonik_pipeline.lakehouse.iceberg_internals import DataFileWriter, RewriteDataFiles, missing_internals
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.settings import CATALOG_NAME
@@ -41,7 +41,10 @@ def _other_writer(table: Table) -> Table:
 
 def _staged(table: Table, rows: int, batch: int) -> list:
     data = synthetic_batch(DAY, rows, batch=batch).cast(table.schema().as_arrow())
-    return write_data_files(table, data, uuid.uuid4(), itertools.count(), 128 * 1024 * 1024)
+    [(key, part)] = iceberg_internals.split_by_partition(table, data)
+    writer = DataFileWriter(table, key, uuid.uuid4(), itertools.count(), 128 * 1024 * 1024)
+    writer.write(part)
+    return writer.close()
 
 
 def test_every_internal_symbol_is_there() -> None:
@@ -62,6 +65,18 @@ def test_a_symbol_patched_away_is_reported_by_name(monkeypatch: pytest.MonkeyPat
 def test_staged_files_belong_to_the_tables_spec_and_partition(plays: Table) -> None:
     files = _staged(plays, 30, batch=7)
     assert [(f.record_count, f.spec_id, f.partition[0]) for f in files] == [(30, 0, (DAY - dt.date(1970, 1, 1)).days)]
+    assert files[0].file_path.startswith(plays.location() + "/data/played_day=2026-04-20/00000-0-")
+
+
+def test_the_writer_rolls_on_the_bytes_pyiceberg_has_written(plays: Table) -> None:
+    # ParquetFormatWriter._fos is where the bytes on storage are read from; a tiny target rolls every write
+    [(key, _)] = iceberg_internals.split_by_partition(plays, synthetic_batch(DAY, 1).cast(plays.schema().as_arrow()))
+    writer = DataFileWriter(plays, key, uuid.uuid4(), itertools.count(), target_bytes=1)
+    for batch in range(3):
+        writer.write(synthetic_batch(DAY, 10, batch=batch).cast(plays.schema().as_arrow()))
+    files = writer.close()
+    assert [f.record_count for f in files] == [10, 10, 10], "ParquetFormatWriter._fos no longer tells the bytes"
+    assert all(f.file_size_in_bytes == plays.io.new_input(f.file_path).__len__() for f in files)
 
 
 def test_a_concurrent_append_to_the_partition_being_rewritten_does_not_fail_it(plays: Table) -> None:

@@ -1,6 +1,7 @@
 import datetime as dt
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -148,19 +149,34 @@ def test_two_writers_of_the_same_day_end_with_exactly_one_copy(catalog: Catalog)
     assert report_b.rows_removed == 700
 
 
-def test_stager_rolls_files_at_the_target_size_and_discard_deletes_them(catalog: Catalog) -> None:
+def test_stager_rolls_files_at_the_target_size_on_storage_and_discard_deletes_them(catalog: Catalog) -> None:
     table, _ = ensure_table(catalog, PLAYS)
     with table.transaction() as txn:
-        txn.set_properties({"write.target-file-size-bytes": str(200_000)})
+        txn.set_properties({"write.target-file-size-bytes": str(150_000)})
     table.refresh()
     stager = FileStager(table)
-    for i in range(4):
-        stager.add(synthetic_batch(DAY, 2_000, batch=i))
+    for i in range(8):
+        stager.add(synthetic_batch(DAY, 2_000, batch=i))  # each batch is about 60 KB of Parquet
 
     files = stager.finish()
 
-    assert len(files) >= 4
-    assert stager.rows == 8_000
+    sizes = [f.file_size_in_bytes for f in files]
+    assert 2 <= len(files) < 8
+    assert all(size >= 150_000 for size in sizes[:-1])  # a file is closed once its bytes reach the target
+    assert all(size < 150_000 + max(sizes) / 2 for size in sizes)  # ...by the batch that crossed it
+    assert sum(f.record_count for f in files) == stager.rows == 16_000
     paths = [f.file_path for f in files]
     stager.discard()
     assert not any(table.io.new_input(p).exists() for p in paths)
+
+
+def test_discard_also_deletes_a_file_still_being_written(catalog: Catalog) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    stager = FileStager(table)
+    stager.add(synthetic_batch(DAY, 500))
+    data_dir = Path(table.location().removeprefix("file://")) / "data"
+    assert len(list(data_dir.rglob("*.parquet"))) == 1  # open, not finished
+
+    stager.discard()
+
+    assert list(data_dir.rglob("*.parquet")) == []
