@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        Settings.from_env()  # every SONIK_* value checked before any command runs
         args.func(args)
     except (UsageError, timetravel.TimeTravelError, ValueError, OSError, EOFError) as exc:
         print(f"sonik: error: {exc}", file=sys.stderr)

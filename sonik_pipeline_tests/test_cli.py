@@ -211,3 +211,51 @@ def test_a_30_day_backfill_of_plays_and_marts_from_the_cli_is_complete_and_repea
     assert all(first[mart] == [30] for mart in MART_TABLES)  # one partition per day in every mart
     assert all(first[f"{mart} totals"] == [plays, seconds] for mart in RECONCILED)  # reconcile exactly
     assert second == first  # run twice: the same totals
+
+
+def _fails(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+EVENTS_ABC = "SONIK_EVENTS_PER_DAY='abc': expected a positive whole number of events per day, e.g. 50000"
+
+
+def test_a_bad_setting_stops_dagster_asset_materialize_with_one_line(tmp_path: Path, user_env) -> None:
+    user_env["SONIK_EVENTS_PER_DAY"] = "abc"
+
+    result = _fails(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays", "--partition",
+         "2026-04-20"], user_env, tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == f"Error: {EVENTS_ABC}"
+    assert not (tmp_path / "lakehouse").exists()  # nothing ran
+
+
+def test_dagster_definitions_validate_shows_every_bad_setting_first(tmp_path: Path, user_env) -> None:
+    user_env.update(SONIK_EVENTS_PER_DAY="abc", SONIK_CATALOG_URI="garbage://x")
+
+    result = _fails(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "sonik_pipeline.definitions"], user_env, tmp_path
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    report = output.split("Validation failed for code location sonik_pipeline.definitions:\n\n", 1)[1]
+    assert report.splitlines()[:2] == [
+        "sonik_pipeline.definitions.InvalidSettings: SONIK_CATALOG_URI='garbage://x': expected an Iceberg catalog "
+        "URI: sqlite:///path/to/catalog.db, postgresql+psycopg://user:password@host:5432/database or "
+        "https://host/path (REST)",
+        EVENTS_ABC,
+    ]
+    assert "invalid literal" not in output and "The above exception" not in output and "During handling" not in output
+
+
+def test_sonik_checks_the_settings_before_any_command_in_one_line(tmp_path: Path, user_env) -> None:
+    user_env["SONIK_EVENTS_PER_DAY"] = "abc"
+
+    result = _fails([str(BIN / "sonik"), "tables"], user_env, tmp_path)
+
+    assert (result.returncode, result.stderr) == (2, f"sonik: error: {EVENTS_ABC}\n")
