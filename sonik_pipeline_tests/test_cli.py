@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -259,3 +261,95 @@ def test_sonik_checks_the_settings_before_any_command_in_one_line(tmp_path: Path
     result = _fails([str(BIN / "sonik"), "tables"], user_env, tmp_path)
 
     assert (result.returncode, result.stderr) == (2, f"sonik: error: {EVENTS_ABC}\n")
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CATALOG_CASES = ["postgres down", "rest down", "home inside a file", "catalog is a folder", "read-only"]
+
+
+@pytest.mark.parametrize("case", CATALOG_CASES)
+def test_a_catalog_sonik_cannot_open_is_one_line_saying_what_to_do(tmp_path: Path, user_env, case: str) -> None:
+    home = tmp_path / "lakehouse"
+    port = _closed_port()
+    uri, expected = {
+        "postgres down": (
+            f"postgresql+psycopg://postgres:hunter2@127.0.0.1:{port}/test",
+            f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/test: connection failed: connection to server at "
+            f'"127.0.0.1", port {port} failed: Connection refused; check SONIK_CATALOG_URI and that the PostgreSQL '
+            "server is running and accepts connections",
+        ),
+        "rest down": (f"http://127.0.0.1:{port}/catalog", "that the REST catalog is running"),
+        "home inside a file": (None, "SONIK_HOME (or the SONIK_CATALOG_URI path) is a writable folder"),
+        "catalog is a folder": (None, "catalog.db: unable to open database file; check that SONIK_HOME"),
+        "read-only": (None, "catalog.db: unable to open database file; check that SONIK_HOME"),
+    }[case]
+    if uri:
+        user_env["SONIK_CATALOG_URI"] = uri
+    if case == "home inside a file":
+        (tmp_path / "file").write_text("not a folder")
+        user_env["SONIK_HOME"] = str(tmp_path / "file" / "lakehouse")
+    if case == "catalog is a folder":
+        (home / "catalog.db").mkdir(parents=True)
+    command = [str(BIN / "sonik"), "tables"]
+    if case == "read-only":
+        home.mkdir()
+        home.chmod(0o555)
+        if os.geteuid() == 0:  # root ignores folder permissions, unless it gives up the capabilities to
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: a read-only folder cannot stop root")
+            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+
+    result = _fails(command, user_env, tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("sonik: error: cannot open the Iceberg catalog "), line
+    assert expected in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("flag", ["--files", "--events"])
+def test_sonik_landing_wants_a_positive_count(tmp_path: Path, user_env, flag: str) -> None:
+    result = _fails(
+        [str(BIN / "sonik"), "landing", "--start", "2026-04-20", "--end", "2026-04-20", flag, "0"], user_env, tmp_path
+    )
+
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"sonik: error: argument {flag}: expected a positive whole number, got '0' (see sonik landing --help)\n",
+    )
+    assert not (tmp_path / "lakehouse").exists()
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_asks_for_a_report(tmp_path: Path, user_env) -> None:
+    # Given a table whose metadata files are gone: a damaged lakehouse, not a user's mistake
+    _python(
+        """
+        import datetime as dt
+        from sonik_pipeline.lakehouse.catalog import open_catalog
+        from sonik_pipeline.lakehouse.events import ArrowRows, synthetic_batch
+        from sonik_pipeline.lakehouse.ingest import ingest_day
+        catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://lakehouse/warehouse")
+        ingest_day(catalog, dt.date(2026, 4, 20), [ArrowRows(synthetic_batch(dt.date(2026, 4, 20), 10), "a")])
+        """,
+        user_env,
+        tmp_path,
+    )
+    for metadata in (tmp_path / "lakehouse" / "warehouse" / "music" / "plays" / "metadata").glob("*.metadata.json"):
+        metadata.unlink()
+
+    result = _fails([str(BIN / "sonik"), "snapshots", "music.plays"], user_env, tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "FileNotFoundError" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "sonik: unexpected FileNotFoundError (traceback above): unless your setup explains it, "
+        "please report it as a bug with the traceback"
+    )
