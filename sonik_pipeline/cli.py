@@ -159,13 +159,34 @@ def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str
         raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
 
 
+def _tables_read(sql: str) -> set[str] | None:
+    """The table names (unqualified) a query reads, or None when DuckDB cannot tell.
+
+    Asked of an empty connection: where the views exist, DuckDB expands them and names none.
+    """
+    try:
+        with duckdb.connect() as con:
+            return con.get_table_names(sql)
+    except duckdb.Error:
+        return None
+
+
 def cmd_sql(args: argparse.Namespace) -> None:
     catalog = _catalog()
     con = lakehouse_connection(duckdb.connect(), catalog.properties)
     as_of = timetravel.parse_time(args.as_of) if args.as_of else None
-    pinned = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot)
+    views = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot)
+    read = _tables_read(args.query)
+    for found in views.inexact:  # only the tables this query reads: the others do not change its answer
+        if read is not None and found.table.split(".", 1)[1] not in read:
+            continue
+        if found.snapshot is None:  # its history then was expired: nothing to read, so no answer
+            raise UsageError(found.reason)
+        if args.strict:
+            raise UsageError(f"{found.reason} (--strict: not reading {found.fallback or 'it'} instead)")
+        print(f"sonik: warning: {found.warning}", file=sys.stderr)
     if args.as_of or args.snapshot:
-        pins = ", ".join(f"{t}@{s}" for t, s in pinned.items())
+        pins = ", ".join(f"{t}@{s}" for t, s in views.pinned.items())
         print(f"-- reading {pins}", file=sys.stderr)
     columns, rows = run_readonly_sql(con, args.query)
     print_rows(columns, rows, args.format)
@@ -176,7 +197,8 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     if args.to is not None:
         target = timetravel.snapshot_by_id(table, args.to)
     else:
-        target = timetravel.snapshot_as_of(table, timetravel.parse_time(args.as_of))
+        instead = f": list the snapshots with `sonik snapshots {args.table}` and give one with --to ID"
+        target = timetravel.snapshot_as_of(table, timetravel.parse_time(args.as_of), instead)
     current = table.current_snapshot()
     summary = (
         f"{args.table}: current snapshot {current.snapshot_id if current else None} -> {target.snapshot_id} "
@@ -227,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     when = sql.add_mutually_exclusive_group()
     when.add_argument("--as-of", help="read every table as it was at this time (ISO-8601, UTC by default)")
     when.add_argument("--snapshot", type=int, help="read the table holding this snapshot id at that snapshot")
+    sql.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --as-of: refuse, rather than warn, when a table's snapshot current then was expired",
+    )
     sql.set_defaults(func=cmd_sql)
 
     back = sub.add_parser("rollback", help="make an earlier snapshot of a table current again")
