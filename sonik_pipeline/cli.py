@@ -8,20 +8,26 @@ import dataclasses
 import datetime as dt
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 
 import duckdb
 
 from sonik_pipeline.lakehouse import timetravel
-from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
+from sonik_pipeline.lakehouse.catalog import CatalogUnavailable, catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.settings import CATALOG_NAME, Settings
+from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
 
 class UsageError(ValueError):  # noqa: N818 - reads as what it is
     """Bad input from the user: printed as one line, never a stack trace."""
+
+
+# The failures a user causes and can fix, each printed as one line; anything else is a bug and keeps
+# its traceback, so it is reported rather than hidden behind a message.
+USER_ERRORS = (UsageError, SettingsError, CatalogUnavailable, timetravel.TimeTravelError)
 
 
 def _date(text: str) -> dt.date:
@@ -29,6 +35,23 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other ``sonik`` error (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"sonik: error: {message} (see {self.prog} --help)\n")
 
 
 def last_complete_days(n: int, today: dt.date) -> tuple[dt.date, dt.date]:
@@ -52,7 +75,12 @@ def cmd_landing(args: argparse.Namespace) -> None:
     day = args.start
     while day <= args.end:
         events = synthetic_batch(day, args.events)
-        paths = write_landing_day(landing, day, events, files=args.files, fmt=args.format, properties=properties)
+        try:
+            paths = write_landing_day(landing, day, events, files=args.files, fmt=args.format, properties=properties)
+        except OSError as exc:  # a folder that cannot be written, a bucket that refuses
+            raise UsageError(
+                f"cannot write the landing zone {landing}: {exc}; check --dir or SONIK_LANDING_DIR"
+            ) from None
         print(f"{day}: {args.events:,} events in {len(paths)} {args.format} files under {paths[0].rsplit('/', 1)[0]}")
         day += dt.timedelta(days=1)
 
@@ -132,13 +160,34 @@ def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str
         raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
 
 
+def _tables_read(sql: str) -> set[str] | None:
+    """The table names (unqualified) a query reads, or None when DuckDB cannot tell.
+
+    Asked of an empty connection: where the views exist, DuckDB expands them and names none.
+    """
+    try:
+        with duckdb.connect() as con:
+            return con.get_table_names(sql)
+    except duckdb.Error:
+        return None
+
+
 def cmd_sql(args: argparse.Namespace) -> None:
     catalog = _catalog()
     con = lakehouse_connection(duckdb.connect(), catalog.properties)
     as_of = timetravel.parse_time(args.as_of) if args.as_of else None
-    pinned = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot)
+    views = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot)
+    read = _tables_read(args.query)
+    for found in views.inexact:  # only the tables this query reads: the others do not change its answer
+        if read is not None and found.table.split(".", 1)[1] not in read:
+            continue
+        if found.snapshot is None:  # its history then was expired: nothing to read, so no answer
+            raise UsageError(found.reason)
+        if args.strict:
+            raise UsageError(f"{found.reason} (--strict: not reading {found.fallback or 'it'} instead)")
+        print(f"sonik: warning: {found.warning}", file=sys.stderr)
     if args.as_of or args.snapshot:
-        pins = ", ".join(f"{t}@{s}" for t, s in pinned.items())
+        pins = ", ".join(f"{t}@{s}" for t, s in views.pinned.items())
         print(f"-- reading {pins}", file=sys.stderr)
     columns, rows = run_readonly_sql(con, args.query)
     print_rows(columns, rows, args.format)
@@ -149,14 +198,18 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     if args.to is not None:
         target = timetravel.snapshot_by_id(table, args.to)
     else:
-        target = timetravel.snapshot_as_of(table, timetravel.parse_time(args.as_of))
+        instead = f": list the snapshots with `sonik snapshots {args.table}` and give one with --to ID"
+        target = timetravel.snapshot_as_of(table, timetravel.parse_time(args.as_of), instead)
     current = table.current_snapshot()
     summary = (
         f"{args.table}: current snapshot {current.snapshot_id if current else None} -> {target.snapshot_id} "
         f"({target.summary.get('total-records') if target.summary else '?'} rows)"
     )
     if not args.yes:
-        answer = input(f"Roll back {summary}? [y/N] ").strip().lower()
+        try:
+            answer = input(f"Roll back {summary}? [y/N] ").strip().lower()
+        except EOFError:  # no terminal to answer from, as in a script
+            raise UsageError("rollback cancelled: no answer to the confirmation (use --yes in scripts)") from None
         if answer not in ("y", "yes"):
             raise UsageError("rollback cancelled")
     result = timetravel.rollback(table, target)
@@ -164,7 +217,7 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sonik", description="Sonik lakehouse helpers.")
+    parser = _Parser(prog="sonik", description="Sonik lakehouse helpers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     days = sub.add_parser("days", help="print the last N complete UTC days as a Dagster partition range A...B")
@@ -174,13 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     landing = sub.add_parser("landing", help="write synthetic landing-zone files for a date range")
     landing.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
     landing.add_argument("--end", type=_date, required=True, help="last day, YYYY-MM-DD (inclusive)")
-    landing.add_argument("--events", type=int, default=50_000, help="events per day (default 50,000)")
-    landing.add_argument("--files", type=int, default=4, help="files per day (default 4)")
+    landing.add_argument("--events", type=_positive, default=50_000, help="events per day (default 50,000)")
+    landing.add_argument("--files", type=_positive, default=4, help="files per day (default 4)")
     landing.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
     landing.add_argument("--dir", help="landing root (default SONIK_LANDING_DIR or SONIK_HOME/landing)")
     landing.set_defaults(func=cmd_landing)
 
-    formats = argparse.ArgumentParser(add_help=False)
+    formats = _Parser(add_help=False)
     formats.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output (default table)")
 
     tables = sub.add_parser("tables", parents=[formats], help="list the lakehouse tables")
@@ -197,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     when = sql.add_mutually_exclusive_group()
     when.add_argument("--as-of", help="read every table as it was at this time (ISO-8601, UTC by default)")
     when.add_argument("--snapshot", type=int, help="read the table holding this snapshot id at that snapshot")
+    sql.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --as-of: refuse, rather than warn, when a table's snapshot current then was expired",
+    )
     sql.set_defaults(func=cmd_sql)
 
     back = sub.add_parser("rollback", help="make an earlier snapshot of a table current again")
@@ -212,10 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        Settings.from_env()  # every SONIK_* value checked before any command runs
         args.func(args)
-    except (UsageError, timetravel.TimeTravelError, ValueError, OSError, EOFError) as exc:
-        print(f"sonik: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        for line in str(exc).splitlines():
+            print(f"sonik: error: {line}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        traceback.print_exc()
+        print(
+            f"sonik: unexpected {type(exc).__name__} (traceback above): "
+            "unless your setup explains it, please report it as a bug with the traceback",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import click
 import dagster as dg
 
 from sonik_pipeline.assets.checks import build_mart_checks, build_plays_checks
@@ -14,7 +15,7 @@ from sonik_pipeline.jobs import build_asset_jobs, compaction_job, expiry_job, ro
 from sonik_pipeline.partitions import build_daily_partitions
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
 from sonik_pipeline.schedules import build_schedules, build_sensors
-from sonik_pipeline.settings import CATALOG_NAME, Settings
+from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
 # Deliberate uses of beta APIs (backfill policies, partition mappings over missing days); said once here.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -60,6 +61,27 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
+class InvalidSettings(SettingsError, click.ClickException):  # noqa: N818 - reads as what it is
+    """A ``SettingsError`` raised while Dagster loads the code location, shown as its message alone.
+
+    What Dagster 1.13 shows for a load error: ``dagster dev`` logs the exception's message first, then
+    the user frames (its own hidden), and the UI's code location shows its generic "Error occurred
+    during the loading of Dagster definitions" with this message as the cause right below;
+    ``dagster definitions validate`` prints the message first, then the user frames; any chained
+    cause follows in all of them, so ``from None`` keeps the chain out. The in-process commands
+    (``dagster asset materialize``, ``dagster job execute``) do not catch the error: it reaches their
+    click entry point, which prints a ``ClickException`` as the single line ``Error: <message>``, where
+    any other exception is a full Python traceback. Being both keeps ``except SettingsError`` working.
+    """
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(Settings.from_env())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise InvalidSettings(str(exc)) from None
+    return build_definitions(settings)

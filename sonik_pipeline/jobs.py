@@ -226,7 +226,11 @@ def rollback_table(context: dg.OpExecutionContext, config: RollbackConfig, lakeh
         target = (
             timetravel.snapshot_by_id(table, config.to_snapshot_id)
             if config.to_snapshot_id is not None
-            else timetravel.snapshot_as_of(table, timetravel.parse_time(config.as_of))
+            else timetravel.snapshot_as_of(
+                table,
+                timetravel.parse_time(config.as_of),
+                f": list the snapshots with `sonik snapshots {config.table}` and set to_snapshot_id",
+            )
         )
     except timetravel.TimeTravelError as exc:
         raise dg.Failure(str(exc)) from None

@@ -1,23 +1,144 @@
-"""Every SONIK_* setting and its default, read in one place at run time (never at import)."""
+"""Every SONIK_* setting and its default, read and checked in one place at run time (never at import)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_EVENTS_PER_DAY = 50_000
 SOURCE_KINDS = ("synthetic", "landing")
+T = TypeVar("T")
+# The object stores PyIceberg opens with PyArrowFileIO (pyiceberg.io.SCHEMA_TO_FILE_IO; a contract test pins it).
+OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n", "gs", "oss", "abfs", "abfss", "wasb", "wasbs", "hdfs", "viewfs")
+SQL_DRIVERS = ("", "psycopg", "psycopg2", "pg8000")  # postgresql[+driver]://; "" is SQLAlchemy's default
+
+_WHOLE_NUMBER = re.compile(r"[0-9]+(_[0-9]+)*")  # 50000 or 1_000_000, as Python writes it
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what Dagster's daily partitions parse (%Y-%m-%d)
 
 
-def _location(value: str | None, base: Path) -> str | None:
-    """A URI (s3://...) as given; a local path made absolute against ``base``."""
-    if not value:
+class SettingsError(ValueError):
+    """Bad SONIK_* values: one line per variable, naming it, its value and what is expected."""
+
+
+class _Invalid(Exception):  # noqa: N818 - internal: "what was expected", raised by one parser
+    pass
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, fit for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def catalog_uri_problem(uri: str) -> str | None:
+    """What is wrong with a catalog URI (PyIceberg infers SQL or REST from its scheme), or None."""
+    expected = (
+        "expected an Iceberg catalog URI: sqlite:///path/to/catalog.db, "
+        "postgresql+psycopg://user:password@host:5432/database or https://host/path (REST)"
+    )
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return expected
+    if not sep:
+        return expected
+    if scheme == "sqlite":
+        return None if rest.startswith("/") and len(rest) > 1 else "expected sqlite:///path/to/catalog.db"
+    if scheme == "postgresql" or scheme.startswith("postgresql+"):
+        driver = scheme.partition("+")[2]
+        if driver not in SQL_DRIVERS:
+            return f"expected postgresql://, or postgresql+DRIVER:// with DRIVER one of {', '.join(SQL_DRIVERS[1:])}"
         return None
-    return value if "://" in value else str((base / value).resolve())
+    if scheme in ("http", "https"):
+        return None if parts.netloc else "expected a REST catalog URL such as https://host/path"
+    return expected
+
+
+def _whole_positive(text: str) -> int:
+    text = text.strip()
+    if not _WHOLE_NUMBER.fullmatch(text) or int(text) < 1:
+        raise _Invalid("expected a positive whole number of events per day, e.g. 50000")
+    return int(text)
+
+
+def _start_date(today: dt.date) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        text = text.strip()
+        try:
+            day = dt.date.fromisoformat(text) if _ISO_DAY.fullmatch(text) else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise _Invalid(f"expected a date as YYYY-MM-DD, e.g. {DEFAULT_START_DATE}")
+        if day >= today:
+            # Daily partitions hold complete UTC days only: a start from today on leaves none to run.
+            raise _Invalid(f"expected a day before today ({today} UTC), so that there is a complete day to ingest")
+        return day.isoformat()
+
+    return parse
+
+
+def _source(text: str) -> str:
+    if text not in SOURCE_KINDS:
+        raise _Invalid(f"expected one of {', '.join(SOURCE_KINDS)}")
+    return text
+
+
+def _home(base: Path) -> Callable[[str], Path]:
+    def parse(text: str) -> Path:
+        if "://" in text or "\x00" in text:
+            raise _Invalid("expected a local folder (the embedded catalog and warehouse live there), e.g. ./lakehouse")
+        return (base / text).resolve()
+
+    return parse
+
+
+def _storage(base: Path, what: str, as_uri: bool) -> Callable[[str], str]:
+    """A folder (made absolute against ``base``), a ``file://`` URI or an object-store URI PyArrow reaches.
+
+    Local places come back as a ``file://`` URI (``as_uri``, for the warehouse) or as a path.
+    ``file://lakehouse/warehouse`` is read as PyIceberg reads it: a path relative to the working folder.
+    """
+
+    def parse(text: str) -> str:
+        scheme, sep, _ = text.partition("://")
+        scheme = scheme.lower()
+        if "\x00" in text or (sep and scheme != "file" and scheme not in OBJECT_STORE_SCHEMES):
+            raise _Invalid(
+                f"expected {what}: a folder, a file:// URI or an object-store URI such as s3://bucket/path "
+                f"(schemes: {', '.join(OBJECT_STORE_SCHEMES)})"
+            )
+        if sep and scheme != "file":
+            if not urlsplit(text).netloc:
+                raise _Invalid(f"expected {scheme}://BUCKET/path, with a bucket (or host) name")
+            return text
+        if sep:
+            parts = urlsplit(text)
+            text = f"{parts.netloc}{parts.path}"
+        path = (base / text).resolve()
+        return path.as_uri() if as_uri else str(path)
+
+    return parse
+
+
+def _catalog_uri(text: str) -> str:
+    if problem := catalog_uri_problem(text):
+        raise _Invalid(problem)
+    return text
 
 
 @dataclass(frozen=True)
@@ -30,26 +151,49 @@ class Settings:
 
     home: Path
     catalog_uri: str
-    warehouse: str
+    warehouse: str  # a file:// URI (a folder given as a path is made one) or an object-store URI
     source: str
     landing_dir: str  # a folder (made absolute) or an object-store URI such as s3://bucket/landing
     events_per_day: int
     start_date: str
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None, today: dt.date | None = None
+    ) -> Settings:
+        """The settings from ``environ`` (default: the process environment); an empty value means the default.
+
+        Every value is checked here, so a bad one fails when the code location loads (or ``sonik``
+        starts) with a line naming it, rather than as a traceback inside a run. ``today`` (UTC; tests
+        fix it) bounds ``SONIK_START_DATE``. Raises ``SettingsError`` listing every bad variable.
+        """
         env = os.environ if environ is None else environ
         base = Path.cwd() if cwd is None else cwd
-        home = (base / env.get("SONIK_HOME", "lakehouse")).resolve()
-        source = env.get("SONIK_SOURCE", "synthetic")
-        if source not in SOURCE_KINDS:
-            raise ValueError(f"SONIK_SOURCE must be one of {', '.join(SOURCE_KINDS)}, got {source!r}")
-        return cls(
+        today = today or dt.datetime.now(dt.UTC).date()
+        problems: list[str] = []
+
+        def read(name: str, parse: Callable[[str], T], default: str) -> T:
+            text = env.get(name) or default
+            try:
+                return parse(text)
+            except _Invalid as exc:
+                shown = redact(text) if name == "SONIK_CATALOG_URI" else text
+                problems.append(f"{name}={shown!r}: {exc}")
+                return None  # type: ignore[return-value] - never used: the problems are raised below
+
+        home = read("SONIK_HOME", _home(base), "lakehouse")
+        root = home or base  # stands in for a bad SONIK_HOME only, when from_env raises anyway
+        settings = cls(
             home=home,
-            catalog_uri=env.get("SONIK_CATALOG_URI") or f"sqlite:///{home / 'catalog.db'}",
-            warehouse=env.get("SONIK_WAREHOUSE") or (home / "warehouse").as_uri(),
-            source=source,
-            landing_dir=_location(env.get("SONIK_LANDING_DIR"), base) or str(home / "landing"),
-            events_per_day=int(env.get("SONIK_EVENTS_PER_DAY", DEFAULT_EVENTS_PER_DAY)),
-            start_date=env.get("SONIK_START_DATE", DEFAULT_START_DATE),
+            catalog_uri=read("SONIK_CATALOG_URI", _catalog_uri, f"sqlite:///{root / 'catalog.db'}"),
+            warehouse=read("SONIK_WAREHOUSE", _storage(base, "a warehouse", as_uri=True), str(root / "warehouse")),
+            source=read("SONIK_SOURCE", _source, "synthetic"),
+            landing_dir=read(
+                "SONIK_LANDING_DIR", _storage(base, "a landing zone", as_uri=False), str(root / "landing")
+            ),
+            events_per_day=read("SONIK_EVENTS_PER_DAY", _whole_positive, str(DEFAULT_EVENTS_PER_DAY)),
+            start_date=read("SONIK_START_DATE", _start_date(today), DEFAULT_START_DATE),
         )
+        if problems:
+            raise SettingsError("\n".join(problems))
+        return settings

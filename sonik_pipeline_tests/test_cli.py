@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -211,3 +213,143 @@ def test_a_30_day_backfill_of_plays_and_marts_from_the_cli_is_complete_and_repea
     assert all(first[mart] == [30] for mart in MART_TABLES)  # one partition per day in every mart
     assert all(first[f"{mart} totals"] == [plays, seconds] for mart in RECONCILED)  # reconcile exactly
     assert second == first  # run twice: the same totals
+
+
+def _fails(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+EVENTS_ABC = "SONIK_EVENTS_PER_DAY='abc': expected a positive whole number of events per day, e.g. 50000"
+
+
+def test_a_bad_setting_stops_dagster_asset_materialize_with_one_line(tmp_path: Path, user_env) -> None:
+    user_env["SONIK_EVENTS_PER_DAY"] = "abc"
+
+    result = _fails(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays", "--partition",
+         "2026-04-20"], user_env, tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == f"Error: {EVENTS_ABC}"
+    assert not (tmp_path / "lakehouse").exists()  # nothing ran
+
+
+def test_dagster_definitions_validate_shows_every_bad_setting_first(tmp_path: Path, user_env) -> None:
+    user_env.update(SONIK_EVENTS_PER_DAY="abc", SONIK_CATALOG_URI="garbage://x")
+
+    result = _fails(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "sonik_pipeline.definitions"], user_env, tmp_path
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    report = output.split("Validation failed for code location sonik_pipeline.definitions:\n\n", 1)[1]
+    assert report.splitlines()[:2] == [
+        "sonik_pipeline.definitions.InvalidSettings: SONIK_CATALOG_URI='garbage://x': expected an Iceberg catalog "
+        "URI: sqlite:///path/to/catalog.db, postgresql+psycopg://user:password@host:5432/database or "
+        "https://host/path (REST)",
+        EVENTS_ABC,
+    ]
+    assert "invalid literal" not in output and "The above exception" not in output and "During handling" not in output
+
+
+def test_sonik_checks_the_settings_before_any_command_in_one_line(tmp_path: Path, user_env) -> None:
+    user_env["SONIK_EVENTS_PER_DAY"] = "abc"
+
+    result = _fails([str(BIN / "sonik"), "tables"], user_env, tmp_path)
+
+    assert (result.returncode, result.stderr) == (2, f"sonik: error: {EVENTS_ABC}\n")
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CATALOG_CASES = ["postgres down", "rest down", "home inside a file", "catalog is a folder", "read-only"]
+
+
+@pytest.mark.parametrize("case", CATALOG_CASES)
+def test_a_catalog_sonik_cannot_open_is_one_line_saying_what_to_do(tmp_path: Path, user_env, case: str) -> None:
+    home = tmp_path / "lakehouse"
+    port = _closed_port()
+    uri, expected = {
+        "postgres down": (
+            f"postgresql+psycopg://postgres:hunter2@127.0.0.1:{port}/test",
+            f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/test: connection failed: connection to server at "
+            f'"127.0.0.1", port {port} failed: Connection refused; check SONIK_CATALOG_URI and that the PostgreSQL '
+            "server is running and accepts connections",
+        ),
+        "rest down": (f"http://127.0.0.1:{port}/catalog", "that the REST catalog is running"),
+        "home inside a file": (None, "SONIK_HOME (or the SONIK_CATALOG_URI path) is a writable folder"),
+        "catalog is a folder": (None, "catalog.db: unable to open database file; check that SONIK_HOME"),
+        "read-only": (None, "catalog.db: unable to open database file; check that SONIK_HOME"),
+    }[case]
+    if uri:
+        user_env["SONIK_CATALOG_URI"] = uri
+    if case == "home inside a file":
+        (tmp_path / "file").write_text("not a folder")
+        user_env["SONIK_HOME"] = str(tmp_path / "file" / "lakehouse")
+    if case == "catalog is a folder":
+        (home / "catalog.db").mkdir(parents=True)
+    command = [str(BIN / "sonik"), "tables"]
+    if case == "read-only":
+        home.mkdir()
+        home.chmod(0o555)
+        if os.geteuid() == 0:  # root ignores folder permissions, unless it gives up the capabilities to
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: a read-only folder cannot stop root")
+            command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+
+    result = _fails(command, user_env, tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("sonik: error: cannot open the Iceberg catalog "), line
+    assert expected in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("flag", ["--files", "--events"])
+def test_sonik_landing_wants_a_positive_count(tmp_path: Path, user_env, flag: str) -> None:
+    result = _fails(
+        [str(BIN / "sonik"), "landing", "--start", "2026-04-20", "--end", "2026-04-20", flag, "0"], user_env, tmp_path
+    )
+
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"sonik: error: argument {flag}: expected a positive whole number, got '0' (see sonik landing --help)\n",
+    )
+    assert not (tmp_path / "lakehouse").exists()
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_asks_for_a_report(tmp_path: Path, user_env) -> None:
+    # Given a table whose metadata files are gone: a damaged lakehouse, not a user's mistake
+    _python(
+        """
+        import datetime as dt
+        from sonik_pipeline.lakehouse.catalog import open_catalog
+        from sonik_pipeline.lakehouse.events import ArrowRows, synthetic_batch
+        from sonik_pipeline.lakehouse.ingest import ingest_day
+        catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://lakehouse/warehouse")
+        ingest_day(catalog, dt.date(2026, 4, 20), [ArrowRows(synthetic_batch(dt.date(2026, 4, 20), 10), "a")])
+        """,
+        user_env,
+        tmp_path,
+    )
+    for metadata in (tmp_path / "lakehouse" / "warehouse" / "music" / "plays" / "metadata").glob("*.metadata.json"):
+        metadata.unlink()
+
+    result = _fails([str(BIN / "sonik"), "snapshots", "music.plays"], user_env, tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "FileNotFoundError" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "sonik: unexpected FileNotFoundError (traceback above): unless your setup explains it, "
+        "please report it as a bug with the traceback"
+    )

@@ -1,8 +1,10 @@
+import click
 import dagster as dg
 import pytest
 
 from sonik_pipeline.definitions import defs as lazy_defs
 from sonik_pipeline.resources import LakehouseCatalog
+from sonik_pipeline.settings import SettingsError
 
 
 def test_every_job_resolves(defs: dg.Definitions) -> None:
@@ -30,3 +32,17 @@ def test_a_catalog_uri_from_the_environment_stays_an_envvar(monkeypatch: pytest.
     loaded = lazy_defs()
 
     assert loaded.resources["lakehouse"].catalog_uri == dg.EnvVar("SONIK_CATALOG_URI")
+
+
+def test_a_bad_setting_fails_the_load_with_its_message_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What Dagster shows of a load error is the message first and any chained cause after: keep out the chain."""
+    monkeypatch.setenv("SONIK_EVENTS_PER_DAY", "-5")
+
+    with pytest.raises(SettingsError) as raised:
+        lazy_defs()
+
+    assert str(raised.value) == (
+        "SONIK_EVENTS_PER_DAY='-5': expected a positive whole number of events per day, e.g. 50000"
+    )
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert isinstance(raised.value, click.ClickException)  # dagster's click commands print it as one line

@@ -1,5 +1,6 @@
 import datetime as dt
 import hashlib
+import socket
 import threading
 from pathlib import Path
 
@@ -290,3 +291,24 @@ def test_freshness_fails_when_the_day_that_ended_has_not_landed_by_six(defs: dg.
 
     assert plays.execute_in_process(partition_key="2026-04-20", instance=dg.DagsterInstance.get()).success
     assert _freshness_at(defs, monkeypatch, dt.datetime(2026, 4, 21, 7, 0, tzinfo=dt.UTC)) is True
+
+
+def test_a_run_against_a_catalog_that_is_down_fails_saying_so(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"postgresql+psycopg://sonik:hunter2@127.0.0.1:{port}/catalog"
+    defs = build_definitions(Settings.from_env({"SONIK_HOME": str(tmp_path), "SONIK_CATALOG_URI": uri}))
+
+    result = defs.resolve_job_def("rollback_job").execute_in_process(
+        run_config={"ops": {"rollback_table": {"config": {"table": "music.plays", "to_snapshot_id": 1}}}},
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = failure.event_specific_data.error
+    shown = error.message + (error.cause.message if error.cause else "")
+    assert f"cannot open the Iceberg catalog postgresql+psycopg://sonik:***@127.0.0.1:{port}/catalog" in shown
+    assert "hunter2" not in shown

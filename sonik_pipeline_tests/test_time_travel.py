@@ -15,6 +15,8 @@ from sonik_pipeline.cli import main
 from sonik_pipeline.lakehouse.events import ArrowRows
 from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.timetravel import rollback
+from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 
 DAY = dt.date(2026, 4, 20)
 
@@ -159,3 +161,153 @@ def test_rollback_job_records_before_and_after(catalog: Catalog, defs: dg.Defini
     meta = output.event_specific_data.metadata
     assert (meta["snapshot_before"].value, meta["snapshot_after"].value) == (str(second), str(first))
     assert catalog.load_table("music.plays").scan().count() == 10
+
+
+def _at(timestamp_ms: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC).isoformat()
+
+
+def _committed(timestamp_ms: int) -> str:
+    """A commit time as sonik prints it (to the millisecond)."""
+    return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _between(earlier_ms: int, later_ms: int) -> str:
+    return _at((earlier_ms + later_ms) // 2)
+
+
+def _count(*args: str) -> tuple[int, int | None, str]:
+    code, out, err = sonik("sql", "SELECT count(*) AS n FROM music.plays", *args, "--format", "json")
+    return code, json.loads(out)[0]["n"] if code == 0 else None, err
+
+
+def _the_issues_history(catalog: Catalog) -> dict:
+    """The issue's case: 180,000 rows (S), re-ingested as 200,000 (N), rolled back to S, re-ingested (C).
+
+    Expiry keeps the newest two of the lineage, C and S, so N goes with its snapshot-log entry: the
+    log then says S was current from its commit to C, and PyIceberg reads S for a time N was current.
+    """
+    for rows, seed in ((180_000, 1), (200_000, 2)):
+        ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, rows, seed=seed), f"seed {seed}")])
+        time.sleep(0.02)
+    table = catalog.load_table("music.plays")
+    s, n = sorted(table.snapshots(), key=lambda x: x.timestamp_ms)
+    rollback(table, s)
+    time.sleep(0.02)
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 190_000, seed=3), "seed 3")])
+    time.sleep(0.02)
+    table = catalog.load_table("music.plays")
+    (_, t_s), (_, t_n), (_, t_rollback), (c, t_c) = [(e.snapshot_id, e.timestamp_ms) for e in table.history()]
+    return {"table": table, "S": s, "N": n, "C": c, "t_s": t_s, "t_n": t_n, "t_rollback": t_rollback, "t_c": t_c}
+
+
+def test_sql_as_of_a_time_whose_snapshot_was_expired_says_so_or_refuses(catalog: Catalog, cli_env) -> None:
+    # Given the issue's history, and N expired by our expiry
+    h = _the_issues_history(catalog)
+    report = expire_snapshots(h["table"], ExpiryOptions(retention=dt.timedelta(0), retain_last=2))
+    assert report.snapshots_expired == [h["N"].snapshot_id]
+    table = catalog.load_table("music.plays")
+    n_was_current = _between(h["t_n"], h["t_rollback"])
+    # PyIceberg alone answers from S for that time, without a word: what this fix is about
+    assert table.snapshot_as_of_timestamp((h["t_n"] + h["t_rollback"]) // 2).snapshot_id == h["S"].snapshot_id
+
+    # When it is read at a time S was current, at the time N was, and at that time with --strict
+    retained = _count("--as-of", _between(h["t_s"], h["t_n"]))
+    expired = _count("--as-of", n_was_current)
+    strict = _count("--as-of", n_was_current, "--strict")
+
+    # Then the retained time reads S exactly, the expired one reads S and says so, and --strict refuses
+    assert retained == (0, 180_000, f"-- reading music.plays@{h['S'].snapshot_id}\n")
+    older = (
+        f"the newest retained snapshot before {n_was_current}, {h['S'].snapshot_id}, "
+        f"committed at {_committed(h['S'].timestamp_ms)}"
+    )
+    warning = f"sonik: warning: music.plays: the snapshot current at {n_was_current} was expired; reading {older}"
+    assert expired == (0, 180_000, f"{warning}\n-- reading music.plays@{h['S'].snapshot_id}\n")
+    assert strict == (
+        2,
+        None,
+        f"sonik: error: music.plays: the snapshot current at {n_was_current} was expired "
+        f"(--strict: not reading {older} instead)\n",
+    )
+    assert _count("--as-of", _at(h["t_c"] + 10))[1] == 190_000  # after the rollback and C: exact again
+
+
+def test_rollback_as_of_an_expired_time_refuses_and_points_to_the_snapshot_id(
+    catalog: Catalog, cli_env, defs: dg.Definitions
+) -> None:
+    h = _the_issues_history(catalog)
+    expire_snapshots(h["table"], ExpiryOptions(retention=dt.timedelta(0), retain_last=2))
+    n_was_current = _between(h["t_n"], h["t_rollback"])
+
+    code, _, err = sonik("rollback", "music.plays", "--as-of", n_was_current, "--yes")
+    job = defs.resolve_job_def("rollback_job").execute_in_process(
+        run_config={"ops": {"rollback_table": {"config": {"table": "music.plays", "as_of": n_was_current}}}},
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+    )
+
+    assert code == 2
+    assert err == (
+        f"sonik: error: music.plays: the snapshot current at {n_was_current} was expired; not rolling back to a "
+        f"guess (the newest retained snapshot before {n_was_current}, {h['S'].snapshot_id}, committed at "
+        f"{_committed(h['S'].timestamp_ms)}): list the snapshots with "
+        "`sonik snapshots music.plays` and give one with --to ID\n"
+    )
+    assert not job.success
+    [failure] = [e for e in job.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "was expired; not rolling back to a guess" in failure.event_specific_data.error.message
+    assert "set to_snapshot_id" in failure.event_specific_data.error.message
+    assert catalog.load_table("music.plays").current_snapshot().snapshot_id == h["C"]  # nothing rolled back
+
+
+def test_a_time_before_the_oldest_retained_snapshot_says_its_history_was_expired(catalog: Catalog, cli_env) -> None:
+    # Given the issue's history expired twice: N first, then everything but C
+    h = _the_issues_history(catalog)
+    commits = len(h["table"].metadata.metadata_log)
+    expire_snapshots(h["table"], ExpiryOptions(retention=dt.timedelta(0), retain_last=2))
+    assert len(catalog.load_table("music.plays").metadata.metadata_log) == commits + 1  # expiry and record: one commit
+    recorded = json.loads(catalog.load_table("music.plays").properties["sonik.expired-history"])
+    assert recorded == {"first-commit-ms": h["t_s"], "gaps": [[h["t_n"], h["t_rollback"]]]}
+    expire_snapshots(catalog.load_table("music.plays"), ExpiryOptions(retention=dt.timedelta(0), retain_last=1))
+    recorded = json.loads(catalog.load_table("music.plays").properties["sonik.expired-history"])
+    assert recorded == {"first-commit-ms": h["t_s"], "gaps": []}  # all before C now: "history expired"
+
+    # When it is read at a time S was current, and before the table's first commit
+    s_was_current = _between(h["t_s"], h["t_n"])
+    before_it_all = _at(h["t_s"] - 1_000)
+    history_gone = (
+        f"music.plays: the history before its oldest retained snapshot {h['C']} (current from "
+        f"{_committed(h['t_c'])}) was expired, so its state at {s_was_current} is not known"
+    )
+
+    # Then the first says the history was expired, the second that the table did not exist yet
+    assert _count("--as-of", s_was_current) == (2, None, f"sonik: error: {history_gone}\n")
+    assert sonik("rollback", "music.plays", "--as-of", s_was_current, "--yes")[::2] == (
+        2,
+        f"sonik: error: {history_gone}\n",
+    )
+    code, _, err = sonik("rollback", "music.plays", "--as-of", before_it_all, "--yes")
+    assert (code, err) == (
+        2,
+        f"sonik: error: music.plays did not exist yet at {before_it_all}; its first snapshot is from "
+        f"{_committed(h['t_s'])}\n",
+    )
+
+
+def test_a_snapshot_expired_by_another_engine_gives_a_may_differ_warning(catalog: Catalog, cli_env) -> None:
+    # Given N expired by PyIceberg's own builder, which leaves no record of when N was current
+    h = _the_issues_history(catalog)
+    h["table"].maintenance.expire_snapshots().by_id(h["N"].snapshot_id).commit()
+    n_was_current = _between(h["t_n"], h["t_rollback"])
+
+    code, rows, err = _count("--as-of", n_was_current)
+
+    assert (code, rows) == (0, 180_000)
+    assert err.splitlines()[0] == (
+        f"sonik: warning: music.plays: a snapshot committed between {h['S'].snapshot_id} (current from "
+        f"{_committed(h['t_s'])}) and {h['S'].snapshot_id} (current from "
+        f"{_committed(h['t_rollback'])}) was expired; the answer may differ; "
+        f"reading {h['S'].snapshot_id}"
+    )
+    assert _count("--as-of", n_was_current, "--strict")[0] == 2

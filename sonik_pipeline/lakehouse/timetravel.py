@@ -2,23 +2,38 @@
 
 Shared by the ``sonik`` command and the Dagster rollback job. Errors are ``TimeTravelError`` with a
 message a user can act on (unknown table, unknown snapshot, a time before the first snapshot).
+
+Reading "as of T" says what it read (``AsOf``). PyIceberg's snapshot expiry drops the snapshot-log
+entries of expired snapshots and keeps the rest, so where an expired snapshot was current the log
+shows the entry before it instead and ``Table.snapshot_as_of_timestamp`` answers from that older
+snapshot without a word (Java Iceberg clears the history before the newest removed entry instead,
+so a gap never looks like another snapshot was current). Our expiry records, in the expiry's commit,
+the intervals during which an expired snapshot was current (``ExpiredHistory``, the table property
+``sonik.expired-history``); for tables another engine expired, gaps in the log's sequence numbers
+give a weaker "may differ".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
 
 from sonik_pipeline.lakehouse.marts import MARTS
 from sonik_pipeline.lakehouse.tables import MUSIC
 
 NAMESPACES = (MUSIC, MARTS)
+EXPIRED_HISTORY = "sonik.expired-history"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class TimeTravelError(ValueError):
@@ -59,14 +74,171 @@ def snapshot_by_id(table: Table, snapshot_id: int) -> Snapshot:
     return snapshot
 
 
-def snapshot_as_of(table: Table, when: dt.datetime) -> Snapshot:
-    """The snapshot that was current at ``when`` (following the table's history, so rollbacks count)."""
-    snapshot = table.snapshot_as_of_timestamp(int(when.timestamp() * 1000))
-    if snapshot is None:
-        first = min((s.timestamp_ms for s in table.snapshots()), default=None)
-        since = f"; its first snapshot is from {_iso(first)}" if first else " (it has no snapshot yet)"
-        raise TimeTravelError(f"{'.'.join(table.name())} did not exist yet at {when.isoformat()}{since}")
-    return snapshot
+@dataclass(frozen=True)
+class ExpiredHistory:
+    """What expiry took out of a table's snapshot log, kept in the table property ``sonik.expired-history``.
+
+    ``gaps`` are the merged intervals ``[start, end)`` (epoch ms) during which a since-expired snapshot
+    was current, after the oldest retained log entry (before it, everything is "history expired");
+    ``first_commit_ms`` is when the table's first snapshot became current, where known.
+    """
+
+    first_commit_ms: int | None = None
+    gaps: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, metadata: TableMetadata) -> ExpiredHistory | None:
+        text = metadata.properties.get(EXPIRED_HISTORY)
+        if not text:
+            return None
+        value = json.loads(text)
+        return cls(value.get("first-commit-ms"), tuple((int(a), int(b)) for a, b in value.get("gaps", [])))
+
+    def to_property(self) -> str:
+        return json.dumps({"first-commit-ms": self.first_commit_ms, "gaps": [list(g) for g in self.gaps]})
+
+    def gap_at(self, timestamp_ms: int) -> tuple[int, int] | None:
+        return next((g for g in self.gaps if g[0] <= timestamp_ms < g[1]), None)
+
+
+def expired_history_after(metadata: TableMetadata, expired_ids: Collection[int], now_ms: int) -> ExpiredHistory:
+    """The ``ExpiredHistory`` once ``expired_ids`` are expired from ``metadata``: the expiry commits it.
+
+    Each log entry of an expired snapshot was current from its timestamp until the next entry's;
+    those intervals join the ones already recorded, and the ones older than the oldest entry that
+    stays are dropped (a time before that entry is "history expired", whatever it was).
+    """
+    log = metadata.snapshot_log
+    recorded = ExpiredHistory.of(metadata) or ExpiredHistory()
+    first = recorded.first_commit_ms
+    if first is None and log:
+        oldest = metadata.snapshot_by_id(log[0].snapshot_id)
+        if oldest is not None and oldest.sequence_number == 1:  # the table's very first snapshot (format v2)
+            first = log[0].timestamp_ms
+    gaps = list(recorded.gaps)
+    for i, entry in enumerate(log):
+        if entry.snapshot_id in expired_ids:
+            gaps.append((entry.timestamp_ms, log[i + 1].timestamp_ms if i + 1 < len(log) else now_ms))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(gaps):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    kept = [e.timestamp_ms for e in log if e.snapshot_id not in expired_ids]
+    oldest_kept = min(kept, default=now_ms)
+    return ExpiredHistory(first, tuple(g for g in merged if g[1] > oldest_kept))
+
+
+class Found(enum.Enum):
+    """How the snapshot read "as of T" relates to the one current at T."""
+
+    EXACT = "exact"  # the snapshot current at T
+    OLDER = "older"  # the one current at T was expired: the newest retained one before T
+    UNCERTAIN = "uncertain"  # another engine expired a snapshot around T: it may not be the one current then
+    HISTORY_EXPIRED = "history-expired"  # T is before the oldest retained snapshot, whose history was expired
+    NOT_YET = "not-yet"  # T is before the table's first commit
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """What reading a table "as of T" reads, and in words why it is not the snapshot current then."""
+
+    table: str
+    when: dt.datetime
+    found: Found
+    snapshot: Snapshot | None  # None: nothing to read (HISTORY_EXPIRED, NOT_YET)
+    reason: str = ""  # what is wrong, e.g. "music.plays: the snapshot current at T was expired"
+    fallback: str = ""  # the snapshot read instead, e.g. "the newest retained snapshot before T, S, committed at X"
+
+    @property
+    def exact(self) -> bool:
+        return self.found is Found.EXACT
+
+    @property
+    def warning(self) -> str:
+        return f"{self.reason}; reading {self.fallback}" if self.fallback else self.reason
+
+
+def read_as_of(table: Table, when: dt.datetime) -> AsOf:
+    """The snapshot current at ``when`` (following the table's history, so rollbacks count), and how sure that is."""
+    # Whole milliseconds by integer arithmetic: float timestamps turn 12:00:00.123 into ...122.999.
+    name, at, t_ms = ".".join(table.name()), when.isoformat(), (when - EPOCH) // dt.timedelta(milliseconds=1)
+    log: list[SnapshotLogEntry] = table.metadata.snapshot_log
+    recorded = ExpiredHistory.of(table.metadata)
+    index = next((i for i in range(len(log) - 1, -1, -1) if log[i].timestamp_ms <= t_ms), None)
+    if index is None:
+        oldest = table.snapshot_by_id(log[0].snapshot_id) if log else None
+        if oldest is None:
+            return AsOf(name, when, Found.NOT_YET, None, f"{name} did not exist yet at {at} (it has no snapshot yet)")
+        first = recorded.first_commit_ms if recorded else None
+        expired_before = (first is not None and first < log[0].timestamp_ms) or (oldest.sequence_number or 0) > 1
+        if expired_before and (first is None or t_ms >= first):
+            return AsOf(
+                name,
+                when,
+                Found.HISTORY_EXPIRED,
+                None,
+                f"{name}: the history before its oldest retained snapshot {oldest.snapshot_id} (current from "
+                f"{_iso(log[0].timestamp_ms)}) was expired, so its state at {at} is not known",
+            )
+        since = _iso(first if first is not None else log[0].timestamp_ms)
+        message = f"{name} did not exist yet at {at}; its first snapshot is from {since}"
+        return AsOf(name, when, Found.NOT_YET, None, message)
+
+    entry = log[index]
+    snapshot = table.snapshot_by_id(entry.snapshot_id)
+    if snapshot is None:  # a log naming a missing snapshot: nothing honest to read
+        raise TimeTravelError(f"{name}: the snapshot current at {at}, {entry.snapshot_id}, is not in the table")
+    if recorded is not None:
+        if recorded.gap_at(t_ms):
+            return AsOf(
+                name,
+                when,
+                Found.OLDER,
+                snapshot,
+                f"{name}: the snapshot current at {at} was expired",
+                f"the newest retained snapshot before {at}, {snapshot.snapshot_id}, "
+                f"committed at {_iso(snapshot.timestamp_ms)}",
+            )
+        return AsOf(name, when, Found.EXACT, snapshot)
+    following = table.snapshot_by_id(log[index + 1].snapshot_id) if index + 1 < len(log) else None
+    if following is not None and _expired_between(table, snapshot, following):
+        return AsOf(
+            name,
+            when,
+            Found.UNCERTAIN,
+            snapshot,
+            f"{name}: a snapshot committed between {snapshot.snapshot_id} (current from {_iso(entry.timestamp_ms)}) "
+            f"and {following.snapshot_id} (current from {_iso(log[index + 1].timestamp_ms)}) was expired; "
+            "the answer may differ",
+            f"{snapshot.snapshot_id}",
+        )
+    return AsOf(name, when, Found.EXACT, snapshot)
+
+
+def _expired_between(table: Table, current: Snapshot, following: Snapshot) -> bool:
+    """Whether a snapshot that could have been current between two consecutive log entries is gone.
+
+    For tables expired without our record: the same snapshot twice in a row means another one was
+    current in between; a sequence number between the two that no retained snapshot carries means
+    a snapshot committed then was expired.
+    """
+    if current.snapshot_id == following.snapshot_id:
+        return True
+    low, high = current.sequence_number or 0, following.sequence_number or 0
+    held = {s.sequence_number for s in table.snapshots()}
+    return any(n not in held for n in range(low + 1, high))
+
+
+def snapshot_as_of(table: Table, when: dt.datetime, instead: str = "") -> Snapshot:
+    """Exactly the snapshot current at ``when``, for a rollback: a guess is refused, ``instead`` says what to do."""
+    found = read_as_of(table, when)
+    if found.snapshot is None:
+        raise TimeTravelError(found.reason)
+    if not found.exact:
+        raise TimeTravelError(f"{found.reason}; not rolling back to a guess ({found.fallback}){instead}")
+    return found.snapshot
 
 
 def _iso(timestamp_ms: int) -> str:
@@ -107,29 +279,42 @@ def snapshot_rows(table: Table) -> list[SnapshotRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class Views:
+    """The snapshot each view reads and, for ``as_of``, the tables not read exactly as they were then."""
+
+    pinned: dict[str, int]
+    inexact: list[AsOf]
+
+
 def create_views(
     con: duckdb.DuckDBPyConnection,
     catalog: Catalog,
     as_of: dt.datetime | None = None,
     snapshot_id: int | None = None,
-) -> dict[str, int]:
+) -> Views:
     """A DuckDB view per lakehouse table (``music.plays``, ``music_marts.daily_top_tracks``, ...).
 
     With ``as_of``, every table reads the snapshot current at that time (tables younger than that are
-    left out); with ``snapshot_id``, the table holding that snapshot reads it and the rest are current.
-    Returns the snapshot each view reads.
+    left out, and so are tables whose history then was expired, listed in ``inexact`` with those read
+    from an older snapshot); with ``snapshot_id``, the table holding that snapshot reads it and the
+    rest are current.
     """
     tables = {name: load(catalog, name) for name in table_names(catalog)}
     if snapshot_id is not None and not any(t.snapshot_by_id(snapshot_id) for t in tables.values()):
         raise TimeTravelError(f"unknown snapshot {snapshot_id}: no lakehouse table has it")
     pinned: dict[str, int] = {}
+    inexact: list[AsOf] = []
     for name, table in tables.items():
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id):
             snapshot = snapshot_by_id(table, snapshot_id)
         elif as_of is not None:
-            snapshot = table.snapshot_as_of_timestamp(int(as_of.timestamp() * 1000))
-            if snapshot is None:
+            found = read_as_of(table, as_of)
+            if not found.exact and found.found is not Found.NOT_YET:
+                inexact.append(found)
+            if found.snapshot is None:
                 continue
+            snapshot = found.snapshot
         else:
             snapshot = table.current_snapshot()
             if snapshot is None:
@@ -142,8 +327,10 @@ def create_views(
         )
         pinned[name] = snapshot.snapshot_id
     if as_of is not None and not pinned:
+        if inexact:
+            raise TimeTravelError("; ".join(f.reason for f in inexact))
         raise TimeTravelError(f"no table existed yet at {as_of.isoformat()}")
-    return pinned
+    return Views(pinned, inexact)
 
 
 @dataclass(frozen=True)

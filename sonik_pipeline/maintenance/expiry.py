@@ -5,6 +5,13 @@ no file. Here the expiry is committed through that builder, then every file that
 snapshots reached (data files, manifests, manifest lists) is deleted, and so are metadata JSON files
 that dropped out of the table's metadata log (``write.metadata.previous-versions-max``). Files that
 any retained snapshot reaches are never deleted: reachability is computed from the committed metadata.
+
+The same commit records when the expired snapshots were current (``timetravel.ExpiredHistory``, the
+table property ``sonik.expired-history``): PyIceberg drops their snapshot-log entries and nothing
+else, so without it "as of T" would silently read an older snapshot for those times. To make it one
+commit, PyIceberg's ``ExpireSnapshots`` builder is made on our own transaction rather than through
+``table.maintenance`` (which commits alone); a PyIceberg that cleared the history as Java Iceberg
+does would make the record redundant, and test_time_travel pins both behaviours.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from dataclasses import dataclass, field
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from sonik_pipeline.lakehouse.timetravel import EXPIRED_HISTORY, expired_history_after
 from sonik_pipeline.maintenance.files import (
     METADATA,
     StoredFile,
@@ -113,8 +122,13 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
             break
         try:
             # An expiry commit only edits metadata, so PyIceberg has nothing to re-apply on a conflict;
-            # a writer that committed meanwhile is handled by planning the expiry again.
-            table.maintenance.expire_snapshots().by_ids(expired_ids).commit()
+            # a writer that committed meanwhile is handled by planning the expiry again. The builder
+            # table.maintenance.expire_snapshots() returns commits on its own; on our transaction it
+            # commits together with the record of the history it removes.
+            history = expired_history_after(table.metadata, set(expired_ids), int(time.time() * 1000))
+            with table.transaction() as txn:
+                ExpireSnapshots(txn).by_ids(expired_ids).commit()
+                txn.set_properties({EXPIRED_HISTORY: history.to_property()})
         except CommitFailedException:
             if attempt == COMMIT_ATTEMPTS - 1:
                 raise
