@@ -333,7 +333,8 @@ def test_an_unexpected_error_keeps_its_traceback_and_asks_for_a_report(tmp_path:
         """
         import datetime as dt
         from sonik_pipeline.lakehouse.catalog import open_catalog
-        from sonik_pipeline.lakehouse.events import ArrowRows, synthetic_batch
+        from sonik_pipeline.lakehouse.events import ArrowRows
+        from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
         from sonik_pipeline.lakehouse.ingest import ingest_day
         catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://lakehouse/warehouse")
         ingest_day(catalog, dt.date(2026, 4, 20), [ArrowRows(synthetic_batch(dt.date(2026, 4, 20), 10), "a")])
