@@ -67,10 +67,10 @@ class FileStager:
 
     MAX_OPEN_WRITERS = 8  # a multi-day mart run touches many partitions; the oldest writer is closed first
 
-    def __init__(self, table: Table):
+    def __init__(self, table: Table, target_bytes: int | None = None):
         self._table = table
         self._arrow_schema = table.schema().as_arrow()
-        self._target_bytes = target_file_size(table)
+        self._target_bytes = target_bytes or target_file_size(table)
         self._write_uuid = uuid.uuid4()
         self._counter = itertools.count(0)
         self._writers: dict[tuple, DataFileWriter] = {}

@@ -1,21 +1,30 @@
 """Compaction (Iceberg's ``rewrite_data_files``): merge a partition's small files into few target-sized ones.
 
-PyIceberg 0.12 has no compaction, so this is ours: plan per partition, read the small files with
-PyIceberg's own reader (schema evolution applied), write them back with its writer, verify that the
-rows written equal the rows replaced (count and an order-independent checksum), and swap the files
-in one commit per table. The swap validates only what a rewrite must: the replaced files are still
-live and gained no deletes. Appends that land meanwhile, even in the same partition, do not conflict:
-PyIceberg retries the commit on the refreshed table and the appended files stay untouched.
+PyIceberg 0.12 has no compaction, so this is ours, shaped like Iceberg's Spark procedure: the small
+files of each qualifying partition are split into *file groups* of at most ``max_file_group_size_bytes``,
+and each group is streamed batch by batch from PyIceberg's reader (schema evolution applied) through a
+spilling DuckDB sort into the rolling writer, so memory holds a batch and DuckDB's ``memory_limit``
+however large the partition. Each group is verified before anything is committed: the row count and an
+order-independent checksum of the rows read and of the rows read back from the new files, both
+computed while streaming. Without ``partial_progress`` a table's groups are swapped in one commit;
+with it, finished groups are committed in up to ``partial_progress_max_commits`` commits, so a failure
+late in a big compaction keeps the earlier work. The swap validates only what a rewrite must: the
+replaced files are still live and gained no deletes, so appends that land meanwhile, even in the same
+partition, are kept (PyIceberg retries the commit on the refreshed table).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import shutil
+import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -26,14 +35,24 @@ from pyiceberg.typedef import Record
 
 from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, read_data_files
+from sonik_pipeline.lakehouse.events import BATCH_ROWS
+from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches
+from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.writes import FileStager, target_file_size
 
 log = logging.getLogger(__name__)
 
+# A group of input files rewritten (and verified) as one unit: 1 GiB of Parquet, about 30 million plays.
+# Memory does not grow with it (the rows stream through DuckDB, which spills past its memory limit);
+# it bounds the temporary disk a group needs and the work a failure can lose with partial progress.
+DEFAULT_MAX_FILE_GROUP_SIZE_BYTES = 1024**3
+DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS = 10
+# DuckDB's memory for sorting a group; past it, it spills to its temporary directory.
+DEFAULT_SORT_MEMORY_LIMIT = "400MB"
+
 
 class CompactionAborted(RuntimeError):
-    """The rewrite would not have preserved the partition's rows; nothing was committed."""
+    """The rewrite would not have preserved a group's rows; that group (and any later one) was not committed."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,11 @@ class CompactionOptions:
     min_input_files: int = 5  # a partition is rewritten only with at least this many small files
     days_before: dt.date | None = None  # only partitions of days before this one (None: all)
     sort_by: tuple[str, ...] = ()  # order rows within files so min/max statistics prune
+    max_file_group_size_bytes: int = DEFAULT_MAX_FILE_GROUP_SIZE_BYTES
+    partial_progress: bool = False  # commit finished groups as it goes (Spark's partial-progress.enabled)
+    partial_progress_max_commits: int = DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS
+    sort_memory_limit: str = DEFAULT_SORT_MEMORY_LIMIT
+    work_dir: str | None = None  # where DuckDB spills (None: the system's temporary directory)
     dry_run: bool = False
 
 
@@ -54,17 +78,26 @@ class PartitionRewrite:
     files_before: int
     bytes_before: int
     rows: int
+    groups: int = 0
     files_after: int = 0
     bytes_after: int = 0
+    rows_verified: int = 0
 
 
 @dataclass
 class CompactionReport:
     table: str
     partitions: list[PartitionRewrite] = field(default_factory=list)
-    snapshot_id: int | None = None
+    snapshot_ids: list[int] = field(default_factory=list)
+    groups: int = 0
+    groups_committed: int = 0
     dry_run: bool = False
     seconds: float = 0.0
+
+    @property
+    def snapshot_id(self) -> int | None:
+        """The last commit (the only one without partial progress)."""
+        return self.snapshot_ids[-1] if self.snapshot_ids else None
 
     @property
     def files_before(self) -> int:
@@ -81,6 +114,22 @@ class CompactionReport:
     @property
     def bytes_after(self) -> int:
         return sum(p.bytes_after for p in self.partitions)
+
+    @property
+    def rows_verified(self) -> int:
+        return sum(p.rows_verified for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """Files of one partition rewritten together."""
+
+    partition: PartitionRewrite
+    tasks: tuple[FileScanTask, ...]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.file.file_size_in_bytes for t in self.tasks)
 
 
 def _describe(table: Table, spec_id: int, partition: Record) -> str:
@@ -109,15 +158,125 @@ def plan_compaction(table: Table, options: CompactionOptions) -> dict[tuple[int,
     return {key: tasks for key, tasks in small.items() if len(tasks) >= options.min_input_files}
 
 
-def _checksum(rows: pa.Table) -> tuple[int, int]:
-    """(row count, order-independent sum of row hashes): equal for the same multiset of rows."""
-    con = duckdb.connect()
+def split_into_groups(sizes: list[int], max_group_bytes: int) -> list[list[int]]:
+    """Indexes of files packed, in order, into groups of at most ``max_group_bytes`` (a bigger file alone).
+
+    A group of one file would be rewritten into one file: nothing gained, so none is returned.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for index, size in enumerate(sizes):
+        if current and current_bytes + size > max_group_bytes:
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(index)
+        current_bytes += size
+    if current:
+        groups.append(current)
+    return [group for group in groups if len(group) > 1]
+
+
+def plan_file_groups(table: Table, options: CompactionOptions) -> list[FileGroup]:
+    """Every qualifying partition's small files, as file groups in partition order."""
+    groups = []
+    for (spec_id, partition), tasks in sorted(plan_compaction(table, options).items(), key=lambda kv: str(kv[0][1])):
+        tasks = sorted(tasks, key=lambda t: t.file.file_path)
+        rewrite = PartitionRewrite(
+            partition=_describe(table, spec_id, partition),
+            files_before=len(tasks),
+            bytes_before=sum(t.file.file_size_in_bytes for t in tasks),
+            rows=sum(t.file.record_count for t in tasks),
+        )
+        for indexes in split_into_groups([t.file.file_size_in_bytes for t in tasks], options.max_file_group_size_bytes):
+            groups.append(FileGroup(rewrite, tuple(tasks[i] for i in indexes)))
+            rewrite.groups += 1
+    return groups
+
+
+class StreamingChecksum:
+    """Row count and order-independent sum of row hashes, accumulated batch by batch (never the whole set)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._con = con
+        self.rows = 0
+        self.total = 0
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        self._con.register("checksum_batch", batch)
+        try:
+            count, total = self._con.execute(
+                "SELECT count(*), coalesce(sum(hash(t)), 0) FROM checksum_batch AS t"
+            ).fetchone()
+        finally:
+            self._con.unregister("checksum_batch")
+        self.rows += int(count)
+        self.total += int(total)
+
+    @property
+    def value(self) -> tuple[int, int]:
+        return self.rows, self.total
+
+
+def _batches(table: Table, tasks: Iterable[FileScanTask]) -> Iterator[pa.RecordBatch]:
+    return iter_data_file_batches(table, list(tasks))
+
+
+def _rewrite_group(
+    table: Table, group: FileGroup, options: CompactionOptions, work_dir: Path, name: str
+) -> list[DataFile]:
+    """Stream one group's rows through DuckDB (sorted, spilling) into new files; verify them; return them."""
+    con = duckdb.connect(str(work_dir / "group.duckdb"))  # a file-backed database: a big group spills to disk
+    stager = FileStager(table, target_bytes=options.target_file_size_bytes)
     try:
-        con.register("rows_to_check", rows)
-        count, total = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM rows_to_check AS t").fetchone()
-        return int(count), int(total)
+        con.execute(f"SET memory_limit = {sql_string(options.sort_memory_limit)}")
+        con.execute(f"SET temp_directory = {sql_string(str(work_dir))}")
+        source = _batches(table, group.tasks)
+        first = next(source, None)
+        if first is None:
+            return []
+        reader = pa.RecordBatchReader.from_batches(first.schema, _chain(first, source))
+        con.register("group_source", reader)
+        con.execute("CREATE TABLE group_rows AS SELECT * FROM group_source")
+        con.unregister("group_source")
+        read = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM group_rows AS t").fetchone()
+        keys = [sql_identifier(c) for c in options.sort_by if c in first.schema.names]
+        order = f" ORDER BY {', '.join(keys)}" if keys else ""
+        for batch in con.execute(f"SELECT * FROM group_rows{order}").fetch_record_batch(BATCH_ROWS):
+            stager.add(pa.Table.from_batches([batch]))
+        con.execute("DROP TABLE group_rows")
+        new_files = stager.finish()
+        # Read back what was written, with the same reader, and compare it to what was read.
+        written = StreamingChecksum(con)
+        for batch in _batches(table, (FileScanTask(f) for f in new_files)):
+            written.add(batch)
+        if written.value != (int(read[0]), int(read[1])):
+            raise CompactionAborted(
+                f"{name} {group.partition.partition}: rewritten rows differ from the originals "
+                f"({written.rows:,} rows read back, {int(read[0]):,} read); nothing of this group was committed"
+            )
+        return new_files
+    except BaseException:
+        stager.discard()
+        raise
     finally:
         con.close()
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _commit(table: Table, replaced: list[DataFile], added: list[DataFile], properties: dict[str, str]) -> int:
+    with table.transaction() as txn:
+        rewrite_files = RewriteDataFiles(txn, table.io, properties)
+        with rewrite_files:
+            for data_file in replaced:
+                rewrite_files.delete_data_file(data_file)
+            for data_file in added:
+                rewrite_files.append_data_file(data_file)
+    return rewrite_files.snapshot_id
 
 
 def compact_table(
@@ -126,65 +285,59 @@ def compact_table(
     snapshot_properties: dict[str, str] | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> CompactionReport:
-    """Rewrite the small files of every qualifying partition of ``table`` in one atomic commit."""
+    """Rewrite the small files of every qualifying partition of ``table``, group by group, verified."""
     started = time.monotonic()
     name = ".".join(table.name())
     report = CompactionReport(table=name, dry_run=options.dry_run)
-    plan = plan_compaction(table, options)
-    if not plan:
+    groups = plan_file_groups(table, options)
+    report.groups = len(groups)
+    report.partitions = list({id(g.partition): g.partition for g in groups}.values())
+    if not groups or options.dry_run:
         report.seconds = time.monotonic() - started
         return report
 
-    replaced: list[DataFile] = []
-    added: list[DataFile] = []
+    commits = min(options.partial_progress_max_commits, len(groups)) if options.partial_progress else 1
+    per_commit = math.ceil(len(groups) / commits)
+    properties = {**(snapshot_properties or {}), "sonik.operation": "compaction"}
+    pending: list[tuple[FileGroup, list[DataFile]]] = []
+    work_dir = Path(tempfile.mkdtemp(prefix="sonik-compaction-", dir=options.work_dir))
+
+    def commit_pending() -> None:
+        replaced = [t.file for g, _ in pending for t in g.tasks]
+        added = [f for _, files in pending for f in files]
+        partitions = {g.partition.partition for g, _ in pending}
+        snapshot_id = _commit(
+            table, replaced, added, {**properties, "sonik.partitions-rewritten": str(len(partitions))}
+        )
+        report.snapshot_ids.append(snapshot_id)
+        report.groups_committed += len(pending)
+        for group, files in pending:
+            group.partition.files_after += len(files)
+            group.partition.bytes_after += sum(f.file_size_in_bytes for f in files)
+            group.partition.rows_verified += sum(f.record_count for f in files)
+        progress(f"{name}: committed {len(pending)} file groups in snapshot {snapshot_id}")
+        pending.clear()
+
     try:
-        for (spec_id, partition), tasks in sorted(plan.items(), key=lambda kv: str(kv[0][1])):
-            rewrite = PartitionRewrite(
-                partition=_describe(table, spec_id, partition),
-                files_before=len(tasks),
-                bytes_before=sum(t.file.file_size_in_bytes for t in tasks),
-                rows=sum(t.file.record_count for t in tasks),
-            )
-            report.partitions.append(rewrite)
-            if options.dry_run:
-                continue
-            rows = read_data_files(table, tasks)
-            if options.sort_by:
-                keys = [(c, "ascending") for c in options.sort_by if c in rows.column_names]
-                rows = rows.sort_by(keys) if keys else rows
-            stager = FileStager(table)
-            stager.add(rows)
-            new_files = stager.finish()
-            added.extend(new_files)
-            # Read back what was written, with the same reader, and compare it to what it replaces.
-            if _checksum(read_data_files(table, [FileScanTask(f) for f in new_files])) != _checksum(rows):
-                raise CompactionAborted(f"{name} {rewrite.partition}: rewritten rows differ from the originals")
-            rewrite.files_after = len(new_files)
-            rewrite.bytes_after = sum(f.file_size_in_bytes for f in new_files)
-            replaced.extend(t.file for t in tasks)
+        for number, group in enumerate(groups, start=1):
+            new_files = _rewrite_group(table, group, options, work_dir, name)
+            pending.append((group, new_files))
             progress(
-                f"{name} {rewrite.partition}: {rewrite.files_before} files ({rewrite.bytes_before:,} B) -> "
-                f"{rewrite.files_after} ({rewrite.bytes_after:,} B), {rewrite.rows:,} rows"
+                f"{name} {group.partition.partition}: group {number}/{len(groups)}, {len(group.tasks)} files "
+                f"({group.size_bytes:,} B) -> {len(new_files)} ({sum(f.file_size_in_bytes for f in new_files):,} B), "
+                f"{sum(f.record_count for f in new_files):,} rows verified"
             )
-        if options.dry_run:
-            report.seconds = time.monotonic() - started
-            return report
-        properties = {
-            **(snapshot_properties or {}),
-            "sonik.operation": "compaction",
-            "sonik.partitions-rewritten": str(len(report.partitions)),
-        }
-        with table.transaction() as txn:
-            rewrite_files = RewriteDataFiles(txn, table.io, properties)
-            with rewrite_files:
-                for data_file in replaced:
-                    rewrite_files.delete_data_file(data_file)
-                for data_file in added:
-                    rewrite_files.append_data_file(data_file)
-        report.snapshot_id = rewrite_files.snapshot_id
+            if options.partial_progress and len(pending) == per_commit:
+                commit_pending()
+        if pending:
+            commit_pending()
     except BaseException:
         # Never committed: remove them now rather than leave orphans (only inside the table and warehouse).
-        delete_locations(table, [data_file.file_path for data_file in added])
+        delete_locations(table, [f.file_path for _, files in pending for f in files])
+        if report.snapshot_ids:
+            progress(f"{name}: failed after committing {report.groups_committed} of {len(groups)} file groups")
         raise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
     report.seconds = time.monotonic() - started
     return report

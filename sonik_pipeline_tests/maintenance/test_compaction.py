@@ -2,7 +2,9 @@ import datetime as dt
 import multiprocessing
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 
@@ -10,7 +12,13 @@ from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.maintenance import compaction
-from sonik_pipeline.maintenance.compaction import CompactionAborted, CompactionOptions, compact_table
+from sonik_pipeline.maintenance.compaction import (
+    CompactionAborted,
+    CompactionOptions,
+    StreamingChecksum,
+    compact_table,
+    split_into_groups,
+)
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 DAY = dt.date(2026, 4, 20)
@@ -88,14 +96,14 @@ def test_a_checksum_mismatch_aborts_without_committing_or_leaving_files(
     _micro_batches(table, DAY, 6)
     metadata = table.metadata_location
     files_on_disk = set((sonik_home / "warehouse").rglob("*.parquet"))
-    real_read = compaction.read_data_files
+    real_batches = compaction._batches
     calls = iter(range(100))
 
-    def corrupting_read(table, tasks):  # the read-back of the new files loses a row
-        rows = real_read(table, tasks)
-        return rows.slice(1) if next(calls) % 2 else rows
+    def corrupting_read(table, tasks):  # every second read (the read-back of the new files) loses a row
+        batches = list(real_batches(table, tasks))
+        return iter([batches[0].slice(1), *batches[1:]] if next(calls) % 2 else batches)
 
-    monkeypatch.setattr(compaction, "read_data_files", corrupting_read)
+    monkeypatch.setattr(compaction, "_batches", corrupting_read)
 
     with pytest.raises(CompactionAborted, match="rewritten rows differ"):
         compact_table(table, CompactionOptions())
@@ -139,4 +147,99 @@ def test_compaction_racing_an_appender_on_the_same_partition_loses_no_row(catalo
     ids = rows.column("play_id").to_pylist()
     assert len(ids) == len(set(ids)) == 600 + appended.num_rows
     assert set(appended.column("play_id").to_pylist()) <= set(ids)
-    assert rounds >= 3
+
+
+def test_file_groups_pack_files_in_order_up_to_the_size_and_skip_lone_files() -> None:
+    assert split_into_groups([10, 10, 10, 10, 10], max_group_bytes=25) == [[0, 1], [2, 3]]  # [4] alone: skipped
+    assert split_into_groups([10, 50, 10, 10], max_group_bytes=25) == [[2, 3]]  # a file bigger than a group
+    assert split_into_groups([5] * 4, max_group_bytes=100) == [[0, 1, 2, 3]]
+    assert split_into_groups([], max_group_bytes=100) == []
+
+
+def test_the_streaming_checksum_equals_the_whole_tables_whatever_the_batches() -> None:
+    rows = synthetic_batch(DAY, 1_000)
+    con = duckdb.connect()
+    whole, pieces, shuffled = StreamingChecksum(con), StreamingChecksum(con), StreamingChecksum(con)
+    whole.add(rows)
+    for batch in rows.to_batches(max_chunksize=77):
+        pieces.add(batch)
+    shuffled.add(rows.take(list(reversed(range(rows.num_rows)))))
+    assert whole.value == pieces.value == shuffled.value
+    assert whole.rows == 1_000
+    changed = StreamingChecksum(con)
+    changed.add(rows.slice(1))
+    assert changed.value != whole.value
+
+
+def _group_size(table) -> int:
+    """A group size that fits two of the micro-batch files below."""
+    return 2 * max(f.file_size_in_bytes for f in _files(table)) + 1
+
+
+def test_a_partition_is_rewritten_in_several_groups_keeping_every_row(catalog: Catalog) -> None:
+    # Given a day of 8 micro-batches and groups of two files
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 8)
+    before = _sorted_rows(table)
+
+    report = compact_table(table, CompactionOptions(max_file_group_size_bytes=_group_size(table), sort_by=("artist",)))
+
+    table = catalog.load_table("music.plays")
+    assert (report.groups, report.groups_committed, len(report.snapshot_ids)) == (4, 4, 1)
+    assert (report.files_before, report.files_after, len(_files(table))) == (8, 4, 4)
+    assert report.rows_verified == len(before) == 1_600
+    assert _sorted_rows(table) == before
+    for data_file in _files(table):  # each group's file is sorted on its own
+        artists = pq.read_table(data_file.file_path.removeprefix("file://"), columns=["artist"]).column(0).to_pylist()
+        assert artists == sorted(artists)
+
+
+def _fail_on_group(monkeypatch: pytest.MonkeyPatch, failing: int) -> None:
+    real = compaction._rewrite_group
+    calls = iter(range(1, 100))
+
+    def rewrite(table, group, options, work_dir, name):
+        if next(calls) == failing:
+            raise OSError("disk full")  # a failure late in a big compaction
+        return real(table, group, options, work_dir, name)
+
+    monkeypatch.setattr(compaction, "_rewrite_group", rewrite)
+
+
+def test_with_partial_progress_a_late_failure_keeps_the_groups_already_committed(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, sonik_home: Path
+) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 8)
+    before = _sorted_rows(table)
+    options = CompactionOptions(max_file_group_size_bytes=_group_size(table), partial_progress=True,
+                                partial_progress_max_commits=4)  # fmt: skip
+    _fail_on_group(monkeypatch, failing=3)
+
+    with pytest.raises(OSError, match="disk full"):
+        compact_table(table, options)
+
+    table = catalog.load_table("music.plays")
+    compactions = [s for s in table.snapshots() if s.summary.get("sonik.operation") == "compaction"]
+    assert len(compactions) == 2  # groups 1 and 2, one commit each
+    assert len(_files(table)) == 2 + 4  # two rewritten groups, four files untouched
+    assert _sorted_rows(table) == before
+    live = {f.file_path.removeprefix("file://") for f in _files(table)}
+    assert {str(p) for p in (sonik_home / "warehouse").rglob("*.parquet")} >= live
+    assert len(list((sonik_home / "warehouse").rglob("*.parquet"))) == 8 + 2  # old files (for time travel) + new
+
+
+def test_without_partial_progress_a_late_failure_commits_nothing(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, sonik_home: Path
+) -> None:
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 8)
+    metadata = table.metadata_location
+    files_on_disk = set((sonik_home / "warehouse").rglob("*.parquet"))
+    _fail_on_group(monkeypatch, failing=3)
+
+    with pytest.raises(OSError, match="disk full"):
+        compact_table(table, CompactionOptions(max_file_group_size_bytes=_group_size(table)))
+
+    assert catalog.load_table("music.plays").metadata_location == metadata
+    assert set((sonik_home / "warehouse").rglob("*.parquet")) == files_on_disk  # groups 1-2's files removed
