@@ -242,7 +242,7 @@ def _rewrite_group(
         read = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM group_rows AS t").fetchone()
         keys = [sql_identifier(c) for c in options.sort_by if c in first.schema.names]
         order = f" ORDER BY {', '.join(keys)}" if keys else ""
-        for batch in con.execute(f"SELECT * FROM group_rows{order}").fetch_record_batch(BATCH_ROWS):
+        for batch in con.execute(f"SELECT * FROM group_rows{order}").to_arrow_reader(BATCH_ROWS):
             stager.add(pa.Table.from_batches([batch]))
         con.execute("DROP TABLE group_rows")
         new_files = stager.finish()
