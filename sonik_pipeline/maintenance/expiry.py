@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update import AssertRefSnapshotId
 
 from sonik_pipeline.maintenance.files import (
     METADATA,
@@ -92,6 +93,23 @@ def _metadata_beyond_log(table: Table, stored: list[StoredFile]) -> list[StoredF
     ]
 
 
+def _commit_expiry(table: Table, snapshot_ids: list[int]) -> None:
+    """Expire ``snapshot_ids`` only if no branch or tag moved since they were chosen.
+
+    PyIceberg 0.12's ExpireSnapshots commits with no requirement, and the catalog applies it to the
+    metadata current at commit time: a rollback committed in between (``sonik rollback``, rollback_job)
+    would have the snapshot it made current expired and the ``main`` branch dropped with it. Asserting
+    every ref, as Java's expiry does by committing against its base metadata, makes that a
+    CommitFailedException, on which the expiry is planned again. Setting the builder's ``_requirements``
+    is the one PyIceberg internal used here; an ExpireSnapshots that asserts its refs would replace it.
+    """
+    expire = table.maintenance.expire_snapshots().by_ids(snapshot_ids)
+    expire._requirements = tuple(
+        AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id) for name, ref in table.metadata.refs.items()
+    )
+    expire.commit()
+
+
 def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[str], None] = log.info) -> ExpiryReport:
     """Expire old snapshots and delete the files nothing retained can reach any more."""
     started = time.monotonic()
@@ -111,7 +129,7 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
         try:
             # An expiry commit only edits metadata, so PyIceberg has nothing to re-apply on a conflict;
             # a writer that committed meanwhile is handled by planning the expiry again.
-            table.maintenance.expire_snapshots().by_ids(expired_ids).commit()
+            _commit_expiry(table, expired_ids)
         except CommitFailedException:
             if attempt == COMMIT_ATTEMPTS - 1:
                 raise
