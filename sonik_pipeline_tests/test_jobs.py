@@ -3,7 +3,7 @@ import datetime as dt
 import dagster as dg
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.jobs import MAINTENANCE_TAG
+from sonik_pipeline.jobs import MAINTENANCE_POOL, MAINTENANCE_TAG, compaction_job, expiry_job, rollback_job
 from sonik_pipeline.lakehouse.events import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline_tests.conftest import op_output_metadata
@@ -62,6 +62,16 @@ def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: C
     assert expiry["total_bytes_deleted"].value > 0
     orphans = op_output_metadata(result, "remove_orphans")
     assert orphans["orphans"].value == {"music.plays": [stray]}
+
+
+def test_only_compaction_and_expiry_queue_behind_maintenance_and_rollback_goes_first() -> None:
+    """A stuck maintenance run holds the maintenance queue place and pool; rollback needs neither."""
+    pools = {job.name: {node.definition.pool for node in job.graph.nodes} for job in (compaction_job, expiry_job)}
+    assert pools == {"compaction_job": {MAINTENANCE_POOL}, "expiry_job": {MAINTENANCE_POOL}}
+    assert MAINTENANCE_TAG in compaction_job.tags and MAINTENANCE_TAG in expiry_job.tags
+    assert MAINTENANCE_TAG not in rollback_job.tags
+    assert [node.definition.pool for node in rollback_job.graph.nodes] == [None]
+    assert int(rollback_job.tags["dagster/priority"]) > 0  # dequeued ahead of backfills when the queue is full
 
 
 def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:
