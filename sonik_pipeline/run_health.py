@@ -63,7 +63,7 @@ class RunHealth:
             return "no started run with a local run worker"
         failed = ", ".join(f"{run.run_id} (pid {worker.pid})" for run, worker in self.dead)
         alive = len(self.checked) - len(self.dead)
-        return f"checked {len(self.checked)} started runs: {alive} workers alive" + (
+        return f"started runs checked: {len(self.checked)}, workers alive: {alive}" + (
             f"; marked failed: {failed}" if failed else ""
         )
 

@@ -102,7 +102,7 @@ def test_a_run_whose_worker_is_alive_is_left_alone() -> None:
     health = find_dead_runs(instance)
 
     assert len(health.checked) == 1 and health.dead == ()
-    assert health.summary() == "checked 1 started runs: 1 workers alive"
+    assert health.summary() == "started runs checked: 1, workers alive: 1"
 
 
 def test_a_run_whose_worker_exited_is_dead() -> None:
@@ -215,8 +215,8 @@ def test_the_sensor_fails_a_dead_run_says_why_and_frees_its_pool_slot() -> None:
     )
     assert instance.event_log_storage.get_concurrency_info(MAINTENANCE_POOL).claimed_slots == []
     assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
-    assert skip.skip_message == f"checked 2 started runs: 1 workers alive; marked failed: {dead.run_id} (pid {pid})"
+    assert skip.skip_message == f"started runs checked: 2, workers alive: 1; marked failed: {dead.run_id} (pid {pid})"
 
     # And a second tick finds nothing more to do
     again = dead_run_sensor(dg.build_sensor_context(instance=instance))
-    assert again.skip_message == "checked 1 started runs: 1 workers alive"
+    assert again.skip_message == "started runs checked: 1, workers alive: 1"
