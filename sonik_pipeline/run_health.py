@@ -8,6 +8,10 @@ gone too (the daemon or ``dagster dev`` killed or restarted, the host or contain
 killer) nobody notices: the run stays STARTED, holds its ``iceberg_maintenance`` slot and its
 ``sonik/maintenance`` queue place, and every later maintenance run waits forever. ``dead_run_sensor``
 closes that gap from the daemon.
+
+Two Dagster internals are read here only: the ``.dagster/grpc_info`` tag DefaultRunLauncher puts on the
+runs it starts, and the failure reason types; test_run_health builds runs the way 1.13 does and fails
+if an upgrade changes either.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType, JobFailureData, RunFailureReason
+from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 CHECK_INTERVAL_SECONDS = 30
@@ -109,7 +113,7 @@ def local_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunWor
     if not grpc_info or json.loads(grpc_info).get("host") not in LOCAL_HOSTS:
         return None
     records = instance.event_log_storage.get_records_for_run(
-        run.run_id, of_type=DagsterEventType.ENGINE_EVENT, limit=ENGINE_EVENTS_TO_SCAN
+        run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=ENGINE_EVENTS_TO_SCAN
     ).records
     for record in records:
         entry = record.event_log_entry
