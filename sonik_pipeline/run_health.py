@@ -10,8 +10,8 @@ killer) nobody notices: the run stays STARTED, holds its ``iceberg_maintenance``
 closes that gap from the daemon.
 
 Two Dagster internals are read here only: the ``.dagster/grpc_info`` tag DefaultRunLauncher puts on the
-runs it starts, and the failure reason types; test_run_health builds runs the way 1.13 does and fails
-if an upgrade changes either.
+runs it starts, and the failure reason types. test_run_health_daemon, on runs the real launcher started,
+fails if an upgrade changes either.
 """
 
 from __future__ import annotations
