@@ -14,6 +14,7 @@ from sonik_pipeline.assets.plays import build_plays_asset
 from sonik_pipeline.jobs import build_asset_jobs, compaction_job, expiry_job, rollback_job
 from sonik_pipeline.partitions import build_daily_partitions
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
+from sonik_pipeline.run_health import dead_run_sensor
 from sonik_pipeline.schedules import build_schedules, build_sensors
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
@@ -47,7 +48,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[build_plays_checks(), *build_mart_checks(), *plays_freshness],
         jobs=[plays_job, daily_job, compaction_job, expiry_job, rollback_job],
         schedules=build_schedules(daily_job, compaction_job, expiry_job),
-        sensors=build_sensors(plays_freshness),
+        sensors=[*build_sensors(plays_freshness), dead_run_sensor],
         resources={
             "duckdb": LakehouseDuckDB(database=":memory:", lakehouse=lakehouse),
             "lakehouse": lakehouse,

@@ -22,6 +22,7 @@ from sonik_pipeline.resources import LakehouseCatalog
 # so two maintenance runs never work on the same table at once. Ingest runs are not limited by it.
 MAINTENANCE_TAG = "sonik/maintenance"
 MAINTENANCE_POOL = "iceberg_maintenance"
+ROLLBACK_PRIORITY = 10
 MAINTAINED_NAMESPACES = (MUSIC, MARTS)
 
 
@@ -216,7 +217,13 @@ class RollbackConfig(dg.Config):
     as_of: str | None = Field(default=None, description="Or: the snapshot current at this time (ISO-8601, UTC).")
 
 
-@dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"})
+# Rollback is what a user reaches for in an emergency, so it takes no maintenance pool or tag: a stuck
+# or dead compaction or expiry never holds it up. It is safe beside them: it is one optimistic Iceberg
+# commit that requires main to be where it found it, so it never overwrites a concurrent commit (it fails
+# and can be run again); compaction validates that the files it replaces are still live and aborts
+# without committing when a rollback moved the table meanwhile; expiry asserts every branch and tag it
+# planned around and plans again, so it never expires the snapshot a rollback just made current.
+@dg.op(tags={"kind": "iceberg"})
 def rollback_table(context: dg.OpExecutionContext, config: RollbackConfig, lakehouse: LakehouseCatalog) -> None:
     """Make an earlier snapshot current again (undo a bad ingest); the history stays for time travel."""
     if (config.to_snapshot_id is None) == (config.as_of is None):
@@ -247,7 +254,8 @@ def rollback_table(context: dg.OpExecutionContext, config: RollbackConfig, lakeh
 
 
 @dg.job(
-    tags={MAINTENANCE_TAG: "rollback"},
+    # Queued ahead of backfills and maintenance when the run queue is full: the higher priority goes first.
+    tags={"dagster/priority": str(ROLLBACK_PRIORITY)},
     description="Roll a table back to an earlier snapshot (by id or time); the run records before and after.",
 )
 def rollback_job() -> None:

@@ -8,7 +8,7 @@ import dagster as dg
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.jobs import MAINTENANCE_TAG
+from sonik_pipeline.jobs import MAINTENANCE_POOL, MAINTENANCE_TAG, compaction_job, expiry_job, rollback_job
 from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
@@ -241,6 +241,16 @@ def test_maintenance_on_a_copied_lakehouse_leaves_the_original_untouched(
     for snapshot in table.snapshots():
         rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows
         assert rows == int(snapshot.summary["total-records"])
+
+
+def test_only_compaction_and_expiry_queue_behind_maintenance_and_rollback_goes_first() -> None:
+    """A stuck maintenance run holds the maintenance queue place and pool; rollback needs neither."""
+    pools = {job.name: {node.definition.pool for node in job.graph.nodes} for job in (compaction_job, expiry_job)}
+    assert pools == {"compaction_job": {MAINTENANCE_POOL}, "expiry_job": {MAINTENANCE_POOL}}
+    assert MAINTENANCE_TAG in compaction_job.tags and MAINTENANCE_TAG in expiry_job.tags
+    assert MAINTENANCE_TAG not in rollback_job.tags
+    assert [node.definition.pool for node in rollback_job.graph.nodes] == [None]
+    assert int(rollback_job.tags["dagster/priority"]) > 0  # dequeued ahead of backfills when the queue is full
 
 
 def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:

@@ -22,6 +22,11 @@ that renames or stops calling one fails that test by name instead of changing be
 - ``ReplaceManifests`` (a ``_SnapshotProducer``): rewriting manifests without changing data, what Java's
   ``RewriteManifests`` / Spark's ``rewrite_manifests`` do. Replaced by ``table.maintenance.rewrite_manifests()``
   once apache/iceberg-python PR #3631 lands.
+- ``expire_snapshots_in``: PyIceberg's ``ExpireSnapshots`` builder, made on our own transaction (so the
+  record of the history it removes commits with it) and given ref assertions through its
+  ``_requirements``: 0.12 commits an expiry with no precondition, so a rollback landing between planning
+  and commit would have its snapshot expired and ``main`` dropped. Replaced by an ExpireSnapshots that
+  commits against its base metadata, as Java's does.
 - ``ArrowScan`` reads given data files (``FileScanTask``s) with schema evolution applied; public in
   name but not documented as API, so it is pinned here too.
 """
@@ -49,8 +54,10 @@ from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionS
 from pyiceberg.schema import Schema, sanitize_column_names
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.refs import SnapshotRef
 from pyiceberg.table.snapshots import Operation, Summary
-from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
+from pyiceberg.table.update import AssertRefSnapshotId
+from pyiceberg.table.update.snapshot import ExpireSnapshots, _OverwriteFiles, _SnapshotProducer
 from pyiceberg.table.update.validate import _validate_data_files_exist, _validate_no_new_deletes_for_data_files
 from pyiceberg.typedef import EMPTY_DICT, Record
 
@@ -69,6 +76,7 @@ REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
     (_OverwriteFiles, "_validate_concurrency"),
     (ArrowScan, "to_table"),
     (ArrowScan, "to_record_batches"),
+    (ExpireSnapshots, "by_ids"),
     (ParquetFormatWriter, "write"),
     (ParquetFormatWriter, "close"),
 )
@@ -328,3 +336,12 @@ class ReplaceManifests(_SnapshotProducer["ReplaceManifests"]):
     def written_manifests(self) -> list[str]:
         """Manifest files this producer wrote (all attempts), for a caller that aborts before committing."""
         return [*self._written_manifests, *self._uncommitted_manifests]
+
+
+def expire_snapshots_in(txn: Transaction, snapshot_ids: list[int], refs: dict[str, SnapshotRef]) -> None:
+    """Stage the expiry of ``snapshot_ids`` on ``txn``, valid only while every ref is where ``refs`` says."""
+    expire = ExpireSnapshots(txn).by_ids(snapshot_ids)
+    expire._requirements = tuple(
+        AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id) for name, ref in refs.items()
+    )
+    expire.commit()

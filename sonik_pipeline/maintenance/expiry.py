@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from sonik_pipeline.lakehouse.iceberg_internals import expire_snapshots_in
 from sonik_pipeline.lakehouse.timetravel import EXPIRED_HISTORY, expired_history_after
 from sonik_pipeline.maintenance.files import (
     METADATA,
@@ -102,6 +102,20 @@ def _metadata_beyond_log(table: Table, stored: list[StoredFile]) -> list[StoredF
     ]
 
 
+def _commit_expiry(table: Table, snapshot_ids: list[int], history: str) -> None:
+    """Expire ``snapshot_ids`` and record the history they leave, in one commit, only if no ref moved.
+
+    PyIceberg 0.12's ExpireSnapshots commits with no requirement, and the catalog applies it to the
+    metadata current at commit time: a rollback committed in between (``sonik rollback``, rollback_job)
+    would have the snapshot it made current expired and the ``main`` branch dropped with it. Asserting
+    every ref (``iceberg_internals.expire_snapshots_in``), as Java's expiry does by committing against
+    its base metadata, makes that a CommitFailedException, on which the expiry is planned again.
+    """
+    with table.transaction() as txn:
+        expire_snapshots_in(txn, snapshot_ids, table.metadata.refs)
+        txn.set_properties({EXPIRED_HISTORY: history})
+
+
 def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[str], None] = log.info) -> ExpiryReport:
     """Expire old snapshots and delete the files nothing retained can reach any more."""
     started = time.monotonic()
@@ -122,13 +136,10 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
             break
         try:
             # An expiry commit only edits metadata, so PyIceberg has nothing to re-apply on a conflict;
-            # a writer that committed meanwhile is handled by planning the expiry again. The builder
-            # table.maintenance.expire_snapshots() returns commits on its own; on our transaction it
-            # commits together with the record of the history it removes.
+            # a writer that committed meanwhile is handled by planning the expiry again; the record of the
+            # history it removes commits with it (see timetravel.expired_history_after).
             history = expired_history_after(table.metadata, set(expired_ids), int(time.time() * 1000))
-            with table.transaction() as txn:
-                ExpireSnapshots(txn).by_ids(expired_ids).commit()
-                txn.set_properties({EXPIRED_HISTORY: history.to_property()})
+            _commit_expiry(table, expired_ids, history.to_property())
         except CommitFailedException:
             if attempt == COMMIT_ATTEMPTS - 1:
                 raise

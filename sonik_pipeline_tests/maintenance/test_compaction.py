@@ -7,7 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import ValidationException
 
+from sonik_pipeline.lakehouse import timetravel
 from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
@@ -109,6 +111,29 @@ def test_a_checksum_mismatch_aborts_without_committing_or_leaving_files(
         compact_table(table, CompactionOptions())
 
     assert catalog.load_table("music.plays").metadata_location == metadata
+    assert set((sonik_home / "warehouse").rglob("*.parquet")) == files_on_disk
+
+
+def test_a_rollback_landing_while_compaction_rewrites_wins_and_compaction_commits_nothing(
+    catalog: Catalog, sonik_home: Path
+) -> None:
+    # Given a partition of small files, and a user rolling the table back while compaction rewrites it
+    table, _ = ensure_table(catalog, PLAYS)
+    _micro_batches(table, DAY, 6)
+    target = table.snapshots()[1]
+    files_on_disk = set((sonik_home / "warehouse").rglob("*.parquet"))
+
+    def rollback_meanwhile(message: str) -> None:  # called after the rewrite is written, before its commit
+        timetravel.rollback(catalog.load_table("music.plays"), target)
+
+    # When compaction commits, its commit window no longer descends from where it started
+    with pytest.raises(ValidationException):
+        compact_table(table, CompactionOptions(), progress=rollback_meanwhile)
+
+    # Then the rollback stands, with the rows of the snapshot it chose, and the rewrite left no file behind
+    table = catalog.load_table("music.plays")
+    assert table.current_snapshot().snapshot_id == target.snapshot_id
+    assert table.scan().count() == int(target.summary["total-records"]) == 400
     assert set((sonik_home / "warehouse").rglob("*.parquet")) == files_on_disk
 
 

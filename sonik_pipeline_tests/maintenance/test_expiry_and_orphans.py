@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.lakehouse import timetravel
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
-from sonik_pipeline.maintenance import orphans
+from sonik_pipeline.maintenance import expiry, orphans
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.files import referenced_files
 from sonik_pipeline.maintenance.orphans import (
@@ -246,3 +247,32 @@ def test_a_commit_landing_during_orphan_removal_keeps_its_files(catalog: Catalog
         assert table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().num_rows == int(
             snapshot.summary["total-records"]
         )
+
+
+def test_a_rollback_landing_while_expiry_plans_keeps_its_snapshot_and_the_main_branch(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given expiry about to drop old snapshots, one of which a user rolls back to before expiry commits
+    table = _write_snapshots(catalog, 8)
+    target = table.snapshots()[1]
+    rows = table.scan(snapshot_id=target.snapshot_id).count()
+    real_snapshot_files = expiry.snapshot_files
+    rolled_back = []
+
+    def rollback_meanwhile(tbl, snapshots):
+        if not rolled_back:  # between planning and commit, as `sonik rollback` or rollback_job would
+            timetravel.rollback(catalog.load_table("music.plays"), target)
+            rolled_back.append(target.snapshot_id)
+        return real_snapshot_files(tbl, snapshots)
+
+    monkeypatch.setattr(expiry, "snapshot_files", rollback_meanwhile)
+
+    # When expiry commits
+    report = expire_snapshots(table, ExpiryOptions(retention=NO_RETENTION, retain_last=2))
+
+    # Then the rollback stands: expiry planned again around the snapshot main now points at
+    table = catalog.load_table("music.plays")
+    assert rolled_back and table.current_snapshot().snapshot_id == target.snapshot_id
+    assert table.metadata.refs["main"].snapshot_id == target.snapshot_id
+    assert target.snapshot_id not in report.snapshots_expired and report.snapshots_expired
+    assert table.scan().count() == rows
