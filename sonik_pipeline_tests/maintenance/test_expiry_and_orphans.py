@@ -259,11 +259,11 @@ def test_a_rollback_landing_while_expiry_plans_keeps_its_snapshot_and_the_main_b
     real_snapshot_files = expiry.snapshot_files
     rolled_back = []
 
-    def rollback_meanwhile(tbl, snapshots):
+    def rollback_meanwhile(tbl, snapshots, **kwargs):
         if not rolled_back:  # between planning and commit, as `sonik rollback` or rollback_job would
             timetravel.rollback(catalog.load_table("music.plays"), target)
             rolled_back.append(target.snapshot_id)
-        return real_snapshot_files(tbl, snapshots)
+        return real_snapshot_files(tbl, snapshots, **kwargs)
 
     monkeypatch.setattr(expiry, "snapshot_files", rollback_meanwhile)
 
