@@ -23,13 +23,31 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks/ is importable
 
+from benchmarks.concurrency_scenario import prepare, run_scenario  # noqa: E402
 from sonik_pipeline.lakehouse.catalog import open_catalog  # noqa: E402
 from sonik_pipeline.lakehouse.ingest import day_filter  # noqa: E402
 from sonik_pipeline.settings import CATALOG_NAME, Settings  # noqa: E402
-from sonik_pipeline_tests.concurrency import prepare, run_scenario  # noqa: E402
-from sonik_pipeline_tests.conftest import private_postgres_database  # noqa: E402
+
+
+@contextlib.contextmanager
+def private_postgres_database(server_url: str) -> Iterator[str]:
+    """A fresh database on the server for one iteration, dropped after (psycopg URL for the catalog)."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"sonik_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 DAYS = [f"2026-04-{d:02d}" for d in range(11, 19)]
 SAME_DAY = "2026-04-20"

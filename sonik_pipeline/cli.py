@@ -18,6 +18,7 @@ from sonik_pipeline.lakehouse.catalog import CatalogUnavailable, catalog_propert
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.tables import lakehouse_table_names
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
 
@@ -122,7 +123,7 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str, out=None) -> Non
 def cmd_tables(args: argparse.Namespace) -> None:
     catalog = _catalog()
     rows = []
-    for name in timetravel.table_names(catalog):
+    for name in lakehouse_table_names(catalog):
         table = catalog.load_table(name)
         current = table.current_snapshot()
         summary = current.summary if current else None

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import click
 import dagster as dg
 
-from sonik_pipeline.assets.checks import build_mart_checks, build_plays_checks
+from sonik_pipeline.assets.checks import build_mart_checks, build_plays_checks, build_plays_freshness_checks
 from sonik_pipeline.assets.marts import build_mart_assets
 from sonik_pipeline.assets.plays import build_plays_asset
-from sonik_pipeline.jobs import build_asset_jobs, compaction_job, expiry_job, rollback_job
+from sonik_pipeline.jobs import MAINTENANCE_JOBS, build_asset_jobs, rollback_job
 from sonik_pipeline.partitions import build_daily_partitions
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
-from sonik_pipeline.run_health import dead_run_sensor
-from sonik_pipeline.schedules import build_schedules, build_sensors
+from sonik_pipeline.schedules import build_schedules
+from sonik_pipeline.sensors import build_sensors
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
-
-# Deliberate uses of beta APIs (backfill policies, partition mappings over missing days); said once here.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def _secret_or(name: str, default: str) -> str | dg.EnvVar:
@@ -31,24 +27,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = build_daily_partitions(settings.start_date)
     plays = build_plays_asset(partitions)
     marts = build_mart_assets(partitions)
-    # A missed day is seen, not discovered: the day that just ended must be in plays by 06:00 UTC.
-    with warnings.catch_warnings():  # superseded by FreshnessPolicy, but these are the per-partition checks we want
-        warnings.simplefilter("ignore", dg.SupersessionWarning)
-        plays_freshness = dg.build_time_partition_freshness_checks(
-            assets=[plays], deadline_cron="0 6 * * *", timezone="UTC"
-        )
+    plays_freshness = build_plays_freshness_checks(plays)
     lakehouse = LakehouseCatalog(
         catalog_name=CATALOG_NAME,
         catalog_uri=_secret_or("SONIK_CATALOG_URI", settings.catalog_uri),
         warehouse=settings.warehouse,
     )
-    plays_job, daily_job = build_asset_jobs(plays, partitions, plays_freshness)
+    plays_job, daily_job = build_asset_jobs(plays, plays_freshness)
     return dg.Definitions(
         assets=[plays, *marts],
         asset_checks=[build_plays_checks(), *build_mart_checks(), *plays_freshness],
-        jobs=[plays_job, daily_job, compaction_job, expiry_job, rollback_job],
-        schedules=build_schedules(daily_job, compaction_job, expiry_job),
-        sensors=[*build_sensors(plays_freshness), dead_run_sensor],
+        jobs=[plays_job, daily_job, *MAINTENANCE_JOBS, rollback_job],
+        schedules=build_schedules(daily_job),
+        sensors=build_sensors(plays_freshness),
         resources={
             "duckdb": LakehouseDuckDB(database=":memory:", lakehouse=lakehouse),
             "lakehouse": lakehouse,

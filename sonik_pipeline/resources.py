@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import dagster as dg
 import duckdb
@@ -18,7 +17,7 @@ from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import RawBatch
 from sonik_pipeline.lakehouse.landing_source import landing_events
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
-from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY
+from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY, SourceKind
 
 
 class LakehouseCatalog(dg.ConfigurableResource):
@@ -41,7 +40,7 @@ class LakehouseCatalog(dg.ConfigurableResource):
 class PlaySource(dg.ConfigurableResource):
     """Where a day's play events come from: the synthetic stream or the app's landing zone."""
 
-    kind: Literal["synthetic", "landing"] = Field(
+    kind: SourceKind = Field(
         default="synthetic",
         description="synthetic: deterministic generated events; landing: files in landing_dir.",
     )

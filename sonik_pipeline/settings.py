@@ -8,13 +8,15 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_EVENTS_PER_DAY = 50_000
-SOURCE_KINDS = ("synthetic", "landing")
+# Where play events come from; the one definition (PlaySource.kind and SONIK_SOURCE use it).
+SourceKind = Literal["synthetic", "landing"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 T = TypeVar("T")
 # The object stores PyIceberg opens with PyArrowFileIO (pyiceberg.io.SCHEMA_TO_FILE_IO; a contract test pins it).
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n", "gs", "oss", "abfs", "abfss", "wasb", "wasbs", "hdfs", "viewfs")

@@ -5,9 +5,9 @@ import datetime as dt
 import pytest
 from pyiceberg.catalog import Catalog
 
+from benchmarks.concurrency_scenario import prepare, run_scenario
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.settings import Settings
-from sonik_pipeline_tests.concurrency import prepare, run_scenario
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
 
 DAYS = [f"2026-04-{d:02d}" for d in range(11, 19)]

@@ -8,7 +8,7 @@ import dagster as dg
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.jobs import MAINTENANCE_POOL, MAINTENANCE_TAG, compaction_job, expiry_job, rollback_job
+from sonik_pipeline.jobs import MAINTENANCE_JOBS, MAINTENANCE_POOL, MAINTENANCE_TAG, rollback_job
 from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
@@ -44,34 +44,47 @@ def test_compaction_job_compacts_every_table_and_reports(defs: dg.Definitions, c
     assert job.tags[MAINTENANCE_TAG] == "compaction"
 
 
-def test_compaction_job_defaults_compact_past_days(defs: dg.Definitions, catalog: Catalog) -> None:
-    _micro_batches(catalog, 6)  # 2026-04-20 is before today, the default cut-off
-    result = defs.resolve_job_def("compaction_job").execute_in_process(instance=dg.DagsterInstance.get())
-    assert op_output_metadata(result, "compact_tables")["partitions_rewritten"].value == 1
+def _scheduled_at(when: dt.datetime) -> dict[str, str]:
+    """The tag a schedule puts on its runs: the ops read the clock from it (tests fix it this way)."""
+    return {"dagster/scheduled_execution_time": when.isoformat()}
 
 
-def test_expiry_job_expires_and_removes_orphans(defs: dg.Definitions, catalog: Catalog) -> None:
-    table = _micro_batches(catalog, 8)
-    stray = table.location().removeprefix("file://") + "/data/left-by-a-crash.parquet"
-    open(stray, "wb").write(b"x" * 1000)
+def test_compaction_job_by_default_leaves_the_current_day_alone(defs: dg.Definitions, catalog: Catalog) -> None:
+    _micro_batches(catalog, 6)  # six small files on 2026-04-20
+    job = defs.resolve_job_def("compaction_job")
 
-    result = defs.resolve_job_def("expiry_job").execute_in_process(
-        run_config={
-            "ops": {
-                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 2}},
-                "remove_orphans": {"config": NO_ORPHAN_WINDOW},
-            }
-        },
-        instance=dg.DagsterInstance.get(),
+    on_the_day = job.execute_in_process(
+        instance=dg.DagsterInstance.get(), tags=_scheduled_at(dt.datetime(2026, 4, 20, 2, tzinfo=dt.UTC))
+    )
+    next_night = job.execute_in_process(
+        instance=dg.DagsterInstance.get(), tags=_scheduled_at(dt.datetime(2026, 4, 21, 2, tzinfo=dt.UTC))
     )
 
-    assert result.success
+    assert op_output_metadata(on_the_day, "compact_tables")["partitions_rewritten"].value == 0
+    assert op_output_metadata(next_night, "compact_tables")["partitions_rewritten"].value == 1
+
+
+def test_expiry_job_expires_and_orphans_job_removes_orphans(defs: dg.Definitions, catalog: Catalog) -> None:
+    table = _micro_batches(catalog, 8)
+    stray = table.location().removeprefix("file://") + "/data/left-by-a-crash.parquet"
+    Path(stray).write_bytes(b"x" * 1000)
+
+    expired = defs.resolve_job_def("expiry_job").execute_in_process(
+        run_config={"ops": {"expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 2}}}},
+        instance=dg.DagsterInstance.get(),
+    )
+    cleaned = defs.resolve_job_def("orphans_job").execute_in_process(
+        run_config={"ops": {"remove_orphans": {"config": NO_ORPHAN_WINDOW}}}, instance=dg.DagsterInstance.get()
+    )
+
+    assert expired.success and cleaned.success
     assert len(catalog.load_table("music.plays").snapshots()) == 2
-    expiry = op_output_metadata(result, "expire_table_snapshots")
+    expiry = op_output_metadata(expired, "expire_table_snapshots")
     assert expiry["snapshots_expired"].value == {"music.plays": 6}
-    assert expiry["total_bytes_deleted"].value > 0
-    orphans = op_output_metadata(result, "remove_orphans")
+    assert expiry["files_deleted"].value == {"manifest_lists": 6}  # the data and manifests live on
+    orphans = op_output_metadata(cleaned, "remove_orphans")
     assert orphans["orphans"].value == {"music.plays": [stray]}
+    assert orphans["total_bytes_deleted"].value == 1000
 
 
 def _warehouse_files(root: Path) -> dict[Path, int]:
@@ -94,7 +107,7 @@ def test_orphan_removal_refuses_a_window_under_24_hours_without_the_override(
     before = _warehouse_files(sonik_home / "warehouse")
 
     # When the job runs with older_than_hours: 1 and no override
-    result = defs.resolve_job_def("expiry_job").execute_in_process(
+    result = defs.resolve_job_def("orphans_job").execute_in_process(
         run_config={"ops": {"remove_orphans": {"config": {"older_than_hours": 1}}}},
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,
@@ -162,7 +175,7 @@ def test_orphan_removal_never_takes_a_commit_in_flight(
         assert {p.name.rsplit(".", 1)[-1] for p in in_flight} == {"json", "avro", "parquet"}
 
         # When orphan removal runs meanwhile with no window at all (the override set)
-        result = defs.resolve_job_def("expiry_job").execute_in_process(
+        result = defs.resolve_job_def("orphans_job").execute_in_process(
             run_config={"ops": {"remove_orphans": {"config": NO_ORPHAN_WINDOW}}}, instance=dg.DagsterInstance.get()
         )
 
@@ -209,18 +222,18 @@ def test_maintenance_on_a_copied_lakehouse_leaves_the_original_untouched(
         pointer = copy_catalog.load_table("music.plays").metadata_location
         assert pointer == table.metadata_location  # Iceberg metadata holds absolute paths: the original's
         copied = _fingerprint(copy.home)
-        expiry_job = build_definitions(copy).resolve_job_def("expiry_job")
-        everything = {
-            "ops": {
-                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}},
-                "remove_orphans": {"config": NO_ORPHAN_WINDOW},
-            }
-        }
+        copy_defs = build_definitions(copy)
 
-        # When expiry_job runs on the copy, and its orphan removal on its own
-        expiry = expiry_job.execute_in_process(everything, instance=dg.DagsterInstance.get(), raise_on_error=False)
-        orphans = expiry_job.execute_in_process(
-            everything, instance=dg.DagsterInstance.get(), raise_on_error=False, op_selection=["remove_orphans"]
+        # When expiry_job and orphans_job run on the copy
+        expiry = copy_defs.resolve_job_def("expiry_job").execute_in_process(
+            {"ops": {"expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}}}},
+            instance=dg.DagsterInstance.get(),
+            raise_on_error=False,
+        )
+        orphans = copy_defs.resolve_job_def("orphans_job").execute_in_process(
+            {"ops": {"remove_orphans": {"config": NO_ORPHAN_WINDOW}}},
+            instance=dg.DagsterInstance.get(),
+            raise_on_error=False,
         )
 
         # Then each refuses in one line naming both locations, and the copy's catalog is unchanged
@@ -243,64 +256,19 @@ def test_maintenance_on_a_copied_lakehouse_leaves_the_original_untouched(
         assert rows == int(snapshot.summary["total-records"])
 
 
-def test_only_compaction_and_expiry_queue_behind_maintenance_and_rollback_goes_first() -> None:
+def test_only_maintenance_queues_behind_maintenance_and_rollback_goes_first() -> None:
     """A stuck maintenance run holds the maintenance queue place and pool; rollback needs neither."""
-    pools = {job.name: {node.definition.pool for node in job.graph.nodes} for job in (compaction_job, expiry_job)}
-    assert pools == {"compaction_job": {MAINTENANCE_POOL}, "expiry_job": {MAINTENANCE_POOL}}
-    assert MAINTENANCE_TAG in compaction_job.tags and MAINTENANCE_TAG in expiry_job.tags
+    pools = {job.name: {node.definition.pool for node in job.graph.nodes} for job in MAINTENANCE_JOBS}
+    assert pools == {
+        "compaction_job": {MAINTENANCE_POOL},
+        "manifests_job": {MAINTENANCE_POOL},
+        "expiry_job": {MAINTENANCE_POOL},
+        "orphans_job": {MAINTENANCE_POOL},
+    }
+    assert all(MAINTENANCE_TAG in job.tags for job in MAINTENANCE_JOBS)
     assert MAINTENANCE_TAG not in rollback_job.tags
     assert [node.definition.pool for node in rollback_job.graph.nodes] == [None]
     assert int(rollback_job.tags["dagster/priority"]) > 0  # dequeued ahead of backfills when the queue is full
-
-
-def test_schedules_and_sensors_are_on_by_default(defs: dg.Definitions) -> None:
-    schedules = {s.name: s for s in defs.schedules}
-    assert {name: (s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
-        "daily_schedule": ("30 0 * * *", "UTC"),
-        "compaction_schedule": ("0 2 * * *", "UTC"),
-        "expiry_schedule": ("0 3 * * *", "UTC"),
-    }
-    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
-    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
-
-
-def test_the_daily_schedule_asks_for_exactly_yesterday(defs: dg.Definitions) -> None:
-    schedule = next(s for s in defs.schedules if s.name == "daily_schedule")
-    context = dg.build_schedule_context(
-        instance=dg.DagsterInstance.get(), scheduled_execution_time=dt.datetime(2026, 4, 21, 0, 30, tzinfo=dt.UTC)
-    )
-
-    [request] = schedule.evaluate_tick(context).run_requests
-
-    assert request.partition_key == "2026-04-20"
-    assert schedule.job_name == "daily_job"
-
-
-def _freshness_at(defs: dg.Definitions, monkeypatch, when: dt.datetime) -> bool:
-    from dagster._core.definitions.asset_checks.asset_check_factories.freshness_checks import time_partition
-
-    monkeypatch.setattr(time_partition, "get_current_timestamp", lambda: when.timestamp())  # the clock, fixed
-    check = dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("plays"), "freshness_check"))
-    job = dg.define_asset_job("freshness_now", selection=check)
-    result = (
-        dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
-        .resolve_job_def("freshness_now")
-        .execute_in_process(instance=dg.DagsterInstance.get())
-    )
-    [evaluation] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    return evaluation.passed
-
-
-def test_freshness_fails_when_the_day_that_ended_has_not_landed_by_six(defs: dg.Definitions, monkeypatch) -> None:
-    plays = defs.resolve_job_def("plays_job")
-    assert plays.execute_in_process(partition_key="2026-04-19", instance=dg.DagsterInstance.get()).success
-
-    # Before 06:00 on the 21st only the 19th is due; after it, the 20th is, and it is missing.
-    assert _freshness_at(defs, monkeypatch, dt.datetime(2026, 4, 21, 5, 0, tzinfo=dt.UTC)) is True
-    assert _freshness_at(defs, monkeypatch, dt.datetime(2026, 4, 21, 7, 0, tzinfo=dt.UTC)) is False
-
-    assert plays.execute_in_process(partition_key="2026-04-20", instance=dg.DagsterInstance.get()).success
-    assert _freshness_at(defs, monkeypatch, dt.datetime(2026, 4, 21, 7, 0, tzinfo=dt.UTC)) is True
 
 
 def test_a_run_against_a_catalog_that_is_down_fails_saying_so(tmp_path: Path) -> None:

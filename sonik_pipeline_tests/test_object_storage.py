@@ -192,21 +192,29 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
     plays = catalog.load_table("music.plays")
     assert plays.scan().count() == rows_before
 
-    # Expiry and orphans: everything only old snapshots reached, and a crashed writer's file, leave the bucket.
+    # Manifests rewritten, then expiry and orphans: what only old snapshots reached, and a crashed writer's
+    # file, leave the bucket.
     stray = f"{plays.location().removeprefix('s3://')}/data/left-by-a-crash.parquet"
     with bucket.open_output_stream(stray) as out:
         out.write(b"x" * 1_000)
     before = _stored(bucket, plays.location())
+    manifests = defs.resolve_job_def("manifests_job").execute_in_process(instance=instance)
+    assert manifests.success
+    rewritten = op_output_metadata(manifests, "rewrite_table_manifests")["tables"].value["music.plays"]
+    assert rewritten["manifests_before"] > rewritten["manifests_after"] == 1
+    assert catalog.load_table("music.plays").scan().count() == rows_before
     expiry = defs.resolve_job_def("expiry_job").execute_in_process(
-        run_config={
-            "ops": {
-                "expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}},
-                "remove_orphans": {"config": {"older_than_hours": 0, "i_know_no_writer_is_running": True}},
-            }
-        },
+        run_config={"ops": {"expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}}}},
         instance=instance,
     )
     assert expiry.success
+    orphans = defs.resolve_job_def("orphans_job").execute_in_process(
+        run_config={
+            "ops": {"remove_orphans": {"config": {"older_than_hours": 0, "i_know_no_writer_is_running": True}}}
+        },
+        instance=instance,
+    )
+    assert orphans.success
     plays = catalog.load_table("music.plays")
     after = _stored(bucket, plays.location())
     assert len(plays.snapshots()) == 1 and plays.scan().count() == rows_before

@@ -165,7 +165,7 @@ def _expiry_completes_after(local: LocalDagster, killed: str, expiry: str) -> No
     assert local.status(expiry) == dg.DagsterRunStatus.SUCCESS
     assert local.status(killed) == dg.DagsterRunStatus.FAILURE
     steps = [e.step_key for e in local.instance.all_logs(expiry, of_type=DagsterEventType.STEP_SUCCESS)]
-    assert sorted(steps) == ["expire_table_snapshots", "remove_orphans"]
+    assert steps == ["expire_table_snapshots"]
     assert local.slot_holders() == []
 
 

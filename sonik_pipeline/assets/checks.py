@@ -126,3 +126,12 @@ def _reconciliation_check(mart: Mart) -> dg.AssetChecksDefinition:
 
 def build_mart_checks() -> Sequence[dg.AssetChecksDefinition]:
     return [_reconciliation_check(mart) for mart in RECONCILED_MARTS]
+
+
+def build_plays_freshness_checks(plays: dg.AssetsDefinition) -> Sequence[dg.AssetChecksDefinition]:
+    """A missed day is seen, not discovered: the day that just ended must be in plays by 06:00 UTC.
+
+    Dagster 1.13 supersedes these per-partition checks with ``FreshnessPolicy``, which judges an asset as a
+    whole; a daily partition that never arrived is what matters here, so these are kept on purpose.
+    """
+    return dg.build_time_partition_freshness_checks(assets=[plays], deadline_cron="0 6 * * *", timezone="UTC")

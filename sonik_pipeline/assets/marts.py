@@ -24,19 +24,6 @@ from sonik_pipeline.lakehouse.writes import FileStager
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 
-DESCRIPTIONS = {
-    "daily_top_tracks": "The day's most played tracks with listeners and listening time (top N, default 100).",
-    "daily_top_artists": "The day's most played artists with listeners and listening time (top N, default 100).",
-    "daily_country_listening": "Plays, listeners and listening time per country for the day.",
-    "daily_tier_listening": "Plays, listeners and listening time per subscription tier (Free, Premium, Family).",
-    "daily_device_mix": "Plays and listening time per device for the day, with each device's share.",
-    "daily_user_stats": "Each user's day: plays, minutes, distinct tracks and artists, favourite artist, first and "
-    "last play (the data behind personal listening stats).",
-    "top_artists_7d": "Most played artists over the 7 days ending on the partition's day.",
-    "trending_tracks": "Tracks gaining the most plays: the 7 days ending on the day against the 7 days before.",
-}
-
-
 # Follows plays without a click: any day of plays materialized (by hand, a schedule or a backfill, old
 # days included) requests the marts over it once the daemon's automation sensor sees it. This is
 # eager() for every partition, not only the latest; it waits while plays or the mart is in progress.
@@ -75,7 +62,7 @@ def _discard_on_error(stager: FileStager) -> Iterator[None]:
 def build_mart_asset(mart: Mart, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=mart.name,
-        description=DESCRIPTIONS[mart.name],
+        description=mart.description,
         partitions_def=partitions,
         deps=[_plays_dependency(mart)],
         backfill_policy=dg.BackfillPolicy.single_run(),

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.catalog import table_name
+
 # Schemes PyIceberg's PyArrowFileIO serves with the same filesystem.
 _SAME_SCHEME = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
 
@@ -53,7 +55,7 @@ def check_table_location(table: Table) -> None:
     warehouse = configured_warehouse(table)
     if _is_location(warehouse) and not is_within(table.location(), warehouse):
         raise UnsafeDeletion(
-            f"{'.'.join(table.name())} is stored at {table.location()}, outside the configured warehouse "
+            f"{table_name(table)} is stored at {table.location()}, outside the configured warehouse "
             f"{warehouse}: a copied lakehouse still points at the original's files (Iceberg metadata holds "
             "absolute paths); nothing was deleted"
         )
@@ -68,7 +70,7 @@ def check_deletable(table: Table, locations: Iterable[str]) -> list[str]:
     outside = [loc for loc in locations if not is_within(loc, table.location(), strictly=True)]
     if outside:
         raise UnsafeDeletion(
-            f"{'.'.join(table.name())}: {len(outside)} of {len(locations)} files to delete lie outside the "
+            f"{table_name(table)}: {len(outside)} of {len(locations)} files to delete lie outside the "
             f"table's location {table.location()} (e.g. {outside[0]}), and only files under it are deleted; "
             "nothing was deleted"
         )

@@ -89,7 +89,6 @@ def day_filter(day: dt.date) -> BooleanExpression:
 class DayIngestResult:
     day: dt.date
     plays: CommitReport
-    rejects: CommitReport
     totals: ValidationTotals
     rows_before: int  # the day's rows in music.plays before this ingest
     unreadable_files_skipped: tuple[str, ...]
@@ -180,9 +179,7 @@ def ingest_day(
         plays_files.discard()
         reject_files.discard()
         raise
-    rejects = replace_partition(
-        rejected_table, EqualTo("ingest_day", day.isoformat()), reject_files.data_files, properties
-    )
+    replace_partition(rejected_table, EqualTo("ingest_day", day.isoformat()), reject_files.data_files, properties)
     if unreadable and not skip_unreadable_files:
         plays_files.discard()
         names = "; ".join(f"unreadable landing file {u.source_file} ({u.error})" for u in unreadable)
@@ -207,7 +204,6 @@ def ingest_day(
     return DayIngestResult(
         day=day,
         plays=report,
-        rejects=rejects,
         totals=totals,
         rows_before=rows_before,
         unreadable_files_skipped=tuple(u.source_file for u in unreadable),

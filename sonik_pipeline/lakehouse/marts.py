@@ -21,12 +21,13 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType, TimestampType
 
+from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import day_bounds
+from sonik_pipeline.lakehouse.snapshots import lineage
 from sonik_pipeline.lakehouse.sql import sql_string
-from sonik_pipeline.lakehouse.tables import TableDef
-from sonik_pipeline.lakehouse.writes import CommitReport, replace_partition, stage_files
+from sonik_pipeline.lakehouse.tables import MARTS, TableDef
+from sonik_pipeline.lakehouse.writes import CommitReport, replace_partition
 
-MARTS = "music_marts"
 DEFAULT_TOP_N = 100
 
 
@@ -41,7 +42,7 @@ class PlaysSnapshot:
     def current(cls, table: Table) -> PlaysSnapshot:
         snapshot = table.current_snapshot()
         if snapshot is None:
-            raise LookupError(f"{'.'.join(table.name())} has no snapshot yet: materialize plays first")
+            raise LookupError(f"{table_name(table)} has no snapshot yet: materialize plays first")
         return cls(table.metadata_location, snapshot.snapshot_id)
 
     def scan_sql(self) -> str:
@@ -111,6 +112,7 @@ class Mart:
 
     table: TableDef
     query: Callable[[PlaysSnapshot, dt.date, int], str]
+    description: str  # what a row holds; the asset's description in the UI
     window_days: int = 1  # how many days of plays up to and including the day it reads
 
     @property
@@ -201,8 +203,13 @@ DAILY_TOP_TRACKS = Mart(
         *TOTALS_F(6),
     ),
     _top_tracks,
+    "The day's most played tracks with listeners and listening time (top N, default 100).",
 )
-DAILY_TOP_ARTISTS = Mart(_ranked_artists_table("daily_top_artists"), _top_artists)
+DAILY_TOP_ARTISTS = Mart(
+    _ranked_artists_table("daily_top_artists"),
+    _top_artists,
+    "The day's most played artists with listeners and listening time (top N, default 100).",
+)
 DAILY_COUNTRY_LISTENING = Mart(
     _mart_table(
         "daily_country_listening",
@@ -210,6 +217,7 @@ DAILY_COUNTRY_LISTENING = Mart(
         *TOTALS_F(3),
     ),
     _country,
+    "Plays, listeners and listening time per country for the day.",
 )
 DAILY_TIER_LISTENING = Mart(
     _mart_table(
@@ -218,6 +226,7 @@ DAILY_TIER_LISTENING = Mart(
         *TOTALS_F(3),
     ),
     _tier,
+    "Plays, listeners and listening time per subscription tier (Free, Premium, Family).",
 )
 DAILY_DEVICE_MIX = Mart(
     _mart_table(
@@ -229,6 +238,7 @@ DAILY_DEVICE_MIX = Mart(
         _f(6, "share", DoubleType(), "Share of the day's plays (0..1)", True),
     ),
     _device,
+    "Plays and listening time per device for the day, with each device's share.",
 )
 DAILY_USER_STATS = Mart(
     _mart_table(
@@ -244,8 +254,15 @@ DAILY_USER_STATS = Mart(
         _f(10, "last_play_at", TimestampType(), "Last play of the day (UTC)", True),
     ),
     _user_stats,
+    "Each user's day: plays, minutes, distinct tracks and artists, favourite artist, first and "
+    "last play (the data behind personal listening stats).",
 )
-TOP_ARTISTS_7D = Mart(_ranked_artists_table("top_artists_7d"), _top_artists_7d, window_days=7)
+TOP_ARTISTS_7D = Mart(
+    _ranked_artists_table("top_artists_7d"),
+    _top_artists_7d,
+    "Most played artists over the 7 days ending on the partition's day.",
+    window_days=7,
+)
 TRENDING_TRACKS = Mart(
     _mart_table(
         "trending_tracks",
@@ -259,6 +276,7 @@ TRENDING_TRACKS = Mart(
         _f(9, "change_ratio", DoubleType(), "change / plays_prev_7d (null when new)"),
     ),
     _trending_tracks,
+    "Tracks gaining the most plays: the 7 days ending on the day against the 7 days before.",
     window_days=14,
 )
 
@@ -313,13 +331,6 @@ def replace_mart_days(
     return replace_partition(table, days, files, snapshot_properties)
 
 
-def write_mart_day(
-    table: Table, day: dt.date, rows: pa.Table, src: PlaysSnapshot, properties: dict[str, str]
-) -> CommitReport:
-    """Replace ``day`` of a mart table with ``rows`` in one commit that records the plays snapshot read."""
-    return replace_mart_days(table, day, day, stage_files(table, [rows]), src, properties)
-
-
 def _covers(partition: str | None, day: dt.date) -> bool:
     if not partition:
         return False
@@ -329,11 +340,8 @@ def _covers(partition: str | None, day: dt.date) -> bool:
 
 def plays_snapshot_behind(mart_table: Table, day: dt.date) -> PlaysSnapshot | None:
     """The plays snapshot that the mart's current figures for ``day`` were computed from."""
-    snapshot = mart_table.current_snapshot()
-    by_id = {s.snapshot_id: s for s in mart_table.snapshots()}
-    while snapshot is not None:  # walk back through the current lineage only
+    for snapshot in lineage(mart_table):  # maintenance commits (compaction, manifests) carry no partition
         summary = snapshot.summary
         if summary and _covers(summary.get("dagster.partition"), day) and summary.get(PLAYS_SNAPSHOT_PROPERTY):
             return PlaysSnapshot(summary[PLAYS_METADATA_PROPERTY], int(summary[PLAYS_SNAPSHOT_PROPERTY]))
-        snapshot = by_id.get(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
     return None

@@ -16,6 +16,8 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.update.schema import UpdateSchema
 
+from sonik_pipeline.lakehouse.catalog import table_name
+
 log = logging.getLogger(__name__)
 
 APPLIED_PROPERTY = "sonik.migrations-applied"
@@ -41,7 +43,7 @@ def applied_migrations(table: Table) -> list[str]:
 
 def apply_migrations(table: Table, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
     """Apply the table's pending migrations, each once, each atomically with its record; return their ids."""
-    name = ".".join(table.name())
+    name = table_name(table)
     newly_applied = []
     for migration in (m for m in migrations if m.table == name):
         for _ in range(3):  # another process may be applying the same migration right now

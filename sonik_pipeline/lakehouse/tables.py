@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -32,6 +32,9 @@ from pyiceberg.types import (
 from sonik_pipeline.lakehouse.migrations import MIGRATIONS, Migration, apply_migrations
 
 MUSIC = "music"
+MARTS = "music_marts"
+# Every namespace of the lakehouse: what `sonik tables`, time travel and maintenance go through.
+NAMESPACES = (MUSIC, MARTS)
 
 TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 
@@ -46,7 +49,8 @@ COMMON_PROPERTIES: dict[str, str] = {
     "commit.retry.min-wait-ms": "50",
     "commit.retry.max-wait-ms": "5000",
     "commit.retry.total-timeout-ms": "300000",
-    # Retention that the maintenance jobs read: 30 days of time travel, at least 5 snapshots.
+    # Iceberg's retention properties, which expiry_job reads unless its config overrides them (and other
+    # engines' expire_snapshots too): 30 days of time travel, and never fewer than the newest 5 snapshots.
     "history.expire.max-snapshot-age-ms": str(30 * 24 * 3600 * 1000),
     "history.expire.min-snapshots-to-keep": "5",
 }
@@ -224,3 +228,14 @@ def ensure_table(
         with table.transaction() as txn:
             txn.set_properties(stale)
     return table, changes
+
+
+def lakehouse_table_names(catalog: Catalog) -> list[str]:
+    """Every table of the lakehouse's namespaces (``music.plays``, ``music_marts.daily_top_tracks``, ...), sorted."""
+    names = []
+    for namespace in NAMESPACES:
+        try:
+            names += [".".join(identifier) for identifier in catalog.list_tables(namespace)]
+        except NoSuchNamespaceError:
+            continue
+    return sorted(names)

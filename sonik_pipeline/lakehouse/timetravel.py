@@ -28,10 +28,9 @@ from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
 
-from sonik_pipeline.lakehouse.marts import MARTS
-from sonik_pipeline.lakehouse.tables import MUSIC
+from sonik_pipeline.lakehouse.catalog import table_name
+from sonik_pipeline.lakehouse.tables import lakehouse_table_names
 
-NAMESPACES = (MUSIC, MARTS)
 EXPIRED_HISTORY = "sonik.expired-history"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -49,28 +48,18 @@ def parse_time(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def table_names(catalog: Catalog) -> list[str]:
-    names = []
-    for namespace in NAMESPACES:
-        try:
-            names += [".".join(t) for t in catalog.list_tables(namespace)]
-        except NoSuchNamespaceError:
-            continue
-    return sorted(names)
-
-
 def load(catalog: Catalog, name: str) -> Table:
     try:
         return catalog.load_table(name)
     except (NoSuchTableError, NoSuchNamespaceError, ValueError):
-        known = ", ".join(table_names(catalog)) or "none yet"
+        known = ", ".join(lakehouse_table_names(catalog)) or "none yet"
         raise TimeTravelError(f"unknown table {name!r} (tables: {known})") from None
 
 
 def snapshot_by_id(table: Table, snapshot_id: int) -> Snapshot:
     snapshot = table.snapshot_by_id(snapshot_id)
     if snapshot is None:
-        raise TimeTravelError(f"unknown snapshot {snapshot_id} for {'.'.join(table.name())}")
+        raise TimeTravelError(f"unknown snapshot {snapshot_id} for {table_name(table)}")
     return snapshot
 
 
@@ -163,7 +152,7 @@ class AsOf:
 def read_as_of(table: Table, when: dt.datetime) -> AsOf:
     """The snapshot current at ``when`` (following the table's history, so rollbacks count), and how sure that is."""
     # Whole milliseconds by integer arithmetic: float timestamps turn 12:00:00.123 into ...122.999.
-    name, at, t_ms = ".".join(table.name()), when.isoformat(), (when - EPOCH) // dt.timedelta(milliseconds=1)
+    name, at, t_ms = table_name(table), when.isoformat(), (when - EPOCH) // dt.timedelta(milliseconds=1)
     log: list[SnapshotLogEntry] = table.metadata.snapshot_log
     recorded = ExpiredHistory.of(table.metadata)
     index = next((i for i in range(len(log) - 1, -1, -1) if log[i].timestamp_ms <= t_ms), None)
@@ -300,7 +289,7 @@ def create_views(
     from an older snapshot); with ``snapshot_id``, the table holding that snapshot reads it and the
     rest are current.
     """
-    tables = {name: load(catalog, name) for name in table_names(catalog)}
+    tables = {name: load(catalog, name) for name in lakehouse_table_names(catalog)}
     if snapshot_id is not None and not any(t.snapshot_by_id(snapshot_id) for t in tables.values()):
         raise TimeTravelError(f"unknown snapshot {snapshot_id}: no lakehouse table has it")
     pinned: dict[str, int] = {}
@@ -344,6 +333,6 @@ def rollback(table: Table, target: Snapshot) -> Rollback:
     """Make ``target`` the table's current snapshot again, in one commit; history is kept (time travel still works)."""
     before = table.current_snapshot()
     if before is not None and before.snapshot_id == target.snapshot_id:
-        return Rollback(".".join(table.name()), before.snapshot_id, target.snapshot_id)
+        return Rollback(table_name(table), before.snapshot_id, target.snapshot_id)
     table.manage_snapshots().set_current_snapshot(snapshot_id=target.snapshot_id).commit()
-    return Rollback(".".join(table.name()), before.snapshot_id if before else None, target.snapshot_id)
+    return Rollback(table_name(table), before.snapshot_id if before else None, target.snapshot_id)

@@ -22,6 +22,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionKey
 from pyiceberg.table import Table, TableProperties
 
+from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.deletion import delete_locations
 from sonik_pipeline.lakehouse.iceberg_internals import DataFileWriter, split_by_partition
 
@@ -43,8 +44,6 @@ class CommitReport:
     rows_added: int
     rows_removed: int
     table_rows: int
-    table_files: int
-    replans: int = 0
 
 
 def target_file_size(table: Table) -> int:
@@ -158,7 +157,7 @@ def replace_partition(
             guard(sum(f.record_count for f in old_files), sum(f.record_count for f in new_files))
         if not old_files and not new_files:
             snapshot = table.current_snapshot()
-            return _report(table, snapshot.snapshot_id if snapshot else 0, replans, committed=False)
+            return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
         try:
             with table.transaction() as txn:
                 # Always an overwrite producer, even for an empty day: unlike a fast append it validates
@@ -175,16 +174,18 @@ def replace_partition(
         except ValidationException as stale_plan:
             if replans == MAX_REPLANS:
                 raise CommitFailedException(
-                    f"{_name(table)}: gave up replacing the partition after {MAX_REPLANS} concurrent changes "
+                    f"{table_name(table)}: gave up replacing the partition after {MAX_REPLANS} concurrent changes "
                     f"to it: {stale_plan}"
                 ) from stale_plan
-            log.warning("%s: partition changed concurrently (%s); planning the replace again", _name(table), stale_plan)
+            log.warning(
+                "%s: partition changed concurrently (%s); planning the replace again", table_name(table), stale_plan
+            )
             continue
-        return _report(table, snapshot_id, replans)
+        return _report(table, snapshot_id)
     raise AssertionError("unreachable")
 
 
-def _report(table: Table, snapshot_id: int, replans: int, committed: bool = True) -> CommitReport:
+def _report(table: Table, snapshot_id: int, committed: bool = True) -> CommitReport:
     table.refresh()
     snapshot = table.snapshot_by_id(snapshot_id) if committed else None
     summary = snapshot.summary if snapshot else None
@@ -204,10 +205,4 @@ def _report(table: Table, snapshot_id: int, replans: int, committed: bool = True
         rows_added=count("added-records"),
         rows_removed=count("deleted-records"),
         table_rows=int(totals.get("total-records") or 0),
-        table_files=int(totals.get("total-data-files") or 0),
-        replans=replans,
     )
-
-
-def _name(table: Table) -> str:
-    return ".".join(table.name())

@@ -33,6 +33,7 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.transforms import DayTransform
 from pyiceberg.typedef import Record
 
+from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
 from sonik_pipeline.lakehouse.events import BATCH_ROWS
@@ -287,7 +288,7 @@ def compact_table(
 ) -> CompactionReport:
     """Rewrite the small files of every qualifying partition of ``table``, group by group, verified."""
     started = time.monotonic()
-    name = ".".join(table.name())
+    name = table_name(table)
     report = CompactionReport(table=name, dry_run=options.dry_run)
     groups = plan_file_groups(table, options)
     report.groups = len(groups)

@@ -17,6 +17,7 @@ does would make the record redundant, and test_time_travel pins both behaviours.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import time
 from collections import Counter
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot
 
+from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.iceberg_internals import expire_snapshots_in
+from sonik_pipeline.lakehouse.snapshots import lineage
 from sonik_pipeline.lakehouse.timetravel import EXPIRED_HISTORY, expired_history_after
 from sonik_pipeline.maintenance.files import (
     METADATA,
@@ -41,6 +43,9 @@ from sonik_pipeline.maintenance.files import (
 
 log = logging.getLogger(__name__)
 
+# Iceberg's own retention properties, set on every table (lakehouse/tables.py) and read here.
+MAX_SNAPSHOT_AGE_PROPERTY = "history.expire.max-snapshot-age-ms"
+MIN_SNAPSHOTS_PROPERTY = "history.expire.min-snapshots-to-keep"
 DEFAULT_RETENTION = dt.timedelta(days=30)
 DEFAULT_RETAIN_LAST = 5
 COMMIT_ATTEMPTS = 5
@@ -48,17 +53,27 @@ COMMIT_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class ExpiryOptions:
-    retention: dt.timedelta = DEFAULT_RETENTION  # expire snapshots older than this...
-    retain_last: int = DEFAULT_RETAIN_LAST  # ...but always keep the newest N of the current lineage
+    retention: dt.timedelta | None = None  # expire snapshots older than this (None: the table's property)...
+    retain_last: int | None = None  # ...but keep the newest N of the current lineage (None: the property)
     dry_run: bool = False
     now: dt.datetime | None = None  # the clock (tests fix it); None: the real time
+
+    def for_table(self, table: Table) -> tuple[dt.timedelta, int]:
+        """(retention, retain_last) for ``table``: these options, else its history.expire.* properties."""
+        properties = table.properties
+        age_ms = properties.get(MAX_SNAPSHOT_AGE_PROPERTY)
+        if self.retention is not None:
+            retention = self.retention
+        else:
+            retention = dt.timedelta(milliseconds=int(age_ms)) if age_ms else DEFAULT_RETENTION
+        keep = self.retain_last if self.retain_last is not None else properties.get(MIN_SNAPSHOTS_PROPERTY)
+        return retention, int(keep) if keep is not None else DEFAULT_RETAIN_LAST
 
 
 @dataclass
 class ExpiryReport:
     table: str
     snapshots_expired: list[int] = field(default_factory=list)
-    snapshots_kept: int = 0
     files_deleted: Counter[str] = field(default_factory=Counter)
     bytes_deleted: Counter[str] = field(default_factory=Counter)
     deleted: list[str] = field(default_factory=list)
@@ -66,21 +81,12 @@ class ExpiryReport:
     seconds: float = 0.0
 
 
-def _lineage(table: Table) -> list[Snapshot]:
-    """The current snapshot and its ancestors, newest first."""
-    by_id = {s.snapshot_id: s for s in table.snapshots()}
-    out, snapshot = [], table.current_snapshot()
-    while snapshot is not None:
-        out.append(snapshot)
-        snapshot = by_id.get(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id is not None else None
-    return out
-
-
 def snapshots_to_expire(table: Table, options: ExpiryOptions) -> list[int]:
     """Older than the retention, not among the newest ``retain_last`` of the lineage, not a branch or tag head."""
     now = options.now or dt.datetime.now(dt.UTC)
-    cutoff_ms = int((now - options.retention).timestamp() * 1000)
-    protected = {s.snapshot_id for s in _lineage(table)[: options.retain_last]}
+    retention, retain_last = options.for_table(table)
+    cutoff_ms = int((now - retention).timestamp() * 1000)
+    protected = {s.snapshot_id for s in itertools.islice(lineage(table), retain_last)}
     protected |= {ref.snapshot_id for ref in table.metadata.refs.values()}
     return [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected]
 
@@ -119,7 +125,7 @@ def _commit_expiry(table: Table, snapshot_ids: list[int], history: str) -> None:
 def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[str], None] = log.info) -> ExpiryReport:
     """Expire old snapshots and delete the files nothing retained can reach any more."""
     started = time.monotonic()
-    report = ExpiryReport(table=".".join(table.name()), dry_run=options.dry_run)
+    report = ExpiryReport(table=table_name(table), dry_run=options.dry_run)
     for attempt in range(COMMIT_ATTEMPTS):
         table.refresh()
         expired_ids = snapshots_to_expire(table, options)
@@ -171,6 +177,5 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
             f"snapshots, {'would delete' if options.dry_run else 'deleted'} {sum(report.files_deleted.values())} "
             f"files ({sum(report.bytes_deleted.values()):,} B)"
         )
-    report.snapshots_kept = len(table.snapshots()) - (len(report.snapshots_expired) if options.dry_run else 0)
     report.seconds = time.monotonic() - started
     return report

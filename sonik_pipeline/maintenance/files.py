@@ -25,7 +25,6 @@ DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS = (
     "metadata_files",
     "statistics_files",
 )
-KINDS = (DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS)
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.maintenance.files import (
     StoredFile,
     check_keys_deletable,
@@ -119,7 +120,7 @@ def remove_orphan_files(
 ) -> OrphanReport:
     """Delete files under the table's location that no metadata references and that are old enough."""
     started = time.monotonic()
-    report = OrphanReport(table=".".join(table.name()), dry_run=options.dry_run)
+    report = OrphanReport(table=table_name(table), dry_run=options.dry_run)
     # List first, then read references: a file committed in between is then referenced, never orphaned.
     stored = list_table_files(table)
     table.refresh()

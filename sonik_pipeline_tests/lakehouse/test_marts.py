@@ -23,11 +23,12 @@ from sonik_pipeline.lakehouse.marts import (
     PlaysSnapshot,
     compute_mart,
     plays_snapshot_behind,
-    write_mart_day,
+    replace_mart_days,
 )
 from sonik_pipeline.lakehouse.quality import mart_totals, plays_day_quality, plays_totals
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import ensure_table
+from sonik_pipeline.lakehouse.writes import stage_files
 
 DAYS = [dt.date(2026, 4, 18), dt.date(2026, 4, 19), dt.date(2026, 4, 20)]
 DAY = DAYS[-1]
@@ -52,6 +53,11 @@ def lakehouse(catalog: Catalog):
     con.execute("SET TimeZone = 'UTC'")
     frame = plays.scan().to_pandas()
     return catalog, con, PlaysSnapshot.current(plays), frame
+
+
+def _write_day(table, day: dt.date, rows: pa.Table, src: PlaysSnapshot):
+    """Replace ``day`` of a mart table with ``rows`` in one commit, as the mart assets do."""
+    return replace_mart_days(table, day, day, stage_files(table, [rows]), src, {})
 
 
 def _day(frame: pd.DataFrame, first: dt.date, last: dt.date | None = None) -> pd.DataFrame:
@@ -195,7 +201,7 @@ def test_a_mart_pins_the_plays_snapshot_it_read(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
     rows = compute_mart(con, DAILY_COUNTRY_LISTENING, src, DAY, 0)
 
-    report = write_mart_day(ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0], DAY, rows, src, {})
+    report = _write_day(ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0], DAY, rows, src)
     ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 10), "newer")], max_shrink_share=1.0)  # plays moves on
 
     table = catalog.load_table("music_marts.daily_country_listening")
@@ -209,8 +215,8 @@ def test_rewriting_a_mart_day_replaces_it(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
     rows = compute_mart(con, DAILY_DEVICE_MIX, src, DAY, 0)
 
-    write_mart_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src, {})
-    write_mart_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src, {})
+    _write_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src)
+    _write_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src)
 
     table = catalog.load_table("music_marts.daily_device_mix")
     assert table.scan().count() == rows.num_rows
@@ -235,12 +241,11 @@ def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse)
     # The tutorial's query, with its clock fixed at the end of the 20th: "the last 3 days" are the 18th-20th.
     catalog, con, src, frame = lakehouse
     for day in DAYS:
-        write_mart_day(
+        _write_day(
             ensure_table(catalog, DAILY_TOP_ARTISTS.table)[0],
             day,
             compute_mart(con, DAILY_TOP_ARTISTS, src, day, 1_000),
             src,
-            {},
         )
     now = "TIMESTAMP '2026-04-21 00:00:00'"
 

@@ -158,9 +158,10 @@ def test_a_killed_writer_leaves_no_trace_and_orphan_removal_cleans_up(
         text=True,
         start_new_session=True,
     )
-    assert writer.stdout.readline().strip() == "staged"
-    os.killpg(writer.pid, signal.SIGKILL)
-    writer.wait(30)
+    with writer:  # closes its pipe
+        assert writer.stdout.readline().strip() == "staged"
+        os.killpg(writer.pid, signal.SIGKILL)
+        writer.wait(30)
     leftovers = {p for p in (sonik_home / "warehouse").rglob("*") if p.is_file()} - files_before
     assert leftovers and all(p.suffix == ".parquet" for p in leftovers)
 

@@ -1,4 +1,4 @@
-"""The concurrency scenario shared by tests and benchmarks/concurrency.py.
+"""The concurrency scenario of benchmarks/concurrency.py, which sonik_pipeline_tests/test_concurrency.py also runs.
 
 Eight Dagster runs, each its own process, write eight different days of plays at once while a
 compaction loops over the same table; optionally two more runs rewrite one day at the same time.
