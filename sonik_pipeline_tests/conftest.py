@@ -29,6 +29,29 @@ def op_output_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
     return output.event_specific_data.metadata
 
 
+def run_asset_job(defs: dg.Definitions, job: str, first: str, last: str | None = None, selection=None):
+    """Run an asset job (or an ad-hoc one over ``selection``) for days ``first``..``last`` in one run, in process."""
+    if selection is not None:  # an ad-hoc job over part of the graph
+        defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(job, selection=selection)]))
+    return defs.resolve_job_def(job).execute_in_process(
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first},
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+    )
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
+    """(asset, check) -> passed, for every check the run evaluated."""
+    return {
+        (
+            e.event_specific_data.asset_key.to_user_string(),
+            e.event_specific_data.check_name,
+        ): e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No SONIK_*/PYICEBERG_* from the developer's shell; a private DAGSTER_HOME and HOME for config files."""

@@ -1,41 +1,13 @@
-import datetime as dt
-
 import dagster as dg
 import duckdb
-import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.assets.checks import PLAY_ID_UNIQUE, RECONCILES_WITH_PLAYS
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.ingest import day_filter
 from sonik_pipeline.lakehouse.marts import DAILY_MARTS, ROLLING_MARTS
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
-from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
+from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, check_results, run_asset_job
 
 DAYS = [f"2026-04-{d}" for d in range(14, 21)]
 MART_TABLES = [f"music_marts.{m.name}" for m in (*DAILY_MARTS, *ROLLING_MARTS)]
-
-
-def _run_job(defs: dg.Definitions, job: str, first: str, last: str | None = None, selection=None):
-    if selection is not None:  # an ad-hoc job over part of the graph
-        defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(job, selection=selection)]))
-    return defs.resolve_job_def(job).execute_in_process(
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first},
-        instance=dg.DagsterInstance.get(),
-        raise_on_error=False,
-    )
-
-
-def _checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
-    return {
-        (
-            e.event_specific_data.asset_key.to_user_string(),
-            e.event_specific_data.check_name,
-        ): e.event_specific_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
 
 
 def _sql(catalog: Catalog, query: str, **tables: str) -> list[tuple]:
@@ -45,7 +17,7 @@ def _sql(catalog: Catalog, query: str, **tables: str) -> list[tuple]:
 
 
 def test_a_range_of_plays_and_marts_runs_in_order_and_reconciles(defs, catalog: Catalog) -> None:
-    result = _run_job(defs, "daily_job", DAYS[0], DAYS[-1])
+    result = run_asset_job(defs, "daily_job", DAYS[0], DAYS[-1])
 
     assert result.success
     materialized = {
@@ -70,11 +42,11 @@ def test_a_range_of_plays_and_marts_runs_in_order_and_reconciles(defs, catalog: 
             m=f"music_marts.{mart}",
         )
         assert totals == plays, mart
-    assert all(_checks(result).values()) and len(_checks(result)) == 8
+    assert all(check_results(result).values()) and len(check_results(result)) == 8
 
 
 def test_mart_metadata_reports_rows_input_snapshot_and_top_rows(defs, catalog: Catalog) -> None:
-    result = _run_job(defs, "daily_job", DAYS[-1])
+    result = run_asset_job(defs, "daily_job", DAYS[-1])
 
     plays_snapshot = str(catalog.load_table("music.plays").current_snapshot().snapshot_id)
     meta = {
@@ -94,57 +66,15 @@ def test_mart_metadata_reports_rows_input_snapshot_and_top_rows(defs, catalog: C
 
 
 def test_rerunning_a_day_changes_nothing_but_snapshot_history(defs, catalog: Catalog) -> None:
-    _run_job(defs, "daily_job", DAYS[-1])
+    run_asset_job(defs, "daily_job", DAYS[-1])
     before = {t: sorted(catalog.load_table(t).scan().to_arrow().to_pylist(), key=str) for t in MART_TABLES}
     snapshots = {t: len(catalog.load_table(t).snapshots()) for t in MART_TABLES}
 
-    assert _run_job(defs, "daily_job", DAYS[-1]).success
+    assert run_asset_job(defs, "daily_job", DAYS[-1]).success
 
     for table in MART_TABLES:
         assert sorted(catalog.load_table(table).scan().to_arrow().to_pylist(), key=str) == before[table], table
         assert len(catalog.load_table(table).snapshots()) == snapshots[table] + 1
-
-
-def test_a_failing_plays_check_blocks_the_marts(defs, catalog: Catalog) -> None:
-    # Given a day of plays holding a duplicated play_id (written behind the pipeline's back)
-    assert _run_job(defs, "plays_job", DAYS[-1]).success
-    table = catalog.load_table("music.plays")
-    day = synthetic_batch(dt.date(2026, 4, 20), 50)
-    duplicated = pa.concat_tables([day, day.slice(0, 1)])
-    replace_partition(table, day_filter(dt.date(2026, 4, 20)), stage_files(table, [duplicated]), {})
-
-    # When the checks and the marts run for that day (without re-ingesting plays)
-    selection = dg.AssetSelection.checks_for_assets("plays") | dg.AssetSelection.groups("marts")
-    result = _run_job(defs, "marts_only", DAYS[-1], selection=selection)
-
-    # Then the blocking check fails and no mart is built on the bad day
-    assert _checks(result)[("plays", PLAY_ID_UNIQUE)] is False
-    assert not result.get_asset_materialization_events()
-    assert not catalog.table_exists("music_marts.daily_top_tracks")
-
-
-def test_reconciliation_fails_when_a_mart_drifts_from_plays(defs, catalog: Catalog) -> None:
-    assert _run_job(defs, "daily_job", DAYS[-1]).success
-    mart = catalog.load_table("music_marts.daily_device_mix")
-    rows = mart.scan().to_arrow()
-    drifted = rows.set_column(rows.schema.get_field_index("plays"), "plays", pa.array([1] * rows.num_rows, pa.int64()))
-    from pyiceberg.expressions import EqualTo
-
-    replace_partition(
-        mart,
-        EqualTo("day", DAYS[-1]),
-        stage_files(mart, [drifted]),
-        {
-            "dagster.partition": DAYS[-1],
-            "sonik.plays-snapshot-id": mart.current_snapshot().summary["sonik.plays-snapshot-id"],
-            "sonik.plays-metadata-location": mart.current_snapshot().summary["sonik.plays-metadata-location"],
-        },
-    )
-
-    selection = dg.AssetSelection.checks_for_assets("daily_device_mix")
-    result = _run_job(defs, "device_check", DAYS[-1], selection=selection)
-
-    assert _checks(result) == {("daily_device_mix", RECONCILES_WITH_PLAYS): False}
 
 
 def test_marts_follow_any_day_of_plays_without_a_click(defs) -> None:
@@ -153,7 +83,7 @@ def test_marts_follow_any_day_of_plays_without_a_click(defs) -> None:
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=assets)
     assert first.total_requested == 0  # nothing to follow yet
 
-    assert _run_job(defs, "plays_job", "2026-04-10").success  # an old day, by hand
+    assert run_asset_job(defs, "plays_job", "2026-04-10").success  # an old day, by hand
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=assets, cursor=first.cursor)
 
     for mart in DAILY_MARTS:

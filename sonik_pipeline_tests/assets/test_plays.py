@@ -63,8 +63,9 @@ def test_first_materialization_writes_the_day_and_reports_it(defs, catalog: Cata
     assert meta["rows_rejected"].value == 0
     assert meta["table_rows"].value == SMALL_DAY_EVENTS
     assert meta["snapshot_id"].value == str(snapshot.snapshot_id)
-    assert meta["data_files_added"].value >= 1
-    assert meta["bytes_added"].value > 10_000
+    [data_file] = [task.file for task in table.scan().plan_files()]  # 2,000 rows: one file, far under 128 MiB
+    assert meta["data_files_added"].value == 1
+    assert meta["bytes_added"].value == data_file.file_size_in_bytes == int(snapshot.summary["added-files-size"])
     assert meta["duration_seconds"].value > 0
     assert len(meta["preview"].value.records) == 5
     assert snapshot.summary["dagster.run-id"] == result.run_id

@@ -25,7 +25,7 @@ from sonik_pipeline.lakehouse.marts import (
     plays_snapshot_behind,
     replace_mart_days,
 )
-from sonik_pipeline.lakehouse.quality import mart_totals, plays_day_quality, plays_totals
+from sonik_pipeline.lakehouse.quality import mart_totals, plays_totals
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import ensure_table
 from sonik_pipeline.lakehouse.writes import stage_files
@@ -221,20 +221,6 @@ def test_rewriting_a_mart_day_replaces_it(lakehouse) -> None:
     table = catalog.load_table("music_marts.daily_device_mix")
     assert table.scan().count() == rows.num_rows
     assert len(table.snapshots()) == 2
-
-
-def test_plays_quality_is_clean_for_ingested_days(lakehouse) -> None:
-    catalog, con, src, frame = lakehouse
-
-    quality = plays_day_quality(con, catalog.load_table("music.plays"), src, DAY)
-
-    assert quality.rows == 1_500
-    assert (
-        quality.duplicate_play_ids,
-        quality.null_required,
-        quality.rows_outside_day,
-        quality.durations_out_of_range,
-    ) == (0, 0, 0, 0)
 
 
 def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse) -> None:

@@ -1,0 +1,56 @@
+"""Asset checks through Dagster: plays checks block the marts on a bad day; marts reconcile with plays."""
+
+import datetime as dt
+
+import dagster as dg
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo
+
+from sonik_pipeline.assets.checks import PLAY_ID_UNIQUE, RECONCILES_WITH_PLAYS
+from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline_tests.conftest import check_results, run_asset_job
+
+DAYS = [f"2026-04-{d}" for d in range(14, 21)]
+
+
+def test_a_failing_plays_check_blocks_the_marts(defs, catalog: Catalog) -> None:
+    # Given a day of plays holding a duplicated play_id (written behind the pipeline's back)
+    assert run_asset_job(defs, "plays_job", DAYS[-1]).success
+    table = catalog.load_table("music.plays")
+    day = synthetic_batch(dt.date(2026, 4, 20), 50)
+    duplicated = pa.concat_tables([day, day.slice(0, 1)])
+    replace_partition(table, day_filter(dt.date(2026, 4, 20)), stage_files(table, [duplicated]), {})
+
+    # When the checks and the marts run for that day (without re-ingesting plays)
+    selection = dg.AssetSelection.checks_for_assets("plays") | dg.AssetSelection.groups("marts")
+    result = run_asset_job(defs, "marts_only", DAYS[-1], selection=selection)
+
+    # Then the blocking check fails and no mart is built on the bad day
+    assert check_results(result)[("plays", PLAY_ID_UNIQUE)] is False
+    assert not result.get_asset_materialization_events()
+    assert not catalog.table_exists("music_marts.daily_top_tracks")
+
+
+def test_reconciliation_fails_when_a_mart_drifts_from_plays(defs, catalog: Catalog) -> None:
+    assert run_asset_job(defs, "daily_job", DAYS[-1]).success
+    mart = catalog.load_table("music_marts.daily_device_mix")
+    rows = mart.scan().to_arrow()
+    drifted = rows.set_column(rows.schema.get_field_index("plays"), "plays", pa.array([1] * rows.num_rows, pa.int64()))
+    replace_partition(
+        mart,
+        EqualTo("day", DAYS[-1]),
+        stage_files(mart, [drifted]),
+        {
+            "dagster.partition": DAYS[-1],
+            "sonik.plays-snapshot-id": mart.current_snapshot().summary["sonik.plays-snapshot-id"],
+            "sonik.plays-metadata-location": mart.current_snapshot().summary["sonik.plays-metadata-location"],
+        },
+    )
+
+    selection = dg.AssetSelection.checks_for_assets("daily_device_mix")
+    result = run_asset_job(defs, "device_check", DAYS[-1], selection=selection)
+
+    assert check_results(result) == {("daily_device_mix", RECONCILES_WITH_PLAYS): False}
