@@ -34,35 +34,32 @@ def build_asset_jobs(plays: dg.AssetsDefinition, freshness_checks) -> tuple:
     return plays_job, daily_job
 
 
-@dg.job(tags={MAINTENANCE_TAG: "compaction"}, description="Compact small data files of the lakehouse tables.")
-def compaction_job() -> None:
-    compact_tables()
+def _maintenance_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
+    """A job of one maintenance op, tagged so the instance runs one maintenance job at a time."""
+
+    @dg.job(name=f"{name}_job", tags={MAINTENANCE_TAG: name}, description=description)
+    def _job() -> None:
+        op()
+
+    return _job
 
 
-@dg.job(
-    tags={MAINTENANCE_TAG: "manifests"},
-    description="Rewrite each table's manifests clustered by partition (one replace commit that changes no data).",
+compaction_job = _maintenance_job("compaction", compact_tables, "Compact small data files of the lakehouse tables.")
+manifests_job = _maintenance_job(
+    "manifests",
+    rewrite_table_manifests,
+    "Rewrite each table's manifests clustered by partition (one replace commit that changes no data).",
 )
-def manifests_job() -> None:
-    rewrite_table_manifests()
-
-
-@dg.job(
-    tags={MAINTENANCE_TAG: "expiry"},
-    description="Expire snapshots past retention and delete the data and metadata files only they reached.",
+expiry_job = _maintenance_job(
+    "expiry",
+    expire_table_snapshots,
+    "Expire snapshots past retention and delete the data and metadata files only they reached.",
 )
-def expiry_job() -> None:
-    expire_table_snapshots()
-
-
-@dg.job(
-    tags={MAINTENANCE_TAG: "orphans"},
-    description="Delete files no metadata references (a crashed writer's leftovers), past the safety window.",
+orphans_job = _maintenance_job(
+    "orphans",
+    remove_orphans,
+    "Delete files no metadata references (a crashed writer's leftovers), past the safety window.",
 )
-def orphans_job() -> None:
-    remove_orphans()
-
-
 MAINTENANCE_JOBS = (compaction_job, manifests_job, expiry_job, orphans_job)
 
 

@@ -193,15 +193,18 @@ def _trending_tracks(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
         FROM per_track QUALIFY rank <= {top_n} ORDER BY rank"""
 
 
-DAILY_TOP_TRACKS = Mart(
-    _mart_table(
-        "daily_top_tracks",
+def RANKED_TRACK_F() -> tuple[NestedField, ...]:  # noqa: N802 - reads like the columns it makes
+    """rank, track_id, artist and title (field ids 2-5): the head of every ranked-tracks mart."""
+    return (
         RANK_F(2),
         _f(3, "track_id", LongType(), "Track", True),
         _f(4, "artist", StringType(), "Artist", True),
         _f(5, "title", StringType(), "Title", True),
-        *TOTALS_F(6),
-    ),
+    )
+
+
+DAILY_TOP_TRACKS = Mart(
+    _mart_table("daily_top_tracks", *RANKED_TRACK_F(), *TOTALS_F(6)),
     _top_tracks,
     "The day's most played tracks with listeners and listening time (top N, default 100).",
 )
@@ -210,20 +213,21 @@ DAILY_TOP_ARTISTS = Mart(
     _top_artists,
     "The day's most played artists with listeners and listening time (top N, default 100).",
 )
+
+
+def _totals_by(name: str, column: str, doc: str) -> TableDef:
+    """A mart of plays, listeners and listening time per value of one column."""
+    return _mart_table(name, _f(2, column, StringType(), doc), *TOTALS_F(3))
+
+
 DAILY_COUNTRY_LISTENING = Mart(
-    _mart_table(
-        "daily_country_listening",
-        _f(2, "country", StringType(), "Two-letter country code (null: unknown)"),
-        *TOTALS_F(3),
-    ),
+    _totals_by("daily_country_listening", "country", "Two-letter country code (null: unknown)"),
     _country,
     "Plays, listeners and listening time per country for the day.",
 )
 DAILY_TIER_LISTENING = Mart(
-    _mart_table(
-        "daily_tier_listening",
-        _f(2, "subscription_tier", StringType(), "Free, Premium or Family (null: played before tiers were recorded)"),
-        *TOTALS_F(3),
+    _totals_by(
+        "daily_tier_listening", "subscription_tier", "Free, Premium or Family (null: played before tiers were recorded)"
     ),
     _tier,
     "Plays, listeners and listening time per subscription tier (Free, Premium, Family).",
@@ -266,10 +270,7 @@ TOP_ARTISTS_7D = Mart(
 TRENDING_TRACKS = Mart(
     _mart_table(
         "trending_tracks",
-        RANK_F(2),
-        _f(3, "track_id", LongType(), "Track", True),
-        _f(4, "artist", StringType(), "Artist", True),
-        _f(5, "title", StringType(), "Title", True),
+        *RANKED_TRACK_F(),
         _f(6, "plays_7d", LongType(), "Plays in the 7 days ending on day", True),
         _f(7, "plays_prev_7d", LongType(), "Plays in the 7 days before those", True),
         _f(8, "change", LongType(), "plays_7d - plays_prev_7d", True),

@@ -17,14 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.schema import Schema
-from pyiceberg.types import (
-    IcebergType,
-    IntegerType,
-    LongType,
-    NestedField,
-    StringType,
-    TimestampType,
-)
+from pyiceberg.types import IcebergType, IntegerType, LongType, NestedField, StringType, TimestampType
 
 from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, UnreadableFile

@@ -100,25 +100,14 @@ class CompactionReport:
         """The last commit (the only one without partial progress)."""
         return self.snapshot_ids[-1] if self.snapshot_ids else None
 
-    @property
-    def files_before(self) -> int:
-        return sum(p.files_before for p in self.partitions)
+    def _total(self, attribute: str) -> int:
+        return sum(getattr(p, attribute) for p in self.partitions)
 
-    @property
-    def files_after(self) -> int:
-        return sum(p.files_after for p in self.partitions)
-
-    @property
-    def bytes_before(self) -> int:
-        return sum(p.bytes_before for p in self.partitions)
-
-    @property
-    def bytes_after(self) -> int:
-        return sum(p.bytes_after for p in self.partitions)
-
-    @property
-    def rows_verified(self) -> int:
-        return sum(p.rows_verified for p in self.partitions)
+    files_before = property(lambda self: self._total("files_before"))
+    files_after = property(lambda self: self._total("files_after"))
+    bytes_before = property(lambda self: self._total("bytes_before"))
+    bytes_after = property(lambda self: self._total("bytes_after"))
+    rows_verified = property(lambda self: self._total("rows_verified"))
 
 
 @dataclass(frozen=True)

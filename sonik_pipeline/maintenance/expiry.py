@@ -20,7 +20,6 @@ import datetime as dt
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ from sonik_pipeline.lakehouse.snapshots import lineage
 from sonik_pipeline.lakehouse.timetravel import EXPIRED_HISTORY, expired_history_after
 from sonik_pipeline.maintenance.files import (
     METADATA,
+    DeletionReport,
     StoredFile,
     check_keys_deletable,
     delete_files,
@@ -71,14 +71,8 @@ class ExpiryOptions:
 
 
 @dataclass
-class ExpiryReport:
-    table: str
+class ExpiryReport(DeletionReport):
     snapshots_expired: list[int] = field(default_factory=list)
-    files_deleted: Counter[str] = field(default_factory=Counter)
-    bytes_deleted: Counter[str] = field(default_factory=Counter)
-    deleted: list[str] = field(default_factory=list)
-    dry_run: bool = False
-    seconds: float = 0.0
 
 
 def snapshots_to_expire(table: Table, options: ExpiryOptions) -> list[int]:

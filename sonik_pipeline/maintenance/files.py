@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from pyarrow import fs as pafs
@@ -155,3 +156,15 @@ def delete_files(table: Table, keys: Iterable[str]) -> None:
             filesystem.delete_file(key)
         except FileNotFoundError:
             pass  # already gone: deleting is idempotent
+
+
+@dataclass
+class DeletionReport:
+    """What a clean-up deleted (or, in a dry run, would delete) from one table, by kind of file."""
+
+    table: str
+    files_deleted: Counter[str] = field(default_factory=Counter)
+    bytes_deleted: Counter[str] = field(default_factory=Counter)
+    deleted: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0

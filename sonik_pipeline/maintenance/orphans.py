@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.maintenance.files import (
+    DeletionReport,
     StoredFile,
     check_keys_deletable,
     delete_files,
@@ -74,14 +74,8 @@ def _hours(delta: dt.timedelta) -> str:
 
 
 @dataclass
-class OrphanReport:
-    table: str
-    files_deleted: Counter[str] = field(default_factory=Counter)
-    bytes_deleted: Counter[str] = field(default_factory=Counter)
-    deleted: list[str] = field(default_factory=list)
+class OrphanReport(DeletionReport):
     in_flight: list[str] = field(default_factory=list)  # unreferenced but kept: a commit in flight needs them
-    dry_run: bool = False
-    seconds: float = 0.0
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
