@@ -36,7 +36,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     plays_job, daily_job = build_asset_jobs(plays, plays_freshness)
     return dg.Definitions(
         assets=[plays, *marts],
-        asset_checks=[build_plays_checks(), *build_mart_checks(), *plays_freshness],
+        asset_checks=[build_plays_checks(partitions), *build_mart_checks(partitions), *plays_freshness],
         jobs=[plays_job, daily_job, *MAINTENANCE_JOBS, rollback_job],
         schedules=build_schedules(daily_job),
         sensors=build_sensors(plays_freshness),

@@ -29,11 +29,14 @@ def op_output_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
     return output.event_specific_data.metadata
 
 
-def run_asset_job(defs: dg.Definitions, job: str, first: str, last: str | None = None, selection=None):
+def run_asset_job(
+    defs: dg.Definitions, job: str, first: str, last: str | None = None, selection=None, run_config: dict | None = None
+):
     """Run an asset job (or an ad-hoc one over ``selection``) for days ``first``..``last`` in one run, in process."""
     if selection is not None:  # an ad-hoc job over part of the graph
         defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(job, selection=selection)]))
     return defs.resolve_job_def(job).execute_in_process(
+        run_config=run_config,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first},
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,

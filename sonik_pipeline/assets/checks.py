@@ -1,22 +1,28 @@
-"""Asset checks: plays must be clean before marts are built on it, and marts must add up to plays."""
+"""Asset checks: plays must be clean before marts are built on it, and marts must add up to plays.
+
+The checks are partitioned like their assets, so Dagster records a result per day. A run over N days
+measures them all with a few grouped queries (``lakehouse/quality.py``) and logs one evaluation per
+day and check; a blocking check that fails on any day then fails its step, so no mart of the run is
+built on it, and the failing days are the ones marked failed.
+"""
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 from pyiceberg.table import Table
 
 from sonik_pipeline.assets.plays import PLAYS_KEY
+from sonik_pipeline.lakehouse.days import days_between
 from sonik_pipeline.lakehouse.marts import (
     DAILY_COUNTRY_LISTENING,
     DAILY_DEVICE_MIX,
     DAILY_TIER_LISTENING,
     DAILY_USER_STATS,
-    Mart,
-    PlaysSnapshot,
-    plays_snapshot_behind,
+    plays_snapshots_behind,
 )
-from sonik_pipeline.lakehouse.quality import mart_totals, plays_day_quality, plays_totals
+from sonik_pipeline.lakehouse.plays_days import PlaysSnapshot
+from sonik_pipeline.lakehouse.quality import mart_totals_by_day, plays_quality, plays_totals_by_day
 from sonik_pipeline.lakehouse.tables import PLAYS
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 
@@ -39,10 +45,8 @@ RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_TIER_LISTENING, DAILY_DEVICE_
 def _run_days(context: dg.AssetCheckExecutionContext) -> list[dt.date] | None:
     """The days the run targets (a partition or a range), or None for a run without partitions."""
     if context.has_partition_key_range:
-        first, last = (
-            dt.date.fromisoformat(k) for k in (context.partition_key_range.start, context.partition_key_range.end)
-        )
-        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        start, end = context.partition_key_range.start, context.partition_key_range.end
+        return days_between(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
     if context.has_partition_key:
         return [dt.date.fromisoformat(context.partition_key)]
     return None
@@ -57,75 +61,128 @@ def _newest_day(table: Table, column: str) -> list[dt.date]:
     return [newest.date() if isinstance(newest, dt.datetime) else newest]
 
 
-def build_plays_checks() -> dg.AssetChecksDefinition:
+def _results(
+    context: dg.AssetCheckExecutionContext,
+    asset: dg.AssetKey,
+    check: str,
+    by_day: dict[dt.date, tuple[bool, dict]],
+    blocking: bool,
+) -> Iterator[dg.AssetCheckResult]:
+    """A partitioned check's results: one per day of the run, so Dagster records each day's outcome.
+
+    Dagster 1.13 gives a check result the step's partition only when the step has one; for a range, each
+    day is logged as its own evaluation, and one result for the whole range follows (a blocking check's
+    output is required, and a failing one keeps the marts of the run from being built).
+    """
+    if context.has_partition_key:
+        [(passed, metadata)] = by_day.values()
+        yield dg.AssetCheckResult(asset_key=asset, check_name=check, passed=passed, metadata=metadata)
+        return
+    for day, (passed, metadata) in by_day.items():
+        context.op_execution_context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=asset,
+                check_name=check,
+                passed=passed,
+                partition=str(day),
+                metadata=metadata,
+                severity=dg.AssetCheckSeverity.ERROR,
+                blocking=blocking,
+            )
+        )
+    failing = [str(day) for day, (passed, _) in by_day.items() if not passed]
+    yield dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=check,
+        passed=not failing,
+        metadata={"days_checked": len(by_day), "failing_days": dg.MetadataValue.json(failing)},
+    )
+
+
+def build_plays_checks(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         specs=[
-            dg.AssetCheckSpec(name, asset=PLAYS_KEY, description=desc, blocking=True)
+            dg.AssetCheckSpec(name, asset=PLAYS_KEY, description=desc, blocking=True, partitions_def=partitions)
             for name, (_, desc) in PLAYS_CHECKS.items()
         ],
         name="plays_quality",
     )
-    def plays_quality(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB):
+    def plays_quality_checks(
+        context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB
+    ) -> Iterator[dg.AssetCheckResult]:
         """Blocking checks on each day of plays in the run: a day that fails stops the marts built on it."""
         plays = lakehouse.load().load_table(PLAYS.identifier)
         src = PlaysSnapshot.current(plays)
+        days = _run_days(context) or _newest_day(plays, "played_at")
         with duckdb.get_connection() as con:
-            days = _run_days(context) or _newest_day(plays, "played_at")
-            measured = [plays_day_quality(con, plays, src, day) for day in days]
+            measured = plays_quality(con, plays, src, days[0], days[-1]) if days else {}
+        context.log.info(f"checked {len(days)} days of plays at snapshot {src.snapshot_id}")
         for name, (field, _) in PLAYS_CHECKS.items():
-            failing = {str(q.day): getattr(q, field) for q in measured if getattr(q, field)}
-            yield dg.AssetCheckResult(
-                check_name=name,
-                asset_key=PLAYS_KEY,
-                passed=not failing,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={
-                    "days_checked": [str(q.day) for q in measured],
-                    "failing_days": dg.MetadataValue.json(failing),
-                    "rows_checked": sum(q.rows for q in measured),
-                    "plays_snapshot_id": str(src.snapshot_id),
-                },
-            )
-
-    return plays_quality
-
-
-def _reconciliation_check(mart: Mart) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(mart.name),
-        name=RECONCILES_WITH_PLAYS,
-        description=f"Total plays and seconds per day in {mart.name} equal music.plays at the snapshot it read.",
-    )
-    def reconciles(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB):
-        catalog = lakehouse.load()
-        table = catalog.load_table(mart.table.identifier)
-        days = _run_days(context) or _newest_day(table, "day")
-        mismatches: dict[str, dict] = {}
-        with duckdb.get_connection() as con:
+            by_day = {}
             for day in days:
-                src = plays_snapshot_behind(table, day)
-                if src is None:
-                    mismatches[str(day)] = {"error": "no materialization of this day"}
+                found = getattr(measured[day], field)
+                metadata = {field: found, "rows_checked": measured[day].rows, "plays_snapshot_id": str(src.snapshot_id)}
+                by_day[day] = (not found, metadata)
+            yield from _results(context, PLAYS_KEY, name, by_day, blocking=True)
+
+    return plays_quality_checks
+
+
+def build_mart_checks(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetChecksDefinition]:
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(
+                RECONCILES_WITH_PLAYS,
+                asset=dg.AssetKey(mart.name),
+                description=f"Plays and seconds per day in {mart.name} equal music.plays at the snapshot it read.",
+                partitions_def=partitions,
+            )
+            for mart in RECONCILED_MARTS
+        ],
+        name="marts_reconcile_with_plays",
+        can_subset=True,
+    )
+    def reconciliation_checks(
+        context: dg.AssetCheckExecutionContext, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB
+    ) -> Iterator[dg.AssetCheckResult]:
+        """Each mart's plays and seconds per day, against plays at the snapshot that mart read: a few queries."""
+        catalog = lakehouse.load()
+        selected = {key.asset_key for key in context.selected_asset_check_keys}
+        expected: dict[PlaysSnapshot, dict] = {}  # plays totals per snapshot read, shared by the marts
+        with duckdb.get_connection() as con:
+            for mart in (m for m in RECONCILED_MARTS if dg.AssetKey(m.name) in selected):
+                table = catalog.load_table(mart.table.identifier)
+                days = _run_days(context) or _newest_day(table, "day")
+                if not days:
                     continue
-                expected, actual = plays_totals(con, src, day), mart_totals(con, table, day)
-                if expected != actual:
-                    mismatches[str(day)] = {
-                        "plays": [expected.plays, actual.plays],
-                        "seconds_played": [expected.seconds_played, actual.seconds_played],
-                    }
-        return dg.AssetCheckResult(
-            passed=not mismatches,
-            metadata={
-                "days_checked": [str(d) for d in days],
-                "mismatches (plays, mart)": dg.MetadataValue.json(mismatches),
-            },
-        )
+                behind = plays_snapshots_behind(table, days)
+                actual = mart_totals_by_day(con, table, days[0], days[-1])
+                for src in {s for s in behind.values() if s is not None} - expected.keys():
+                    read = [d for d, s in behind.items() if s == src]
+                    expected[src] = plays_totals_by_day(con, src, min(read), max(read))
+                by_day = {}
+                for day in days:
+                    src = behind[day]
+                    if src is None:
+                        passed, metadata = False, {"error": "no materialization of this day"}
+                    else:
+                        want, got = expected[src].get(day), actual.get(day)
+                        passed = want == got
+                        metadata = {
+                            "plays (plays, mart)": dg.MetadataValue.json([_of(want, "plays"), _of(got, "plays")]),
+                            "seconds (plays, mart)": dg.MetadataValue.json(
+                                [_of(want, "seconds_played"), _of(got, "seconds_played")]
+                            ),
+                            "plays_snapshot_id": str(src.snapshot_id),
+                        }
+                    by_day[day] = (passed, metadata)
+                yield from _results(context, dg.AssetKey(mart.name), RECONCILES_WITH_PLAYS, by_day, blocking=False)
 
-    return reconciles
+    return [reconciliation_checks]
 
 
-def build_mart_checks() -> Sequence[dg.AssetChecksDefinition]:
-    return [_reconciliation_check(mart) for mart in RECONCILED_MARTS]
+def _of(totals, field: str) -> int:
+    return getattr(totals, field) if totals is not None else 0
 
 
 def build_plays_freshness_checks(plays: dg.AssetsDefinition) -> Sequence[dg.AssetChecksDefinition]:

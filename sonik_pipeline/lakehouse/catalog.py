@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,6 +57,14 @@ def _first_line(exc: BaseException, password: str | None) -> str:
     return text.replace(password, "***") if password else text
 
 
+@functools.cache
+def _catalog(name: str, properties: tuple[tuple[str, str], ...]) -> Catalog:
+    """One catalog per configuration and process: its SQL engine and connection pool are reused by every
+    step, check and command rather than opened (and left to the garbage collector) each time. A changed
+    configuration (URI, warehouse, ``s3.*`` settings) is another key, so it is always seen."""
+    return load_catalog(name, **dict(properties))
+
+
 def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
     """Load the catalog named ``name``; the URI scheme picks SQL (sqlite, postgresql) or REST (http).
 
@@ -73,7 +82,7 @@ def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
             path = make_url(uri).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return load_catalog(name, **catalog_properties(name, uri, warehouse))
+        return _catalog(name, tuple(sorted(catalog_properties(name, uri, warehouse).items())))
     except (
         OSError,  # a folder that cannot be created; requests' ConnectionError is an OSError too
         ModuleNotFoundError,  # postgresql+DRIVER with DRIVER not installed

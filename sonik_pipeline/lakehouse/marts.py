@@ -1,8 +1,8 @@
 """The marts: DuckDB SQL over a pinned snapshot of music.plays, stored back as Iceberg tables in music_marts.
 
-Each mart is a table definition plus one SQL query for one day. Queries read ``music.plays``
-through DuckDB's ``iceberg_scan`` at an explicit snapshot, filtered on ``played_at`` so that only the
-day's (or the window's) files are opened, and every figure can be reproduced later by time travel.
+Each mart is a table definition plus one SQL query over a range of days. The queries read days of
+plays that were loaded once for the whole run (``plays_days.load_plays_days``: one ``iceberg_scan`` at
+an explicit snapshot, pruned to those days' files), so every figure can be reproduced by time travel.
 """
 
 from __future__ import annotations
@@ -21,38 +21,12 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import DateType, DoubleType, IntegerType, LongType, NestedField, StringType, TimestampType
 
-from sonik_pipeline.lakehouse.catalog import table_name
-from sonik_pipeline.lakehouse.days import day_bounds
+from sonik_pipeline.lakehouse.plays_days import PLAYS_DAYS, PlaysSnapshot, load_plays_days
 from sonik_pipeline.lakehouse.snapshots import lineage
-from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.tables import MARTS, TableDef
 from sonik_pipeline.lakehouse.writes import CommitReport, replace_partition
 
 DEFAULT_TOP_N = 100
-
-
-@dataclass(frozen=True)
-class PlaysSnapshot:
-    """music.plays pinned at one snapshot: what a mart read, so its numbers can be reproduced."""
-
-    metadata_location: str
-    snapshot_id: int
-
-    @classmethod
-    def current(cls, table: Table) -> PlaysSnapshot:
-        snapshot = table.current_snapshot()
-        if snapshot is None:
-            raise LookupError(f"{table_name(table)} has no snapshot yet: materialize plays first")
-        return cls(table.metadata_location, snapshot.snapshot_id)
-
-    def scan_sql(self) -> str:
-        return f"iceberg_scan({sql_string(self.metadata_location)}, snapshot_from_id={self.snapshot_id})"
-
-
-def played_between(first: dt.date, last: dt.date) -> str:
-    """SQL predicate on played_at for whole UTC days first..last (pruned to those days' partitions)."""
-    start, end = day_bounds(first, last)
-    return f"played_at >= TIMESTAMP '{start}' AND played_at < TIMESTAMP '{end}'"
 
 
 def _mart_table(name: str, *fields: NestedField) -> TableDef:
@@ -106,12 +80,18 @@ _MINUTES = "round(seconds_played / 60.0, 2) AS minutes_played"
 _TOTALS = f"count(*) AS plays, count(DISTINCT user_id) AS unique_listeners, {_SECONDS}"
 
 
+# A query reads ``source``: a relation of plays with a ``day`` column (see ``load_plays_days``) holding the
+# target days first..last and, for a rolling view, the days of the window before them. It returns the
+# rows of every target day at once, grouped and ranked by day.
+MartQuery = Callable[[str, dt.date, dt.date, int], str]
+
+
 @dataclass(frozen=True)
 class Mart:
-    """A mart table and the query that fills one of its days."""
+    """A mart table and the query that fills a range of its days."""
 
     table: TableDef
-    query: Callable[[PlaysSnapshot, dt.date, int], str]
+    query: MartQuery
     description: str  # what a row holds; the asset's description in the UI
     window_days: int = 1  # how many days of plays up to and including the day it reads
 
@@ -120,77 +100,88 @@ class Mart:
         return self.table.name
 
 
-def _top_tracks(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
+def _days(first: dt.date, last: dt.date) -> str:
+    return f"day BETWEEN DATE '{first}' AND DATE '{last}'"
+
+
+def _top_tracks(source: str, first: dt.date, last: dt.date, top_n: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, CAST(row_number() OVER (ORDER BY plays DESC, track_id) AS INTEGER) AS rank,
+        SELECT day, CAST(row_number() OVER (PARTITION BY day ORDER BY plays DESC, track_id) AS INTEGER) AS rank,
                track_id, artist, title, plays, unique_listeners, seconds_played, {_MINUTES}
-        FROM (SELECT track_id, artist, title, {_TOTALS} FROM {src.scan_sql()} WHERE {played_between(day, day)}
-              GROUP BY track_id, artist, title)
-        QUALIFY rank <= {top_n} ORDER BY rank"""
+        FROM (SELECT day, track_id, artist, title, {_TOTALS} FROM {source} WHERE {_days(first, last)}
+              GROUP BY day, track_id, artist, title)
+        QUALIFY rank <= {top_n} ORDER BY day, rank"""
 
 
-def _top_artists(src: PlaysSnapshot, day: dt.date, top_n: int, first: dt.date | None = None) -> str:
+def _top_artists(source: str, first: dt.date, last: dt.date, top_n: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, CAST(row_number() OVER (ORDER BY plays DESC, artist) AS INTEGER) AS rank,
+        SELECT day, CAST(row_number() OVER (PARTITION BY day ORDER BY plays DESC, artist) AS INTEGER) AS rank,
                artist, plays, unique_listeners, seconds_played, {_MINUTES}
-        FROM (SELECT artist, {_TOTALS} FROM {src.scan_sql()} WHERE {played_between(first or day, day)} GROUP BY artist)
-        QUALIFY rank <= {top_n} ORDER BY rank"""
+        FROM (SELECT day, artist, {_TOTALS} FROM {source} WHERE {_days(first, last)} GROUP BY day, artist)
+        QUALIFY rank <= {top_n} ORDER BY day, rank"""
 
 
-def _country(src: PlaysSnapshot, day: dt.date, _: int) -> str:
+def _totals_per(column: str) -> MartQuery:
+    def query(source: str, first: dt.date, last: dt.date, _: int) -> str:
+        return f"""
+            SELECT day, {column}, {_TOTALS}, {_MINUTES} FROM {source} WHERE {_days(first, last)}
+            GROUP BY day, {column} ORDER BY day, plays DESC, {column}"""
+
+    return query
+
+
+def _device(source: str, first: dt.date, last: dt.date, _: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, country, {_TOTALS}, {_MINUTES}
-        FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY country ORDER BY plays DESC, country"""
+        SELECT day, device, count(*) AS plays, {_SECONDS}, {_MINUTES},
+               count(*) / sum(count(*)) OVER (PARTITION BY day) AS share
+        FROM {source} WHERE {_days(first, last)} GROUP BY day, device ORDER BY day, plays DESC, device"""
 
 
-def _tier(src: PlaysSnapshot, day: dt.date, _: int) -> str:
+def _user_stats(source: str, first: dt.date, last: dt.date, _: int) -> str:
     return f"""
-        SELECT DATE '{day}' AS day, subscription_tier, {_TOTALS}, {_MINUTES}
-        FROM {src.scan_sql()} WHERE {played_between(day, day)}
-        GROUP BY subscription_tier ORDER BY plays DESC, subscription_tier"""
-
-
-def _device(src: PlaysSnapshot, day: dt.date, _: int) -> str:
-    return f"""
-        SELECT DATE '{day}' AS day, device, count(*) AS plays, {_SECONDS}, {_MINUTES},
-               count(*) / sum(count(*)) OVER () AS share
-        FROM {src.scan_sql()} WHERE {played_between(day, day)} GROUP BY device ORDER BY plays DESC, device"""
-
-
-def _user_stats(src: PlaysSnapshot, day: dt.date, _: int) -> str:
-    return f"""
-        WITH day_plays AS (SELECT * FROM {src.scan_sql()} WHERE {played_between(day, day)}),
-        per_artist AS (SELECT user_id, artist, count(*) AS n FROM day_plays GROUP BY user_id, artist),
-        favourite AS (SELECT user_id, first(artist ORDER BY n DESC, artist) AS favourite_artist
-                      FROM per_artist GROUP BY user_id)
-        SELECT DATE '{day}' AS day, user_id, count(*) AS plays, {_SECONDS}, {_MINUTES},
+        WITH day_plays AS (SELECT * FROM {source} WHERE {_days(first, last)}),
+        per_artist AS (SELECT day, user_id, artist, count(*) AS n FROM day_plays GROUP BY day, user_id, artist),
+        favourite AS (SELECT day, user_id, first(artist ORDER BY n DESC, artist) AS favourite_artist
+                      FROM per_artist GROUP BY day, user_id)
+        SELECT day, user_id, count(*) AS plays, {_SECONDS}, {_MINUTES},
                count(DISTINCT track_id) AS distinct_tracks, count(DISTINCT artist) AS distinct_artists,
                any_value(favourite_artist) AS favourite_artist,
                min(played_at) AS first_play_at, max(played_at) AS last_play_at
-        FROM day_plays JOIN favourite USING (user_id) GROUP BY user_id ORDER BY user_id"""
+        FROM day_plays JOIN favourite USING (day, user_id) GROUP BY day, user_id ORDER BY day, user_id"""
 
 
-def _top_artists_7d(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
-    return _top_artists(src, day, top_n, first=day - dt.timedelta(days=6))
+def _targets(first: dt.date, last: dt.date) -> str:
+    """The target days as a relation ``targets(target)``."""
+    return f"(SELECT CAST(unnest(range(DATE '{first}', DATE '{last}' + 1, INTERVAL 1 DAY)) AS DATE) AS target)"
 
 
-def _trending_tracks(src: PlaysSnapshot, day: dt.date, top_n: int) -> str:
-    this_week, last_week = day - dt.timedelta(days=6), day - dt.timedelta(days=13)
+def _top_artists_7d(source: str, first: dt.date, last: dt.date, top_n: int) -> str:
     return f"""
-        WITH window_plays AS (
-            SELECT track_id, artist, title, played_at >= TIMESTAMP '{this_week} 00:00:00' AS this_week
-            FROM {src.scan_sql()} WHERE {played_between(last_week, day)}),
-        per_track AS (
-            SELECT track_id, artist, title, count(*) FILTER (WHERE this_week) AS plays_7d,
-                   count(*) FILTER (WHERE NOT this_week) AS plays_prev_7d
-            FROM window_plays GROUP BY track_id, artist, title)
-        SELECT DATE '{day}' AS day,
-               CAST(row_number() OVER (ORDER BY plays_7d - plays_prev_7d DESC, plays_7d DESC, track_id) AS INTEGER)
+        SELECT target AS day,
+               CAST(row_number() OVER (PARTITION BY target ORDER BY plays DESC, artist) AS INTEGER) AS rank,
+               artist, plays, unique_listeners, seconds_played, {_MINUTES}
+        FROM (SELECT target, artist, {_TOTALS}
+              FROM {_targets(first, last)} JOIN {source} ON day BETWEEN target - 6 AND target
+              GROUP BY target, artist)
+        QUALIFY rank <= {top_n} ORDER BY day, rank"""
+
+
+def _trending_tracks(source: str, first: dt.date, last: dt.date, top_n: int) -> str:
+    return f"""
+        WITH per_track AS (
+            SELECT target, track_id, artist, title,
+                   count(*) FILTER (WHERE day > target - 7) AS plays_7d,
+                   count(*) FILTER (WHERE day <= target - 7) AS plays_prev_7d
+            FROM {_targets(first, last)} JOIN {source} ON day BETWEEN target - 13 AND target
+            GROUP BY target, track_id, artist, title)
+        SELECT target AS day,
+               CAST(row_number() OVER (PARTITION BY target
+                                       ORDER BY plays_7d - plays_prev_7d DESC, plays_7d DESC, track_id) AS INTEGER)
                    AS rank,
                track_id, artist, title, plays_7d, plays_prev_7d, plays_7d - plays_prev_7d AS change,
                CASE WHEN plays_prev_7d > 0 THEN round((plays_7d - plays_prev_7d) / plays_prev_7d, 4) END
                    AS change_ratio
-        FROM per_track QUALIFY rank <= {top_n} ORDER BY rank"""
+        FROM per_track QUALIFY rank <= {top_n} ORDER BY day, rank"""
 
 
 def RANKED_TRACK_F() -> tuple[NestedField, ...]:  # noqa: N802 - reads like the columns it makes
@@ -222,14 +213,14 @@ def _totals_by(name: str, column: str, doc: str) -> TableDef:
 
 DAILY_COUNTRY_LISTENING = Mart(
     _totals_by("daily_country_listening", "country", "Two-letter country code (null: unknown)"),
-    _country,
+    _totals_per("country"),
     "Plays, listeners and listening time per country for the day.",
 )
 DAILY_TIER_LISTENING = Mart(
     _totals_by(
         "daily_tier_listening", "subscription_tier", "Free, Premium or Family (null: played before tiers were recorded)"
     ),
-    _tier,
+    _totals_per("subscription_tier"),
     "Plays, listeners and listening time per subscription tier (Free, Premium, Family).",
 )
 DAILY_DEVICE_MIX = Mart(
@@ -292,17 +283,37 @@ DAILY_MARTS = (
 ROLLING_MARTS = (TOP_ARTISTS_7D, TRENDING_TRACKS)
 
 
-def compute_mart(con: duckdb.DuckDBPyConnection, mart: Mart, src: PlaysSnapshot, day: dt.date, top_n: int) -> pa.Table:
-    """Run the mart's query for ``day`` and return rows shaped like its Iceberg table."""
-    rows = con.execute(mart.query(src, day, top_n)).arrow().read_all()
+# The columns of plays every mart reads (play_id is only for the checks).
+MART_COLUMNS = (
+    "user_id",
+    "track_id",
+    "artist",
+    "title",
+    "played_at",
+    "duration_seconds",
+    "country",
+    "device",
+    "subscription_tier",
+)
+
+
+def mart_rows(
+    con: duckdb.DuckDBPyConnection, mart: Mart, first: dt.date, last: dt.date, top_n: int, source: str = PLAYS_DAYS
+) -> pa.Table:
+    """The mart's rows for days ``first``..``last`` from the loaded ``source``, shaped like its Iceberg table."""
+    rows = con.execute(mart.query(source, first, last, top_n)).to_arrow_table()
     return rows.cast(mart.table.schema.as_arrow())
 
 
-def days_with_plays(con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, day: dt.date, window_days: int) -> int:
-    """How many of the ``window_days`` days ending on ``day`` hold any plays (a rolling view's coverage)."""
-    first = day - dt.timedelta(days=window_days - 1)
-    query = f"SELECT count(DISTINCT CAST(played_at AS DATE)) FROM {src.scan_sql()} WHERE {played_between(first, day)}"
-    return con.execute(query).fetchone()[0]
+def window_start(mart: Mart, first: dt.date) -> dt.date:
+    """The first day of plays a mart needs to compute day ``first`` (its window reaches back)."""
+    return first - dt.timedelta(days=mart.window_days - 1)
+
+
+def compute_mart(con: duckdb.DuckDBPyConnection, mart: Mart, src: PlaysSnapshot, day: dt.date, top_n: int) -> pa.Table:
+    """One mart for one day, from its own read of plays (for a notebook or a test; the assets share reads)."""
+    load_plays_days(con, src, window_start(mart, day), day, MART_COLUMNS)
+    return mart_rows(con, mart, day, day, top_n)
 
 
 PLAYS_SNAPSHOT_PROPERTY = "sonik.plays-snapshot-id"
@@ -339,10 +350,27 @@ def _covers(partition: str | None, day: dt.date) -> bool:
     return first <= day.isoformat() <= (last or first)
 
 
-def plays_snapshot_behind(mart_table: Table, day: dt.date) -> PlaysSnapshot | None:
-    """The plays snapshot that the mart's current figures for ``day`` were computed from."""
+def plays_snapshots_behind(mart_table: Table, days: list[dt.date]) -> dict[dt.date, PlaysSnapshot | None]:
+    """For each day, the plays snapshot that the mart's current figures for it were computed from.
+
+    One walk back through the current lineage for all the days: the newest commit covering a day wins.
+    """
+    behind: dict[dt.date, PlaysSnapshot | None] = dict.fromkeys(days)
+    missing = set(days)
     for snapshot in lineage(mart_table):  # maintenance commits (compaction, manifests) carry no partition
         summary = snapshot.summary
-        if summary and _covers(summary.get("dagster.partition"), day) and summary.get(PLAYS_SNAPSHOT_PROPERTY):
-            return PlaysSnapshot(summary[PLAYS_METADATA_PROPERTY], int(summary[PLAYS_SNAPSHOT_PROPERTY]))
-    return None
+        if not missing:
+            break
+        if not summary or not summary.get(PLAYS_SNAPSHOT_PROPERTY):
+            continue
+        covered = {day for day in missing if _covers(summary.get("dagster.partition"), day)}
+        src = PlaysSnapshot(summary[PLAYS_METADATA_PROPERTY], int(summary[PLAYS_SNAPSHOT_PROPERTY]))
+        for day in covered:
+            behind[day] = src
+        missing -= covered
+    return behind
+
+
+def plays_snapshot_behind(mart_table: Table, day: dt.date) -> PlaysSnapshot | None:
+    """The plays snapshot that the mart's current figures for ``day`` were computed from."""
+    return plays_snapshots_behind(mart_table, [day])[day]

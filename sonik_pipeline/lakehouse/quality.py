@@ -1,18 +1,35 @@
-"""Data-quality measurements on what was committed: plays per day, and marts against plays."""
+"""Data-quality measurements on what was committed: days of plays, and marts against plays.
+
+Each reads a whole range of days at once, grouped by day, in chunks that bound memory (see
+``plays_days``), so the checks of a run over a year cost a few queries rather than one per day.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 
 import duckdb
+from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.days import day_bounds
-from sonik_pipeline.lakehouse.marts import PlaysSnapshot, played_between
+from sonik_pipeline.lakehouse.days import day_bounds, days_between, partition_day
+from sonik_pipeline.lakehouse.plays_days import (
+    DEFAULT_MAX_ROWS_PER_READ,
+    PLAYS_DAYS,
+    PlaysSnapshot,
+    chunk_days,
+    day_range_filter,
+    load_plays_days,
+    played_between,
+    rows_per_day,
+)
 from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.validation import MAX_DURATION_SECONDS
+
+QUALITY_COLUMNS = tuple(f.name for f in PLAYS_SCHEMA.fields)
 
 
 @dataclass(frozen=True)
@@ -27,31 +44,61 @@ class PlaysDayQuality:
     durations_out_of_range: int
 
 
+def _rows_outside_their_day(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.date) -> Counter[dt.date]:
+    """Per day, rows in data files of its partition whose recorded played_at bounds leave the day.
+
+    Read from the manifests' column bounds: "inside the day" is checked on the day's data files themselves.
+    """
+    played_at = table.schema().find_field("played_at")
+    outside: Counter[dt.date] = Counter()
+    for task in table.scan(row_filter=day_range_filter(first, last), snapshot_id=src.snapshot_id).plan_files():
+        data_file = task.file
+        day = partition_day(table.specs()[data_file.spec_id], table.schema(), data_file.partition)
+        if day is None or not first <= day <= last:
+            continue
+        start, end = day_bounds(day)
+        lower = from_bytes(played_at.field_type, data_file.lower_bounds[played_at.field_id])
+        upper = from_bytes(played_at.field_type, data_file.upper_bounds[played_at.field_id])
+        epoch_us = dt.datetime(1970, 1, 1)
+        low, high = (epoch_us + dt.timedelta(microseconds=v) for v in (lower, upper))
+        if low < start or high >= end:
+            outside[day] += data_file.record_count
+    return outside
+
+
+def plays_quality(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    src: PlaysSnapshot,
+    first: dt.date,
+    last: dt.date,
+    max_rows: int = DEFAULT_MAX_ROWS_PER_READ,
+) -> dict[dt.date, PlaysDayQuality]:
+    """Measure every day of first..last of plays at ``src``: one grouped query per chunk of days."""
+    required = [f.name for f in PLAYS_SCHEMA.fields if f.required]
+    nulls = " OR ".join(f"{name} IS NULL" for name in required)
+    outside = _rows_outside_their_day(table, src, first, last)
+    measured: dict[dt.date, tuple[int, int, int, int]] = {}
+    for chunk_first, chunk_last in chunk_days(rows_per_day(table, src.snapshot_id, first, last), first, last, max_rows):
+        load_plays_days(con, src, chunk_first, chunk_last, QUALITY_COLUMNS)
+        for day, *counts in con.execute(
+            f"""SELECT day, count(*), count(*) - count(DISTINCT play_id), count(*) FILTER (WHERE {nulls}),
+                       count(*) FILTER (WHERE duration_seconds < 0 OR duration_seconds > {MAX_DURATION_SECONDS})
+                FROM {PLAYS_DAYS} GROUP BY day"""
+        ).fetchall():
+            measured[day] = tuple(counts)
+    quality = {}
+    for day in days_between(first, last):
+        rows, duplicates, null_required, bad_durations = measured.get(day, (0, 0, 0, 0))
+        quality[day] = PlaysDayQuality(day, rows, duplicates, null_required, outside[day], bad_durations)
+    return quality
+
+
 def plays_day_quality(
     con: duckdb.DuckDBPyConnection, table: Table, src: PlaysSnapshot, day: dt.date
 ) -> PlaysDayQuality:
-    """Measure one day of plays at snapshot ``src``.
-
-    "Inside the day" is checked on the day's data files themselves: the ``played_at`` bounds that
-    Iceberg recorded for every file in the ``played_day`` partition must lie within the day.
-    """
-    required = [f.name for f in PLAYS_SCHEMA.fields if f.required]
-    nulls = " OR ".join(f"{name} IS NULL" for name in required)
-    rows, duplicates, null_required, bad_durations = con.execute(
-        f"""SELECT count(*), count(*) - count(DISTINCT play_id), count(*) FILTER (WHERE {nulls}),
-                   count(*) FILTER (WHERE duration_seconds < 0 OR duration_seconds > {MAX_DURATION_SECONDS})
-            FROM {src.scan_sql()} WHERE {played_between(day, day)}"""
-    ).fetchone()
-    start, end = day_bounds(day)
-    outside = 0
-    files = table.inspect.files(snapshot_id=src.snapshot_id).to_pylist()
-    for data_file in files:
-        if data_file["partition"].get("played_day") != day:
-            continue
-        bounds = data_file["readable_metrics"]["played_at"]
-        if bounds["lower_bound"] < start or bounds["upper_bound"] >= end:
-            outside += data_file["record_count"]
-    return PlaysDayQuality(day, rows, duplicates, null_required, outside, bad_durations)
+    """Measure one day of plays at snapshot ``src``."""
+    return plays_quality(con, table, src, day, day)[day]
 
 
 @dataclass(frozen=True)
@@ -60,16 +107,36 @@ class DayTotals:
     seconds_played: int
 
 
+def _totals(con: duckdb.DuckDBPyConnection, query: str) -> dict[dt.date, DayTotals]:
+    return {day: DayTotals(int(plays), int(seconds)) for day, plays, seconds in con.execute(query).fetchall()}
+
+
+def plays_totals_by_day(
+    con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, first: dt.date, last: dt.date
+) -> dict[dt.date, DayTotals]:
+    """Plays and seconds per day of first..last at ``src`` (unknown durations count 0), one query."""
+    return _totals(
+        con,
+        f"""SELECT CAST(played_at AS DATE), count(*), coalesce(sum(duration_seconds), 0)
+            FROM {src.scan_sql()} WHERE {played_between(first, last)} GROUP BY 1""",
+    )
+
+
+def mart_totals_by_day(
+    con: duckdb.DuckDBPyConnection, mart_table: Table, first: dt.date, last: dt.date
+) -> dict[dt.date, DayTotals]:
+    """Plays and seconds per day of first..last summed over a mart's rows, one query."""
+    return _totals(
+        con,
+        f"""SELECT day, coalesce(sum(plays), 0), coalesce(sum(seconds_played), 0)
+            FROM iceberg_scan({sql_string(mart_table.metadata_location)})
+            WHERE day BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY day""",
+    )
+
+
 def plays_totals(con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, day: dt.date) -> DayTotals:
-    plays, seconds = con.execute(
-        f"SELECT count(*), coalesce(sum(duration_seconds), 0) FROM {src.scan_sql()} WHERE {played_between(day, day)}"
-    ).fetchone()
-    return DayTotals(plays, seconds)
+    return plays_totals_by_day(con, src, day, day).get(day, DayTotals(0, 0))
 
 
 def mart_totals(con: duckdb.DuckDBPyConnection, mart_table: Table, day: dt.date) -> DayTotals:
-    plays, seconds = con.execute(
-        f"""SELECT coalesce(sum(plays), 0), coalesce(sum(seconds_played), 0)
-            FROM iceberg_scan({sql_string(mart_table.metadata_location)}) WHERE day = DATE '{day}'"""
-    ).fetchone()
-    return DayTotals(plays, seconds)
+    return mart_totals_by_day(con, mart_table, day, day).get(day, DayTotals(0, 0))

@@ -54,3 +54,34 @@ def test_reconciliation_fails_when_a_mart_drifts_from_plays(defs, catalog: Catal
     result = run_asset_job(defs, "device_check", DAYS[-1], selection=selection)
 
     assert check_results(result) == {("daily_device_mix", RECONCILES_WITH_PLAYS): False}
+
+
+def _partition_statuses(instance: dg.DagsterInstance, asset: str, check: str) -> dict[str, str]:
+    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    infos = instance.event_log_storage.get_asset_check_partition_info([key])
+    return {i.partition_key: i.latest_execution_status.value for i in infos if i.partition_key}
+
+
+def test_a_bad_row_in_one_day_of_a_30_day_run_fails_that_days_check_and_no_other(defs, catalog: Catalog) -> None:
+    # Given 30 days of plays, one of which gained a duplicated play_id behind the pipeline's back
+    first, last = "2026-03-22", "2026-04-20"
+    assert run_asset_job(defs, "plays_job", first, last).success
+    bad = dt.date(2026, 4, 2)
+    table = catalog.load_table("music.plays")
+    rows = synthetic_batch(bad, 50)
+    replace_partition(table, day_filter(bad), stage_files(table, [pa.concat_tables([rows, rows.slice(0, 1)])]), {})
+
+    # When the checks and the marts run over the 30 days
+    selection = dg.AssetSelection.checks_for_assets("plays") | dg.AssetSelection.groups("marts")
+    result = run_asset_job(defs, "marts_over_a_month", first, last, selection=selection)
+
+    # Then play_id_unique failed on exactly that day, every other check and day passed, and no mart was built
+    instance = dg.DagsterInstance.get()
+    unique = _partition_statuses(instance, "plays", PLAY_ID_UNIQUE)
+    assert len(unique) == 30
+    assert {day for day, status in unique.items() if status != "SUCCEEDED"} == {str(bad)}
+    assert unique[str(bad)] == "FAILED"
+    for check in ("required_fields_present", "played_at_inside_day", "durations_in_range"):
+        assert set(_partition_statuses(instance, "plays", check).values()) == {"SUCCEEDED"}, check
+    assert not result.success and not result.get_asset_materialization_events()
+    assert not catalog.table_exists("music_marts.daily_top_tracks")

@@ -18,6 +18,7 @@ from sonik_pipeline.lakehouse.marts import (
     DAILY_TOP_ARTISTS,
     DAILY_TOP_TRACKS,
     DAILY_USER_STATS,
+    MART_COLUMNS,
     TOP_ARTISTS_7D,
     TRENDING_TRACKS,
     PlaysSnapshot,
@@ -25,6 +26,7 @@ from sonik_pipeline.lakehouse.marts import (
     plays_snapshot_behind,
     replace_mart_days,
 )
+from sonik_pipeline.lakehouse.plays_days import plays_days_sql
 from sonik_pipeline.lakehouse.quality import mart_totals, plays_totals
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import ensure_table
@@ -185,10 +187,10 @@ def test_trending_compares_this_week_with_last(catalog: Catalog) -> None:
     assert rows["change"].is_monotonic_decreasing
 
 
-def test_one_days_query_opens_only_that_days_files(lakehouse) -> None:
+def test_reading_one_day_opens_only_that_days_files(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
 
-    plan = con.execute(f"EXPLAIN ANALYZE {DAILY_COUNTRY_LISTENING.query(src, DAY, 0)}").fetchall()[0][1]
+    plan = con.execute(f"EXPLAIN ANALYZE {plays_days_sql(src, DAY, DAY, MART_COLUMNS)}").fetchall()[0][1]
 
     assert re.search(r"Total Files Read: 1\b", plan), plan
     assert "played_day=2026-04-20" in plan
