@@ -40,6 +40,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=[plays_job, daily_job, *MAINTENANCE_JOBS, rollback_job],
         schedules=build_schedules(daily_job),
         sensors=build_sensors(plays_freshness),
+        # Every job is a short chain of mostly sequential steps over one lakehouse: a process per step
+        # would cost seconds of start-up each (imports, resources, table loads) and buy nothing on a small
+        # worker. Parallelism comes from runs (the queue starts several at once), not from steps.
+        executor=dg.in_process_executor,
         resources={
             "duckdb": LakehouseDuckDB(database=":memory:", lakehouse=lakehouse),
             "lakehouse": lakehouse,

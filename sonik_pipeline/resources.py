@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -16,6 +18,7 @@ from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import RawBatch
 from sonik_pipeline.lakehouse.landing_source import landing_events
+from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
 from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY, SourceKind
 
@@ -63,13 +66,28 @@ class PlaySource(dg.ConfigurableResource):
         return f"synthetic ({self.events_per_day:,} events/day, seed {self.seed})"
 
 
+# Enough for the marts of a 10M-event day in memory on a small worker; a bigger day spills to disk.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "2GB"
+
+
 class LakehouseDuckDB(DuckDBResource):
     """DuckDB ready to read the lakehouse: iceberg (installed offline from the wheels), the warehouse's
     storage (httpfs and an S3 secret from the catalog's ``s3.*`` settings when it is object storage), UTC."""
 
     lakehouse: LakehouseCatalog = Field(description="The catalog whose warehouse this DuckDB reads.")
+    memory_limit: str = Field(
+        default=DEFAULT_DUCKDB_MEMORY_LIMIT,
+        description="DuckDB's memory for a step's queries (a day of plays read once for every mart); past it, "
+        "DuckDB spills to temp_directory instead of failing.",
+    )
+    temp_directory: str = Field(
+        default="", description="Where DuckDB spills; empty: a folder in the system's temporary directory."
+    )
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with super().get_connection() as con:
+            con.execute(f"SET memory_limit = {sql_string(self.memory_limit)}")
+            spill = self.temp_directory or str(Path(tempfile.gettempdir()) / "sonik-duckdb")
+            con.execute(f"SET temp_directory = {sql_string(spill)}")
             yield lakehouse_connection(con, self.lakehouse.properties())
