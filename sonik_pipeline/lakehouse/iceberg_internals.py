@@ -27,6 +27,11 @@ that renames or stops calling one fails that test by name instead of changing be
   ``_requirements``: 0.12 commits an expiry with no precondition, so a rollback landing between planning
   and commit would have its snapshot expired and ``main`` dropped. Replaced by an ExpireSnapshots that
   commits against its base metadata, as Java's does.
+- ``transaction`` (a ``Transaction`` caching ``table_metadata``): PyIceberg 0.12 recomputes and deep-copies
+  the whole table metadata (every snapshot) on each read of ``Transaction.table_metadata``, about 16
+  times per commit, so a commit's cost grows with the table's history (apache/iceberg-python issue
+  #2673). This caches it per state, keyed on the identity of ``_table.metadata`` and ``_updates`` (both
+  are replaced, never mutated), exactly as upstream PR #3784 does; replaced by that PR once released.
 - ``ArrowScan`` reads given data files (``FileScanTask``s) with schema evolution applied; public in
   name but not documented as API, so it is pinned here too.
 """
@@ -52,7 +57,7 @@ from pyiceberg.io.pyarrow import (
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent, ManifestFile, ManifestWriter
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema, sanitize_column_names
-from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table import FileScanTask, Table, TableMetadata, Transaction
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.refs import SnapshotRef
 from pyiceberg.table.snapshots import Operation, Summary
@@ -63,7 +68,6 @@ from pyiceberg.typedef import EMPTY_DICT, Record
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
-    from pyiceberg.table import Transaction
 
 # (module or class, attribute) this module relies on; the contract test checks each one exists.
 REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
@@ -80,6 +84,8 @@ REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
     (ParquetFormatWriter, "write"),
     (ParquetFormatWriter, "close"),
 )
+# Attributes of a Transaction that CachingTransaction keys its cache on.
+REQUIRED_TRANSACTION_ATTRIBUTES = ("_table", "_updates")
 # Instance attributes read by the overrides (set in _SnapshotProducer.__init__ or by the retry loop).
 REQUIRED_PRODUCER_ATTRIBUTES = (
     "_commit_window",
@@ -345,3 +351,25 @@ def expire_snapshots_in(txn: Transaction, snapshot_ids: list[int], refs: dict[st
         AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id) for name, ref in refs.items()
     )
     expire.commit()
+
+
+class CachingTransaction(Transaction):
+    """A Transaction whose ``table_metadata`` is built once per state rather than on every read (see above)."""
+
+    def __init__(self, table: Table, autocommit: bool = False) -> None:
+        super().__init__(table, autocommit)
+        self._cached_for: tuple[object, object] | None = None
+        self._cached_metadata: TableMetadata | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        base, updates = self._table.metadata, self._updates
+        if self._cached_for is None or self._cached_for[0] is not base or self._cached_for[1] is not updates:
+            self._cached_metadata = Transaction.table_metadata.fget(self)
+            self._cached_for = (base, updates)
+        return self._cached_metadata
+
+
+def transaction(table: Table) -> Transaction:
+    """``table.transaction()``, with a commit whose cost does not grow with the table's history."""
+    return CachingTransaction(table)

@@ -24,7 +24,7 @@ from pyiceberg.table import Table, TableProperties
 
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.iceberg_internals import DataFileWriter, split_by_partition
+from sonik_pipeline.lakehouse.iceberg_internals import DataFileWriter, split_by_partition, transaction
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def replace_partition(
             snapshot = table.current_snapshot()
             return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
         try:
-            with table.transaction() as txn:
+            with transaction(table) as txn:
                 # Always an overwrite producer, even for an empty day: unlike a fast append it validates
                 # that no other writer added files to this partition meanwhile (serializable isolation).
                 producer = txn.update_snapshot(snapshot_properties=properties).overwrite()
@@ -186,7 +186,7 @@ def replace_partition(
 
 
 def _report(table: Table, snapshot_id: int, committed: bool = True) -> CommitReport:
-    table.refresh()
+    # No refresh: a committed transaction leaves ``table`` at the metadata it committed, which holds the snapshot.
     snapshot = table.snapshot_by_id(snapshot_id) if committed else None
     summary = snapshot.summary if snapshot else None
 

@@ -37,7 +37,7 @@ from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
 from sonik_pipeline.lakehouse.events import BATCH_ROWS
-from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches
+from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches, transaction
 from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.writes import FileStager, target_file_size
 
@@ -259,7 +259,7 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
 
 
 def _commit(table: Table, replaced: list[DataFile], added: list[DataFile], properties: dict[str, str]) -> int:
-    with table.transaction() as txn:
+    with transaction(table) as txn:
         rewrite_files = RewriteDataFiles(txn, table.io, properties)
         with rewrite_files:
             for data_file in replaced:

@@ -27,7 +27,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.catalog import table_name
-from sonik_pipeline.lakehouse.iceberg_internals import expire_snapshots_in
+from sonik_pipeline.lakehouse.iceberg_internals import expire_snapshots_in, transaction
 from sonik_pipeline.lakehouse.snapshots import lineage
 from sonik_pipeline.lakehouse.timetravel import EXPIRED_HISTORY, expired_history_after
 from sonik_pipeline.maintenance.files import (
@@ -111,7 +111,7 @@ def _commit_expiry(table: Table, snapshot_ids: list[int], history: str) -> None:
     every ref (``iceberg_internals.expire_snapshots_in``), as Java's expiry does by committing against
     its base metadata, makes that a CommitFailedException, on which the expiry is planned again.
     """
-    with table.transaction() as txn:
+    with transaction(table) as txn:
         expire_snapshots_in(txn, snapshot_ids, table.metadata.refs)
         txn.set_properties({EXPIRED_HISTORY: history})
 

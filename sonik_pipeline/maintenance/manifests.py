@@ -28,7 +28,7 @@ from pyiceberg.table import Table, TableProperties
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.iceberg_internals import ReplaceManifests
+from sonik_pipeline.lakehouse.iceberg_internals import ReplaceManifests, transaction
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def rewrite_manifests(
 
     producer = None
     try:
-        with table.transaction() as txn:
+        with transaction(table) as txn:
             producer = ReplaceManifests(txn, table.io, rebuild, snapshot_properties=properties)
             producer.commit()
     except ManifestRewriteAborted:

@@ -146,3 +146,22 @@ def test_the_manifest_rewrite_hooks_build_the_new_snapshot(plays: Table) -> None
     assert snapshot.summary["total-records"] == "100"
     assert len(snapshot.manifests(plays.io)) == 1
     assert plays.scan().count() == 100
+
+
+def test_the_caching_transaction_builds_the_metadata_once_per_state(
+    plays: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyiceberg.table as pyiceberg_table
+
+    real = pyiceberg_table.update_table_metadata
+    calls = []
+    monkeypatch.setattr(pyiceberg_table, "update_table_metadata", lambda *a, **k: calls.append(1) or real(*a, **k))
+    txn = iceberg_internals.transaction(plays)
+
+    first = [txn.table_metadata for _ in range(10)]
+    txn.set_properties({"sonik.test": "1"})  # a staged update is a new state
+    after = txn.table_metadata
+
+    assert len(calls) == 2, "Transaction.table_metadata no longer goes through update_table_metadata"
+    assert all(m is first[0] for m in first)
+    assert after.properties["sonik.test"] == "1" and "sonik.test" not in first[0].properties
