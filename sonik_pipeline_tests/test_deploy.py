@@ -88,6 +88,7 @@ def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: 
             daemon.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()
 
     catalog = open_catalog("sonik", production["SONIK_CATALOG_URI"], production["SONIK_WAREHOUSE"])
     table = catalog.load_table("music.plays")

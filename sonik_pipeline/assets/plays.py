@@ -1,5 +1,6 @@
 """The daily ``plays`` asset: one UTC day of play events into ``music.plays``."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -7,11 +8,12 @@ from pydantic import Field
 
 from sonik_pipeline.assets.metadata import table_preview
 from sonik_pipeline.lakehouse.ingest import (
+    DEFAULT_DAYS_PER_COMMIT,
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_MAX_SHRINK_SHARE,
     DayIngestResult,
     IngestError,
-    ingest_day,
+    ingest_days,
 )
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, PlaySource
@@ -31,6 +33,12 @@ class PlaysConfig(dg.Config):
         description="Fail a re-ingest that would leave a day with more than this share fewer rows than it holds "
         "(1.0: allow any shrink, e.g. after deleting bad events at the source).",
     )
+    days_per_commit: int = Field(
+        default=DEFAULT_DAYS_PER_COMMIT,
+        ge=1,
+        description="A run of many days commits them in groups of this many (each group one atomic snapshot), "
+        "so a year's backfill makes 12 commits rather than 365.",
+    )
     skip_unreadable_files: bool = Field(
         default=False,
         description="Ingest a day even when some of its landing files cannot be read (cut short, corrupt); "
@@ -41,7 +49,7 @@ class PlaysConfig(dg.Config):
 def _day_metadata(result: DayIngestResult) -> dict[str, Any]:
     totals, report = result.totals, result.plays
     return {
-        "rows_written": dg.MetadataValue.int(report.rows_added),
+        "rows_written": dg.MetadataValue.int(result.rows_written),
         "rows_before": dg.MetadataValue.int(result.rows_before),
         "rows_rejected": dg.MetadataValue.int(totals.invalid),
         "rejected_by_reason": dg.MetadataValue.json(dict(totals.rejected_by_reason)),
@@ -50,15 +58,14 @@ def _day_metadata(result: DayIngestResult) -> dict[str, Any]:
         "unreadable_files_skipped": dg.MetadataValue.json(list(result.unreadable_files_skipped)),
         "snapshot_id": dg.MetadataValue.text(str(report.snapshot_id)),
         "operation": dg.MetadataValue.text(report.operation),
-        "data_files_added": dg.MetadataValue.int(report.files_added),
-        "bytes_added": dg.MetadataValue.int(report.bytes_added),
-        "data_files_replaced": dg.MetadataValue.int(report.files_removed),
-        "rows_replaced": dg.MetadataValue.int(report.rows_removed),
+        "data_files_added": dg.MetadataValue.int(result.data_files_added),
+        "bytes_added": dg.MetadataValue.int(result.bytes_added),
+        "rows_replaced": dg.MetadataValue.int(result.rows_before),
         "table_rows": dg.MetadataValue.int(report.table_rows),
         "schema_evolved": dg.MetadataValue.text(result.schema_changes.describe()),
         "duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "preview": table_preview(result.preview),
-        "dagster/row_count": dg.MetadataValue.int(report.rows_added),
+        "dagster/row_count": dg.MetadataValue.int(result.rows_written),
     }
 
 
@@ -67,7 +74,7 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         name="plays",
         partitions_def=partitions,
         # A range of days runs as one run (and `dagster asset materialize --partition-range` needs this);
-        # each day still commits on its own and only one day is in memory at a time.
+        # it commits up to days_per_commit days at a time, and holds one day in memory at a time.
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="ingest",
         kinds={"iceberg", "duckdb"},
@@ -79,40 +86,45 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         config: PlaysConfig,
         lakehouse: LakehouseCatalog,
         play_source: PlaySource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         """Play events for one UTC day, validated and written to the Iceberg table music.plays.
 
-        Each day is replaced in one atomic commit (a re-run never doubles rows); events that fail
-        validation go to music.plays_rejected with their reason and raw payload.
+        Each day is replaced atomically (a re-run never doubles rows); a run of many days commits them in
+        groups. Events that fail validation go to music.plays_rejected with their reason and raw payload.
         """
         catalog = lakehouse.load()
         done: list[str] = []
+        metadata: dict[str, dict[str, Any]] = {}
         rows = 0
-        for key in context.partition_keys:
-            try:
-                result = ingest_day(
-                    catalog,
-                    day_of(key),
-                    play_source.events(day_of(key)),
-                    run_id=context.run.run_id,
-                    max_reject_share=config.max_reject_share,
-                    max_shrink_share=config.max_shrink_share,
-                    skip_unreadable_files=config.skip_unreadable_files,
-                    progress=context.log.info,
+        days = ((day_of(key), play_source.events(day_of(key))) for key in context.partition_keys)
+        results = ingest_days(
+            catalog,
+            days,
+            days_per_commit=config.days_per_commit,
+            run_id=context.run.run_id,
+            max_reject_share=config.max_reject_share,
+            max_shrink_share=config.max_shrink_share,
+            skip_unreadable_files=config.skip_unreadable_files,
+            progress=context.log.info,
+        )
+        try:
+            for result in results:
+                key = str(result.day)
+                metadata[key] = _day_metadata(result)
+                context.add_asset_metadata(metadata[key], partition_key=key)
+                context.log.info(
+                    f"{key}: wrote {result.rows_written:,} rows in snapshot {result.plays.snapshot_id} "
+                    f"({result.totals.rejected:,} rejected, {result.seconds:.1f}s)"
                 )
-            except (IngestError, FileNotFoundError) as exc:
-                # Days committed before this one did land: record them, then fail with the reason.
-                for committed in done:
-                    context.log_event(dg.AssetMaterialization(asset_key=PLAYS_KEY, partition=committed))
-                raise dg.Failure(description=str(exc), metadata={"failed_day": key, "days_committed": done}) from exc
-            context.add_asset_metadata(_day_metadata(result), partition_key=key)
-            context.log.info(
-                f"{key}: wrote {result.plays.rows_added:,} rows in snapshot {result.plays.snapshot_id} "
-                f"({result.totals.rejected:,} rejected, {result.seconds:.1f}s)"
-            )
-            done.append(key)
-            rows += result.plays.rows_added
-        return dg.MaterializeResult(
+                done.append(key)
+                rows += result.rows_written
+        except (IngestError, FileNotFoundError) as exc:
+            # Days committed before the failing one did land: record them, then fail with the reason.
+            for committed in done:  # yielded, not logged: events logged by a step that then fails are dropped
+                yield dg.AssetMaterialization(asset_key=PLAYS_KEY, partition=committed, metadata=metadata[committed])
+            failed = next((k for k in context.partition_keys if k not in done), None)
+            raise dg.Failure(description=str(exc), metadata={"failed_day": failed, "days_committed": done}) from exc
+        yield dg.MaterializeResult(
             metadata={"source": play_source.describe(), "days_in_run": len(done), "rows_in_run": rows}
         )
 

@@ -1,4 +1,11 @@
-"""Ingesting one UTC day of play events: validate, quarantine, and replace the day in one commit."""
+"""Ingesting days of play events: validate, quarantine, and replace the days in one atomic commit.
+
+A day is *staged* (read, validated, written as Parquet files not yet visible) and then *committed*: its
+rejects replace its quarantine, and its rows replace the day in ``music.plays``. A run over many days
+commits them in groups (``days_per_commit``): one snapshot per group rather than per day, so a year's
+backfill makes 12 commits, not 365, and the table's metadata grows 30 times slower. Each commit stays
+atomic (the whole group or nothing) and a re-run still replaces exactly the days it covers.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,15 @@ from typing import TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan, LessThanOrEqual
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.days import day_bounds
+from sonik_pipeline.lakehouse.days import day_bounds, partition_day
 from sonik_pipeline.lakehouse.events import RawBatch, UnreadableFile
 from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, SchemaChanges, ensure_table
 from sonik_pipeline.lakehouse.validation import DayValidator, ValidationTotals
-from sonik_pipeline.lakehouse.writes import CommitReport, FileStager, partition_rows, replace_partition
+from sonik_pipeline.lakehouse.writes import CommitReport, FileStager, replace_partition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,6 +37,8 @@ DEFAULT_MAX_REJECT_SHARE = 0.05
 # day that loses more than this most likely lost a file or a source outage, not events).
 DEFAULT_MAX_SHRINK_SHARE = 0.10
 PREVIEW_ROWS = 5
+# A run of many days commits them in groups of this many: one snapshot a month of backfill, not a day.
+DEFAULT_DAYS_PER_COMMIT = 31
 
 
 _DONE = object()
@@ -81,16 +92,64 @@ def shrink_guard(day: dt.date, max_shrink_share: float) -> Callable[[int, int], 
 
 def day_filter(day: dt.date) -> BooleanExpression:
     """The rows of one UTC day of ``played_at``: exactly one ``played_day`` partition."""
-    start, end = day_bounds(day)
+    return days_filter(day, day)
+
+
+def days_filter(first: dt.date, last: dt.date) -> BooleanExpression:
+    """The rows of the UTC days first..last of ``played_at``: whole ``played_day`` partitions."""
+    start, end = day_bounds(first, last)
     return And(GreaterThanOrEqual("played_at", start.isoformat()), LessThan("played_at", end.isoformat()))
+
+
+@dataclass
+class StagedDay:
+    """A day read, validated and written as files no reader sees yet; ``commit_days`` makes it visible."""
+
+    day: dt.date
+    plays_files: list[DataFile]
+    reject_files: list[DataFile]
+    totals: ValidationTotals
+    unreadable: tuple[UnreadableFile, ...]
+    schema_changes: SchemaChanges
+    preview: pa.Table
+    seconds: float
+    rows_before: int = 0  # the day's rows in music.plays when it was staged
+
+    @property
+    def rows(self) -> int:
+        return sum(f.record_count for f in self.plays_files)
+
+    def refusal(self, max_reject_share: float, skip_unreadable_files: bool) -> IngestError | None:
+        """Why this day's plays must not be committed (its quarantine still is), or None."""
+        day, totals = self.day, self.totals
+        if self.unreadable and not skip_unreadable_files:
+            names = "; ".join(f"unreadable landing file {u.source_file} ({u.error})" for u in self.unreadable)
+            return UnreadableLandingFiles(
+                f"{day}: {names}. music.plays was not changed; the file is recorded in music.plays_rejected. "
+                f"Replace or remove the file and re-run, or set config skip_unreadable_files: true to ingest "
+                f"the day without it."
+            )
+        if totals.invalid_share() > max_reject_share:
+            top = ", ".join(f"{reason} ({count:,})" for reason, count in totals.rejected_by_reason.most_common(5))
+            return TooManyRejects(
+                f"{day}: {totals.invalid:,} of {totals.seen:,} events ({totals.invalid_share():.1%}) failed "
+                f"validation, above the {max_reject_share:.1%} threshold; music.plays was not changed. Reasons: "
+                f"{top}. The rejects are in music.plays_rejected (ingest_day = '{day}')."
+            )
+        return None
 
 
 @dataclass(frozen=True)
 class DayIngestResult:
+    """What ingesting one day did; days committed together share the commit (``plays``)."""
+
     day: dt.date
-    plays: CommitReport
+    plays: CommitReport  # the commit the day landed in (for several days, their one commit)
     totals: ValidationTotals
+    rows_written: int
     rows_before: int  # the day's rows in music.plays before this ingest
+    data_files_added: int
+    bytes_added: int
     unreadable_files_skipped: tuple[str, ...]
     schema_changes: SchemaChanges
     seconds: float
@@ -106,35 +165,36 @@ def _as_reject_rows(rejected: pa.Table, day: dt.date, run_id: str | None, now: d
     )
 
 
-def ingest_day(
-    catalog: Catalog,
+@dataclass(frozen=True)
+class IngestTables:
+    """music.plays and its quarantine, made to follow the code's schema once per run."""
+
+    plays: Table
+    rejected: Table
+    schema_changes: SchemaChanges
+
+    @classmethod
+    def ensure(cls, catalog: Catalog, progress: Callable[[str], None] = log.info) -> IngestTables:
+        plays, schema_changes = ensure_table(catalog, PLAYS)
+        if schema_changes:
+            progress(f"music.plays schema evolved to match the code ({schema_changes.describe()})")
+        rejected, _ = ensure_table(catalog, PLAYS_REJECTED)
+        return cls(plays, rejected, schema_changes)
+
+
+def stage_day(
+    tables: IngestTables,
     day: dt.date,
     events: Iterable[RawBatch],
-    *,
     run_id: str | None = None,
-    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
-    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
-    skip_unreadable_files: bool = False,
-    snapshot_properties: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = log.info,
-) -> DayIngestResult:
-    """Validate ``events`` for ``day`` and make them the whole of that day in ``music.plays``.
-
-    Rejected events are written to ``music.plays_rejected`` (replacing the day's earlier rejects)
-    before the threshold is checked, so a failed day still leaves its evidence. Plays are committed
-    only if the share of invalid events is within ``max_reject_share``, every landing file could be read
-    (unless ``skip_unreadable_files``), and the day keeps at least ``1 - max_shrink_share`` of its rows.
-    """
+) -> StagedDay:
+    """Read and validate ``events`` for ``day`` and write its rows and rejects as uncommitted files."""
     started = time.monotonic()
-    plays, schema_changes = ensure_table(catalog, PLAYS)
-    if schema_changes:
-        progress(f"music.plays schema evolved to match the code ({schema_changes.describe()})")
-    rejected_table, _ = ensure_table(catalog, PLAYS_REJECTED)
-
-    validator = DayValidator(plays.schema(), day)
-    plays_files, reject_files = FileStager(plays), FileStager(rejected_table)
+    validator = DayValidator(tables.plays.schema(), day)
+    plays_files, reject_files = FileStager(tables.plays), FileStager(tables.rejected)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    preview = plays.schema().as_arrow().empty_table()
+    preview = tables.plays.schema().as_arrow().empty_table()
     unreadable: list[UnreadableFile] = []
     try:
         for raw in read_ahead(events):
@@ -148,66 +208,235 @@ def ingest_day(
                 preview = pa.concat_tables([preview, valid.slice(0, PREVIEW_ROWS - preview.num_rows)])
             totals = validator.totals
             progress(f"{day}: {totals.seen:,} events read, {totals.valid:,} valid, {totals.rejected:,} rejected")
-        plays_files.finish()
-        reject_files.finish()
+        staged = StagedDay(
+            day=day,
+            plays_files=plays_files.finish(),
+            reject_files=reject_files.finish(),
+            totals=validator.totals,
+            unreadable=tuple(unreadable),
+            schema_changes=tables.schema_changes,
+            preview=preview,
+            seconds=time.monotonic() - started,
+        )
+        if staged.totals.seen == 0:
+            raise IngestError(f"{day}: the source has no events for this day; refusing to replace it with nothing")
     except BaseException:
         plays_files.discard()
         reject_files.discard()
         raise
     finally:
         validator.close()
+    return staged
 
-    totals = validator.totals
+
+def _rows_by_day(table: Table, files: Iterable[DataFile]) -> dict[dt.date, int]:
+    rows: dict[dt.date, int] = {}
+    for data_file in files:
+        day = partition_day(table.specs()[data_file.spec_id], table.schema(), data_file.partition)
+        rows[day] = rows.get(day, 0) + data_file.record_count
+    return rows
+
+
+def _shrink_guard_by_day(table: Table, days: list[dt.date], max_shrink_share: float):
+    """A replace guard checking every day's rows against what it holds (the commit's own plan, on each try)."""
+
+    def check(old_files: list[DataFile], new_files: list[DataFile]) -> None:
+        before, after = _rows_by_day(table, old_files), _rows_by_day(table, new_files)
+        for day in days:
+            shrink_guard(day, max_shrink_share)(before.get(day, 0), after.get(day, 0))
+
+    return check
+
+
+def check_shrink(tables: IngestTables, staged: StagedDay, max_shrink_share: float, skip_unreadable_files: bool) -> None:
+    """Refuse a day whose re-ingest would drop more than ``max_shrink_share`` of its rows (before writing)."""
+    staged.rows_before = sum(
+        t.file.record_count for t in tables.plays.scan(row_filter=day_filter(staged.day)).plan_files()
+    )
+    if not staged.unreadable or skip_unreadable_files:  # an unreadable file is reported as such instead
+        shrink_guard(staged.day, max_shrink_share)(staged.rows_before, staged.rows)
+
+
+def _discard(table: Table, files: Iterable[DataFile]) -> None:
+    stager = FileStager(table)
+    stager.data_files = list(files)
+    stager.discard()
+
+
+def commit_days(
+    tables: IngestTables,
+    staged: list[StagedDay],
+    *,
+    run_id: str | None = None,
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
+    skip_unreadable_files: bool = False,
+    snapshot_properties: Mapping[str, str] | None = None,
+) -> list[DayIngestResult]:
+    """Make consecutive staged days the whole of those days: their quarantine, then their plays, one commit each.
+
+    Refused before anything is written when a day would shrink by more than ``max_shrink_share``. When a
+    day is refused for its data (unreadable files, too many rejects), the quarantine of every staged day
+    is still written, the days before it are committed, and its error is raised.
+    """
+    refused = next(
+        ((i, err) for i, s in enumerate(staged) if (err := s.refusal(max_reject_share, skip_unreadable_files))),
+        None,
+    )
+    landing = staged[: refused[0]] if refused else staged
+    first, last = staged[0].day, staged[-1].day
+    plays, rejected = tables.plays, tables.rejected
+    # Checked day by day when staged (check_shrink); the commit checks again against its own plan.
+    guard = _shrink_guard_by_day(plays, [s.day for s in landing], max_shrink_share)
+    totals_read = sum(s.totals.seen for s in staged)
     properties = {
         **(snapshot_properties or {}),
         "dagster.run-id": run_id or "",
-        "dagster.partition": day.isoformat(),
-        "sonik.events-read": str(totals.seen),
-        "sonik.rows-rejected": str(totals.rejected),
-        "sonik.duplicates-dropped": str(totals.duplicates),
+        "dagster.partition": first.isoformat() if first == last else f"{first}...{last}",
+        "sonik.events-read": str(totals_read),
+        "sonik.rows-rejected": str(sum(s.totals.rejected for s in staged)),
+        "sonik.duplicates-dropped": str(sum(s.totals.duplicates for s in staged)),
     }
-    if totals.seen == 0:
-        plays_files.discard()
-        raise IngestError(f"{day}: the source has no events for this day; refusing to replace it with nothing")
-
-    guard = shrink_guard(day, max_shrink_share)
-    rows_before = partition_rows(plays, day_filter(day))
-    try:  # refuse a shrinking day before anything is written; the commit checks again against its own plan
-        if not unreadable or skip_unreadable_files:
-            guard(rows_before, plays_files.rows)
-    except DayWouldShrink:
-        plays_files.discard()
-        reject_files.discard()
-        raise
-    replace_partition(rejected_table, EqualTo("ingest_day", day.isoformat()), reject_files.data_files, properties)
-    if unreadable and not skip_unreadable_files:
-        plays_files.discard()
-        names = "; ".join(f"unreadable landing file {u.source_file} ({u.error})" for u in unreadable)
-        raise UnreadableLandingFiles(
-            f"{day}: {names}. music.plays was not changed; the file is recorded in music.plays_rejected. "
-            f"Replace or remove the file and re-run, or set config skip_unreadable_files: true to ingest "
-            f"the day without it."
-        )
-    if totals.invalid_share() > max_reject_share:
-        plays_files.discard()
-        top = ", ".join(f"{reason} ({count:,})" for reason, count in totals.rejected_by_reason.most_common(5))
-        raise TooManyRejects(
-            f"{day}: {totals.invalid:,} of {totals.seen:,} events ({totals.invalid_share():.1%}) failed validation, "
-            f"above the {max_reject_share:.1%} threshold; music.plays was not changed. Reasons: {top}. "
-            f"The rejects are in music.plays_rejected (ingest_day = '{day}')."
-        )
-    try:
-        report = replace_partition(plays, day_filter(day), plays_files.data_files, properties, guard=guard)
-    except DayWouldShrink:  # a concurrent writer grew the day after the first check
-        plays_files.discard()
-        raise
-    return DayIngestResult(
-        day=day,
-        plays=report,
-        totals=totals,
-        rows_before=rows_before,
-        unreadable_files_skipped=tuple(u.source_file for u in unreadable),
-        schema_changes=schema_changes,
-        seconds=time.monotonic() - started,
-        preview=preview,
+    quarantine_days = And(
+        GreaterThanOrEqual("ingest_day", first.isoformat()), LessThanOrEqual("ingest_day", last.isoformat())
     )
+    replace_partition(rejected, quarantine_days, [f for s in staged for f in s.reject_files], properties)
+    if refused:
+        for s in staged[refused[0] :]:
+            _discard(plays, s.plays_files)
+    results = []
+    if landing:
+        landing_last = landing[-1].day
+        landing_properties = {
+            **properties,
+            "dagster.partition": first.isoformat() if first == landing_last else f"{first}...{landing_last}",
+            "sonik.events-read": str(sum(s.totals.seen for s in landing)),
+        }
+        try:
+            report = replace_partition(
+                plays, days_filter(first, landing_last), [f for s in landing for f in s.plays_files],
+                landing_properties, guard=guard,
+            )  # fmt: skip
+        except DayWouldShrink:  # a concurrent writer grew a day after the first check
+            for s in landing:
+                _discard(plays, s.plays_files)
+            raise
+        results = [
+            DayIngestResult(
+                day=s.day,
+                plays=report,
+                totals=s.totals,
+                rows_written=s.rows,
+                rows_before=s.rows_before,
+                data_files_added=len(s.plays_files),
+                bytes_added=sum(f.file_size_in_bytes for f in s.plays_files),
+                unreadable_files_skipped=tuple(u.source_file for u in s.unreadable),
+                schema_changes=s.schema_changes,
+                seconds=s.seconds,
+                preview=s.preview,
+            )
+            for s in landing
+        ]
+    if refused:
+        raise PartlyIngested(refused[1], results)
+    return results
+
+
+class PartlyIngested(IngestError):
+    """A day was refused after the days before it were committed: ``committed`` says which landed."""
+
+    def __init__(self, cause: IngestError, committed: list[DayIngestResult]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.committed = committed
+
+
+def ingest_days(
+    catalog: Catalog,
+    days: Iterable[tuple[dt.date, Iterable[RawBatch]]],
+    *,
+    days_per_commit: int = DEFAULT_DAYS_PER_COMMIT,
+    run_id: str | None = None,
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
+    skip_unreadable_files: bool = False,
+    snapshot_properties: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> Iterator[DayIngestResult]:
+    """Ingest consecutive days, ``days_per_commit`` to a commit; yields each day once its commit landed.
+
+    A failing day raises after the days staged before it are committed (and yielded), so a long
+    backfill that stops keeps what it finished; its quarantine is written too.
+    """
+    tables = IngestTables.ensure(catalog, progress)
+    options = {
+        "run_id": run_id,
+        "max_reject_share": max_reject_share,
+        "max_shrink_share": max_shrink_share,
+        "skip_unreadable_files": skip_unreadable_files,
+        "snapshot_properties": snapshot_properties,
+    }
+    pending: list[StagedDay] = []
+    try:
+        for day, events in days:
+            try:
+                staged = stage_day(tables, day, events, run_id, progress)
+                try:
+                    check_shrink(tables, staged, max_shrink_share, skip_unreadable_files)
+                except DayWouldShrink:
+                    _discard(tables.plays, staged.plays_files)
+                    _discard(tables.rejected, staged.reject_files)
+                    raise
+            except (IngestError, FileNotFoundError):  # FileNotFoundError: a landing day without files
+                if pending:  # the days before this one land; then the error
+                    group, pending = pending, []
+                    yield from commit_days(tables, group, **options)
+                raise
+            pending.append(staged)
+            if len(pending) >= days_per_commit or staged.refusal(max_reject_share, skip_unreadable_files):
+                group, pending = pending, []
+                try:
+                    yield from commit_days(tables, group, **options)
+                except PartlyIngested as partly:
+                    yield from partly.committed
+                    raise partly.cause from None
+        if pending:
+            group, pending = pending, []
+            yield from commit_days(tables, group, **options)
+    except BaseException:
+        for s in pending:  # staged but never committed: delete, rather than leave orphans
+            _discard(tables.plays, s.plays_files)
+            _discard(tables.rejected, s.reject_files)
+        raise
+
+
+def ingest_day(
+    catalog: Catalog,
+    day: dt.date,
+    events: Iterable[RawBatch],
+    *,
+    run_id: str | None = None,
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
+    skip_unreadable_files: bool = False,
+    snapshot_properties: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> DayIngestResult:
+    """Validate ``events`` for ``day`` and make them the whole of that day in ``music.plays``, in one commit.
+
+    Rejected events are written to ``music.plays_rejected`` (replacing the day's earlier rejects)
+    before the threshold is checked, so a failed day still leaves its evidence. Plays are committed
+    only if the share of invalid events is within ``max_reject_share``, every landing file could be read
+    (unless ``skip_unreadable_files``), and the day keeps at least ``1 - max_shrink_share`` of its rows.
+    """
+    [result] = ingest_days(
+        catalog,
+        [(day, events)],
+        run_id=run_id,
+        max_reject_share=max_reject_share,
+        max_shrink_share=max_shrink_share,
+        skip_unreadable_files=skip_unreadable_files,
+        snapshot_properties=snapshot_properties,
+        progress=progress,
+    )
+    return result

@@ -128,8 +128,9 @@ def _files_in(table: Table, partition_filter: BooleanExpression) -> list[DataFil
     return [task.file for task in table.scan(row_filter=partition_filter).plan_files()]
 
 
-# Called with (rows the partition holds now, rows it would hold) before every commit attempt; raises to refuse.
-ReplaceGuard = Callable[[int, int], None]
+# Called with (the files the partition holds now, the files that would replace them) before every commit
+# attempt, on the attempt's own plan; raises to refuse the replace.
+ReplaceGuard = Callable[[list[DataFile], list[DataFile]], None]
 
 
 def partition_rows(table: Table, partition_filter: BooleanExpression) -> int:
@@ -154,7 +155,7 @@ def replace_partition(
         table.refresh()
         old_files = _files_in(table, partition_filter)
         if guard is not None:
-            guard(sum(f.record_count for f in old_files), sum(f.record_count for f in new_files))
+            guard(old_files, new_files)
         if not old_files and not new_files:
             snapshot = table.current_snapshot()
             return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)

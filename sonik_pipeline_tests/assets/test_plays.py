@@ -87,7 +87,7 @@ def test_rerunning_a_day_replaces_it_with_one_more_snapshot(defs, catalog: Catal
     assert (meta["rows_replaced"].value, meta["operation"].value) == (SMALL_DAY_EVENTS, "overwrite")
 
 
-def test_a_range_runs_in_one_run_committing_each_day(defs, catalog: Catalog, sonik_home: Path) -> None:
+def test_a_range_runs_in_one_run_and_one_commit(defs, catalog: Catalog, sonik_home: Path) -> None:
     result = _run(defs, first="2026-04-18", last=DAY)
 
     assert result.success
@@ -96,10 +96,39 @@ def test_a_range_runs_in_one_run_committing_each_day(defs, catalog: Catalog, son
     assert sorted(meta) == days
     assert [_count(catalog, d) for d in days] == [SMALL_DAY_EVENTS] * 3
     table = catalog.load_table("music.plays")
-    assert sorted(s.summary["dagster.partition"] for s in table.snapshots()) == days
-    assert len({meta[d]["snapshot_id"].value for d in days}) == 3
+    [snapshot] = table.snapshots()  # the three days are one atomic snapshot
+    assert snapshot.summary["dagster.partition"] == "2026-04-18...2026-04-20"
+    assert {meta[d]["snapshot_id"].value for d in days} == {str(snapshot.snapshot_id)}
+    assert [meta[d]["rows_written"].value for d in days] == [SMALL_DAY_EVENTS] * 3
     data_dir = sonik_home / "warehouse" / "music" / "plays" / "data"
     assert sorted(p.name for p in data_dir.iterdir()) == [f"played_day={d}" for d in days]
+
+
+def test_days_per_commit_groups_a_long_range(defs, catalog: Catalog) -> None:
+    config = {"ops": {"plays": {"config": {"days_per_commit": 2}}}}
+
+    result = _run(defs, first="2026-04-16", last=DAY, run_config=config)
+
+    assert result.success
+    partitions = sorted(s.summary["dagster.partition"] for s in catalog.load_table("music.plays").snapshots())
+    assert partitions == ["2026-04-16...2026-04-17", "2026-04-18...2026-04-19", DAY]
+
+
+def test_a_failing_day_keeps_the_days_before_it_and_says_which(settings: Settings, catalog: Catalog, tmp_path: Path):
+    # Given three landing days of which the third has no files
+    landing = tmp_path / "landing"
+    for day in (dt.date(2026, 4, 18), dt.date(2026, 4, 19)):
+        write_landing_day(landing, day, synthetic_batch(day, 30), files=1)
+
+    result = _run(_landing_defs(settings, landing), first="2026-04-18", last=DAY)
+
+    assert not result.success
+    failure = result.failure_data_for_node("plays")
+    assert "no landing files for 2026-04-20" in failure.error.message
+    assert failure.user_failure_data.metadata["days_committed"].value == ["2026-04-18", "2026-04-19"]
+    assert [_count(catalog, d) for d in ("2026-04-18", "2026-04-19", DAY)] == [30, 30, 0]
+    materialized = {e.partition for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert materialized == {"2026-04-18", "2026-04-19"}
 
 
 def _landing_defs(settings: Settings, landing: Path) -> dg.Definitions:
