@@ -29,6 +29,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
 
 from sonik_pipeline.lakehouse.catalog import table_name
+from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.tables import lakehouse_table_names
 
 EXPIRED_HISTORY = "sonik.expired-history"
@@ -312,7 +313,7 @@ def create_views(
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
         con.execute(
             f'CREATE OR REPLACE VIEW "{namespace}"."{short}" AS SELECT * FROM '
-            f"iceberg_scan('{table.metadata_location}', snapshot_from_id={snapshot.snapshot_id})"
+            f"iceberg_scan({sql_string(table.metadata_location)}, snapshot_from_id={snapshot.snapshot_id})"
         )
         pinned[name] = snapshot.snapshot_id
     if as_of is not None and not pinned:
