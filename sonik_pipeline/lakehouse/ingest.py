@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -263,24 +263,35 @@ def _discard(table: Table, files: Iterable[DataFile]) -> None:
     stager.discard()
 
 
-def commit_days(
-    tables: IngestTables,
-    staged: list[StagedDay],
-    *,
-    run_id: str | None = None,
-    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
-    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
-    skip_unreadable_files: bool = False,
-    snapshot_properties: Mapping[str, str] | None = None,
-) -> list[DayIngestResult]:
+@dataclass(frozen=True)
+class IngestOptions:
+    """How days are ingested: the run they belong to and the guards on what may replace a day."""
+
+    run_id: str | None = None
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE
+    skip_unreadable_files: bool = False
+    snapshot_properties: Mapping[str, str] | None = None
+
+
+def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOptions) -> list[DayIngestResult]:
     """Make consecutive staged days the whole of those days: their quarantine, then their plays, one commit each.
 
     Refused before anything is written when a day would shrink by more than ``max_shrink_share``. When a
     day is refused for its data (unreadable files, too many rejects), the quarantine of every staged day
     is still written, the days before it are committed, and its error is raised.
     """
+    run_id, max_shrink_share, snapshot_properties = (
+        options.run_id,
+        options.max_shrink_share,
+        options.snapshot_properties,
+    )
     refused = next(
-        ((i, err) for i, s in enumerate(staged) if (err := s.refusal(max_reject_share, skip_unreadable_files))),
+        (
+            (i, err)
+            for i, s in enumerate(staged)
+            if (err := s.refusal(options.max_reject_share, options.skip_unreadable_files))
+        ),
         None,
     )
     landing = staged[: refused[0]] if refused else staged
@@ -356,33 +367,24 @@ def ingest_days(
     days: Iterable[tuple[dt.date, Iterable[RawBatch]]],
     *,
     days_per_commit: int = DEFAULT_DAYS_PER_COMMIT,
-    run_id: str | None = None,
-    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
-    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
-    skip_unreadable_files: bool = False,
-    snapshot_properties: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = log.info,
+    **options: Any,
 ) -> Iterator[DayIngestResult]:
     """Ingest consecutive days, ``days_per_commit`` to a commit; yields each day once its commit landed.
 
-    A failing day raises after the days staged before it are committed (and yielded), so a long
-    backfill that stops keeps what it finished; its quarantine is written too.
+    ``options`` are ``IngestOptions``' fields. A failing day raises after the days staged before it are
+    committed (and yielded), so a long backfill that stops keeps what it finished; its quarantine is
+    written too.
     """
     tables = IngestTables.ensure(catalog, progress)
-    options = {
-        "run_id": run_id,
-        "max_reject_share": max_reject_share,
-        "max_shrink_share": max_shrink_share,
-        "skip_unreadable_files": skip_unreadable_files,
-        "snapshot_properties": snapshot_properties,
-    }
+    opts = IngestOptions(**options)
     pending: list[StagedDay] = []
     try:
         for day, events in days:
             try:
-                staged = stage_day(tables, day, events, run_id, progress)
+                staged = stage_day(tables, day, events, opts.run_id, progress)
                 try:
-                    check_shrink(tables, staged, max_shrink_share, skip_unreadable_files)
+                    check_shrink(tables, staged, opts.max_shrink_share, opts.skip_unreadable_files)
                 except DayWouldShrink:
                     _discard(tables.plays, staged.plays_files)
                     _discard(tables.rejected, staged.reject_files)
@@ -390,19 +392,19 @@ def ingest_days(
             except (IngestError, FileNotFoundError):  # FileNotFoundError: a landing day without files
                 if pending:  # the days before this one land; then the error
                     group, pending = pending, []
-                    yield from commit_days(tables, group, **options)
+                    yield from commit_days(tables, group, opts)
                 raise
             pending.append(staged)
-            if len(pending) >= days_per_commit or staged.refusal(max_reject_share, skip_unreadable_files):
+            if len(pending) >= days_per_commit or staged.refusal(opts.max_reject_share, opts.skip_unreadable_files):
                 group, pending = pending, []
                 try:
-                    yield from commit_days(tables, group, **options)
+                    yield from commit_days(tables, group, opts)
                 except PartlyIngested as partly:
                     yield from partly.committed
                     raise partly.cause from None
         if pending:
             group, pending = pending, []
-            yield from commit_days(tables, group, **options)
+            yield from commit_days(tables, group, opts)
     except BaseException:
         for s in pending:  # staged but never committed: delete, rather than leave orphans
             _discard(tables.plays, s.plays_files)
@@ -415,28 +417,16 @@ def ingest_day(
     day: dt.date,
     events: Iterable[RawBatch],
     *,
-    run_id: str | None = None,
-    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
-    max_shrink_share: float = DEFAULT_MAX_SHRINK_SHARE,
-    skip_unreadable_files: bool = False,
-    snapshot_properties: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = log.info,
+    **options: Any,
 ) -> DayIngestResult:
     """Validate ``events`` for ``day`` and make them the whole of that day in ``music.plays``, in one commit.
 
     Rejected events are written to ``music.plays_rejected`` (replacing the day's earlier rejects)
     before the threshold is checked, so a failed day still leaves its evidence. Plays are committed
     only if the share of invalid events is within ``max_reject_share``, every landing file could be read
-    (unless ``skip_unreadable_files``), and the day keeps at least ``1 - max_shrink_share`` of its rows.
+    (unless ``skip_unreadable_files``), and the day keeps at least ``1 - max_shrink_share`` of its rows
+    (``options`` are ``IngestOptions``' fields).
     """
-    [result] = ingest_days(
-        catalog,
-        [(day, events)],
-        run_id=run_id,
-        max_reject_share=max_reject_share,
-        max_shrink_share=max_shrink_share,
-        skip_unreadable_files=skip_unreadable_files,
-        snapshot_properties=snapshot_properties,
-        progress=progress,
-    )
+    [result] = ingest_days(catalog, [(day, events)], progress=progress, **options)
     return result
