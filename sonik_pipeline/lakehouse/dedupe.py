@@ -14,7 +14,7 @@ import numpy as np
 
 BUCKET_BITS = 8
 MIN_RECENT = 1 << 21  # ids kept as runs before the first merge (16 MiB)
-MAX_RUNS = 16  # runs are compacted into one beyond this, so a lookup searches a bounded number
+MAX_RUNS = 4  # runs are compacted into one beyond this, so a lookup searches only a few
 
 
 def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -44,24 +44,31 @@ class HashSet64:
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """A boolean per hash: already in the set."""
         hashes = np.asarray(hashes, dtype=np.uint64)
+        order = np.argsort(hashes, kind="stable")
+        found_sorted = self.contains_sorted(hashes[order])
+        found = np.empty(len(hashes), dtype=bool)
+        found[order] = found_sorted
+        return found
+
+    def contains_sorted(self, hashes: np.ndarray) -> np.ndarray:
+        """``contains`` for hashes already in ascending order: the searches then walk memory in order."""
         found = np.zeros(len(hashes), dtype=bool)
         for run in self._runs:
             found |= _member(run, hashes)
-        if self._in_buckets:
-            bucket_of = (hashes >> np.uint64(64 - BUCKET_BITS)).astype(np.intp)
-            order = np.argsort(bucket_of, kind="stable")
-            bounds = np.searchsorted(bucket_of[order], np.arange((1 << BUCKET_BITS) + 1))
+        if self._in_buckets and len(hashes):
+            bucket_of = hashes >> np.uint64(64 - BUCKET_BITS)
+            bounds = np.searchsorted(bucket_of, np.arange((1 << BUCKET_BITS) + 1, dtype=np.uint64))
             for bucket, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
                 if end > start and len(self._buckets[bucket]):
-                    positions = order[start:end]
-                    found[positions] |= _member(self._buckets[bucket], hashes[positions])
+                    found[start:end] |= _member(self._buckets[bucket], hashes[start:end])
         return found
 
-    def add(self, hashes: np.ndarray) -> None:
+    def add(self, hashes: np.ndarray, already_sorted: bool = False) -> None:
         """Add hashes known to be new and distinct (``contains`` was False for each, and no repeats)."""
         if not len(hashes):
             return
-        self._runs.append(np.sort(np.asarray(hashes, dtype=np.uint64)))
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        self._runs.append(hashes if already_sorted else np.sort(hashes))
         self._in_runs += len(hashes)
         if self._in_runs > max(MIN_RECENT, self._in_buckets // 4):
             self._merge_runs_into_buckets()

@@ -306,10 +306,14 @@ class DayValidator:
         valid = pc.is_null(reasons)
         idx = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
         hashes = self._hash64(play_ids.take(pa.array(idx)) if len(idx) < len(play_ids) else play_ids)
-        duplicate = np.ones(len(idx), dtype=bool)
-        duplicate[np.unique(hashes, return_index=True)[1]] = False  # later copies within the batch
-        duplicate |= self._seen.contains(hashes)  # copies of ids kept by an earlier batch
-        self._seen.add(hashes[~duplicate])
+        order = np.argsort(hashes, kind="stable")  # one sort serves both questions
+        ordered = hashes[order]
+        repeat_sorted = np.zeros(len(ordered), dtype=bool)
+        repeat_sorted[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch (stable: first wins)
+        repeat_sorted |= self._seen.contains_sorted(ordered)  # copies of ids kept by an earlier batch
+        duplicate = np.empty(len(hashes), dtype=bool)
+        duplicate[order] = repeat_sorted
+        self._seen.add(ordered[~repeat_sorted], already_sorted=True)
         if not duplicate.any():
             return reasons
         out = reasons.to_pylist()

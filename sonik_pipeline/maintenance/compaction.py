@@ -36,9 +36,10 @@ from pyiceberg.typedef import Record
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
+from sonik_pipeline.lakehouse.duckdb_extensions import configure_storage
 from sonik_pipeline.lakehouse.events import BATCH_ROWS
 from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches, transaction
-from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
+from sonik_pipeline.lakehouse.sql import duckdb_type, sql_identifier, sql_string
 from sonik_pipeline.lakehouse.writes import FileStager, target_file_size
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,45 @@ def _batches(table: Table, tasks: Iterable[FileScanTask]) -> Iterator[pa.RecordB
     return iter_data_file_batches(table, list(tasks))
 
 
+def _columns_keep_their_names(table: Table) -> bool:
+    """True when no column was ever renamed: every file then names its columns as the schema does today."""
+    current = table.schema()
+    for schema in table.metadata.schemas:
+        for column in schema.fields:
+            try:
+                if current.find_column_name(column.field_id) not in (None, column.name):
+                    return False
+            except ValueError:
+                continue
+    return True
+
+
+def _duckdb_path(location: str) -> str:
+    return location.removeprefix("file://")
+
+
+def native_select(table: Table, con: duckdb.DuckDBPyConnection, tasks: Iterable[FileScanTask]) -> str | None:
+    """A SELECT of the files' rows with DuckDB's own Parquet reader, typed as the schema today; or None.
+
+    DuckDB's reader streams under its memory limit, where rows fed to it from Python as Arrow batches are
+    held outside it. It is right only where the files need no mapping beyond names: no delete files, no
+    column ever renamed, primitive types only; added columns read as NULL, widened ones are cast.
+    """
+    tasks = list(tasks)
+    fields = table.schema().fields
+    types = {f.name: duckdb_type(f.field_type) for f in fields}
+    if any(t.delete_files for t in tasks) or None in types.values() or not _columns_keep_their_names(table):
+        return None
+    files = "[" + ", ".join(sql_string(_duckdb_path(t.file.file_path)) for t in tasks) + "]"
+    source = f"read_parquet({files}, union_by_name = true)"
+    present = {name for (name, *_) in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    columns = []
+    for f in fields:
+        value = sql_identifier(f.name) if f.name in present else "NULL"  # a column added after the file
+        columns.append(f"CAST({value} AS {types[f.name]}) AS {sql_identifier(f.name)}")
+    return f"SELECT {', '.join(columns)} FROM {source}"
+
+
 def _rewrite_group(
     table: Table, group: FileGroup, options: CompactionOptions, work_dir: Path, name: str
 ) -> list[DataFile]:
@@ -221,29 +261,17 @@ def _rewrite_group(
     try:
         con.execute(f"SET memory_limit = {sql_string(options.sort_memory_limit)}")
         con.execute(f"SET temp_directory = {sql_string(str(work_dir))}")
-        source = _batches(table, group.tasks)
-        first = next(source, None)
-        if first is None:
-            return []
-        reader = pa.RecordBatchReader.from_batches(first.schema, _chain(first, source))
-        con.register("group_source", reader)
-        con.execute("CREATE TABLE group_rows AS SELECT * FROM group_source")
-        con.unregister("group_source")
-        read = con.execute("SELECT count(*), coalesce(sum(hash(t)), 0) FROM group_rows AS t").fetchone()
-        keys = [sql_identifier(c) for c in options.sort_by if c in first.schema.names]
-        order = f" ORDER BY {', '.join(keys)}" if keys else ""
-        for batch in con.execute(f"SELECT * FROM group_rows{order}").to_arrow_reader(BATCH_ROWS):
-            stager.add(pa.Table.from_batches([batch]))
-        con.execute("DROP TABLE group_rows")
-        new_files = stager.finish()
-        # Read back what was written, with the same reader, and compare it to what was read.
-        written = StreamingChecksum(con)
-        for batch in _batches(table, (FileScanTask(f) for f in new_files)):
-            written.add(batch)
-        if written.value != (int(read[0]), int(read[1])):
+        con.execute("SET preserve_insertion_order = false")
+        configure_storage(con, table.catalog.properties)
+        select = native_select(table, con, group.tasks)
+        if select is None:
+            new_files, read, written = _rewrite_through_arrow(table, group, options, con, stager)
+        else:
+            new_files, read, written = _rewrite_natively(table, group, options, con, stager, select)
+        if written != read:
             raise CompactionAborted(
                 f"{name} {group.partition.partition}: rewritten rows differ from the originals "
-                f"({written.rows:,} rows read back, {int(read[0]):,} read); nothing of this group was committed"
+                f"({written[0]:,} rows read back, {read[0]:,} read); nothing of this group was committed"
             )
         return new_files
     except BaseException:
@@ -251,6 +279,51 @@ def _rewrite_group(
         raise
     finally:
         con.close()
+
+
+def _checksum_sql(select: str) -> str:
+    return f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM ({select}) AS t"
+
+
+def _sort_clause(options: CompactionOptions, columns: Iterable[str]) -> str:
+    keys = [sql_identifier(c) for c in options.sort_by if c in set(columns)]
+    return f" ORDER BY {', '.join(keys)}" if keys else ""
+
+
+def _rewrite_natively(table, group, options, con, stager, select) -> tuple[list[DataFile], tuple, tuple]:
+    """Read, sort and verify with DuckDB's own Parquet reader: memory stays within its limit."""
+    count, total = con.execute(_checksum_sql(select)).fetchone()
+    order = _sort_clause(options, table.schema().as_arrow().names)
+    for batch in con.execute(f"{select}{order}").to_arrow_reader(BATCH_ROWS):
+        stager.add(pa.Table.from_batches([batch]))
+    new_files = stager.finish()
+    written = native_select(table, con, [FileScanTask(f) for f in new_files]) if new_files else None
+    back = con.execute(_checksum_sql(written)).fetchone() if written else (0, 0)
+    return new_files, (int(count), int(total)), (int(back[0]), int(back[1]))
+
+
+def _rewrite_through_arrow(table, group, options, con, stager) -> tuple[list[DataFile], tuple, tuple]:
+    """Read with PyIceberg's reader (schema evolution by field id), sort and verify in DuckDB."""
+    source = _batches(table, group.tasks)
+    first = next(source, None)
+    if first is None:
+        return [], (0, 0), (0, 0)
+    reader = pa.RecordBatchReader.from_batches(first.schema, _chain(first, source))
+    con.register("group_source", reader)
+    con.execute("CREATE TABLE group_rows AS SELECT * FROM group_source")
+    con.unregister("group_source")
+    count, total = con.execute(_checksum_sql("SELECT * FROM group_rows")).fetchone()
+    for batch in con.execute(f"SELECT * FROM group_rows{_sort_clause(options, first.schema.names)}").to_arrow_reader(
+        BATCH_ROWS
+    ):
+        stager.add(pa.Table.from_batches([batch]))
+    con.execute("DROP TABLE group_rows")
+    new_files = stager.finish()
+    # Read back what was written, with the same reader, and compare it to what was read.
+    written = StreamingChecksum(con)
+    for batch in _batches(table, (FileScanTask(f) for f in new_files)):
+        written.add(batch)
+    return new_files, (int(count), int(total)), written.value
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
