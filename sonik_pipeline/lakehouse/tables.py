@@ -53,6 +53,16 @@ COMMON_PROPERTIES: dict[str, str] = {
     # engines' expire_snapshots too): 30 days of time travel, and never fewer than the newest 5 snapshots.
     "history.expire.max-snapshot-age-ms": str(30 * 24 * 3600 * 1000),
     "history.expire.min-snapshots-to-keep": "5",
+    # Bounded metadata in daily operation, set on purpose: metadata.json lists the last 100 versions of
+    # itself (a few KB), and older metadata files are deleted by expiry_job, which checks every deletion
+    # against the table's location and the warehouse (lakehouse/deletion.py); PyIceberg's own clean-up
+    # at commit (delete-after-commit) would bypass that check, so it stays off.
+    "write.metadata.previous-versions-max": "100",
+    "write.metadata.delete-after-commit.enabled": "false",
+    # Manifests: manifests_job packs them to this size each night. Merging on commit only applies to
+    # PyIceberg's merge_append, and the pipeline's commits are overwrites, so it would change nothing.
+    "commit.manifest.target-size-bytes": str(8 * 1024 * 1024),
+    "commit.manifest-merge.enabled": "false",
 }
 
 
