@@ -22,6 +22,8 @@ class JsonLines:
     lines: pa.Array  # string
     line_numbers: pa.Array  # int64, 1-based
     source_file: str
+    # bool per line: its bytes were not valid UTF-8 (the line then holds them as \xNN escapes, never U+FFFD)
+    invalid_utf8: pa.Array | None = None
 
 
 @dataclass(frozen=True)

@@ -66,15 +66,24 @@ def _read_jsonl(zone: LandingZone, path: str) -> Iterator[RawBatch]:
     line_no = 0
     with io.BufferedReader(zone.filesystem.open_input_stream(path), buffer_size=1 << 20) as f:
         while chunk := f.readlines(JSONL_CHUNK_BYTES):
-            lines, numbers = [], []
+            lines, numbers, invalid = [], [], []
             for raw in chunk:
                 line_no += 1
-                text = raw.decode("utf-8", errors="replace").strip()
+                try:
+                    text, bad = raw.decode("utf-8").strip(), False
+                except UnicodeDecodeError:  # kept as escapes of its raw bytes, for the quarantine
+                    text, bad = raw.decode("utf-8", errors="backslashreplace").strip(), True
                 if text:
                     lines.append(text)
                     numbers.append(line_no)
+                    invalid.append(bad)
             if lines:
-                yield JsonLines(pa.array(lines, pa.string()), pa.array(numbers, pa.int64()), zone.display(path))
+                yield JsonLines(
+                    pa.array(lines, pa.string()),
+                    pa.array(numbers, pa.int64()),
+                    zone.display(path),
+                    pa.array(invalid, pa.bool_()) if any(invalid) else None,
+                )
 
 
 def _read_parquet(zone: LandingZone, path: str) -> Iterator[RawBatch]:

@@ -64,11 +64,41 @@ def _to_timestamp(expr: str) -> str:
     return f"CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP)"
 
 
+INVALID_UTF8_REASON = "line is not valid UTF-8 (its bytes are kept in the payload as \\xNN escapes)"
+# Text DuckDB's JSON functions accept that RFC 8259 does not: a trailing comma, NaN and Infinity. Lines
+# that match are few (a title that says "NaN" matches too) and are judged again by Python's strict parser.
+_LENIENT_JSON = r",\s*[}\]]|NaN|Infinity"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"not JSON: {name}")
+
+
+def strictly_json(lines: pa.Array) -> pa.Array:
+    """A bool per line: valid JSON by RFC 8259, where DuckDB's parser is lenient (trailing commas, NaN)."""
+    suspect = pc.match_substring_regex(lines, _LENIENT_JSON).to_numpy(zero_copy_only=False)
+    valid = np.ones(len(lines), dtype=bool)
+    for index in np.flatnonzero(suspect):
+        try:
+            json.loads(lines[int(index)].as_py(), parse_constant=_reject_constant)
+        except ValueError:
+            valid[index] = False
+    return pa.array(valid)
+
+
 def _typed_from_json(fields: list[NestedField]) -> str:
-    """SELECT list turning JSON text lines into typed columns plus ``_type_error``."""
+    """SELECT list turning JSON text lines into typed columns plus ``_type_error``.
+
+    ``_line`` is NULL for a line already known to be bad (not UTF-8, or lenient JSON); ``_encoding_error``
+    says when the bytes were the problem.
+    """
     columns, errors = (
         [],
-        ["CASE WHEN _line IS NULL THEN 'malformed JSON' END", "CASE WHEN NOT _ok THEN 'not a JSON object' END"],
+        [
+            "_encoding_error",
+            "CASE WHEN _line IS NULL THEN 'malformed JSON' END",
+            "CASE WHEN NOT _ok THEN 'not a JSON object' END",
+        ],
     )
     for f in fields:
         kind = type(f.field_type)
@@ -193,7 +223,18 @@ class DayValidator:
     def _typed(self, raw: JsonLines | ArrowRows) -> tuple[pa.Table, pa.Array | None, pa.Array | None, pa.Array | None]:
         """(typed columns, type errors or None, payloads or None, source lines or None)."""
         if isinstance(raw, JsonLines):
-            rel = pa.table({"_line": raw.lines, "_raw_line": raw.lines, "_source_line": raw.line_numbers})
+            acceptable = strictly_json(raw.lines)
+            invalid_utf8 = raw.invalid_utf8 if raw.invalid_utf8 is not None else pa.nulls(len(raw.lines), pa.bool_())
+            invalid_utf8 = pc.fill_null(invalid_utf8, False)
+            acceptable = pc.and_(acceptable, pc.invert(invalid_utf8))
+            rel = pa.table(
+                {
+                    "_line": pc.if_else(acceptable, raw.lines, pa.scalar(None, raw.lines.type)),
+                    "_raw_line": raw.lines,
+                    "_source_line": raw.line_numbers,
+                    "_encoding_error": pc.if_else(invalid_utf8, INVALID_UTF8_REASON, pa.scalar(None, pa.string())),
+                }
+            )
             out = self._typed_via_sql(rel, _typed_from_json(self.fields))
         else:
             rows = raw.rows

@@ -48,3 +48,14 @@ def test_a_file_that_vanished_after_listing_is_unreadable_not_a_crash(tmp_path: 
 
     assert isinstance(batch, UnreadableFile)
     assert batch.error.startswith("unreadable JSON Lines file: ")
+
+
+def test_a_line_that_is_not_utf8_is_read_as_escapes_and_marked(tmp_path: Path) -> None:
+    day_dir = tmp_path / "plays" / str(DAY)
+    day_dir.mkdir(parents=True)
+    (day_dir / "part.jsonl").write_bytes(b'{"title": "ok"}\n{"title": "caf\xe9"}\n')
+
+    [batch] = list(landing_events(tmp_path, DAY))
+
+    assert batch.lines.to_pylist() == ['{"title": "ok"}', '{"title": "caf\\xe9"}']
+    assert batch.invalid_utf8.to_pylist() == [False, True]

@@ -158,3 +158,43 @@ def test_an_unreadable_file_is_quarantined_not_skipped() -> None:
     assert valid.num_rows == 0
     assert rejected.column("source_file").to_pylist() == ["bad.parquet"]
     assert validator.totals.rejected_by_reason == {"unreadable Parquet file": 1}
+
+
+GOOD_TEXT = json.dumps(GOOD)
+
+
+@pytest.mark.parametrize(
+    "lenient",
+    [
+        GOOD_TEXT[:-1] + ",}",  # a trailing comma
+        GOOD_TEXT.replace('"country": "US"', '"country": "US", "extra": [1, 2, ]'),  # one inside a list
+        GOOD_TEXT.replace('"duration_seconds": 180', '"duration_seconds": NaN'),  # JavaScript's NaN
+        GOOD_TEXT.replace('"duration_seconds": 180', '"duration_seconds": -Infinity'),
+        GOOD_TEXT.replace('"', "'"),  # single-quoted strings
+        GOOD_TEXT.replace('"play_id"', "play_id"),  # an unquoted key
+        GOOD_TEXT + " // a comment",
+        "/* a comment */ " + GOOD_TEXT,
+    ],
+)
+def test_a_line_that_is_not_strict_json_is_rejected_even_where_duckdb_would_accept_it(lenient: str) -> None:
+    assert _only_reason(lenient) == "malformed JSON"
+
+
+def test_strings_that_only_look_lenient_are_still_valid() -> None:
+    tricky = json.dumps({**GOOD, "title": "NaN, }", "artist": "Infinity ]"})
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(tricky))
+    assert (valid.num_rows, rejected.num_rows) == (1, 0)
+    assert valid.column("title")[0].as_py() == "NaN, }"
+
+
+def test_a_line_of_invalid_utf8_is_rejected_with_its_bytes_as_escapes_not_replacement_characters() -> None:
+    raw = GOOD_TEXT.replace("Drake", "Dr\udcffake").encode("utf-8", errors="surrogateescape")
+    text = raw.decode("utf-8", errors="backslashreplace")
+    lines = JsonLines(pa.array([text]), pa.array([1], pa.int64()), "day.jsonl", pa.array([True]))
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(lines)
+
+    assert valid.num_rows == 0
+    [reject] = rejected.to_pylist()
+    assert reject["reason"] == "line is not valid UTF-8 (its bytes are kept in the payload as \\xNN escapes)"
+    assert "Dr\\xffake" in reject["payload"] and "\ufffd" not in reject["payload"]
