@@ -8,10 +8,13 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.cli import main
+from sonik_pipeline.lakehouse import timetravel
+from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
 from sonik_pipeline.lakehouse.events import ArrowRows
 from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
@@ -311,3 +314,18 @@ def test_a_snapshot_expired_by_another_engine_gives_a_may_differ_warning(catalog
         f"reading {h['S'].snapshot_id}"
     )
     assert _count("--as-of", n_was_current, "--strict")[0] == 2
+
+
+def test_an_empty_or_not_yet_created_table_reads_as_zero_rows_with_its_columns(catalog: Catalog) -> None:
+    # Given plays ingested without a single reject: the quarantine exists but holds no snapshot, no mart exists
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 20), "clean")])
+    assert catalog.load_table("music.plays_rejected").current_snapshot() is None
+    con = load_iceberg(duckdb.connect())
+
+    timetravel.create_views(con, catalog)
+
+    assert con.execute("SELECT count(*) FROM music.plays_rejected").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM music_marts.daily_top_tracks").fetchone() == (0,)
+    columns = [c[0] for c in con.execute("DESCRIBE music.plays_rejected").fetchall()]
+    assert columns[:3] == ["ingest_day", "play_id", "reason"]
+    assert con.execute("SELECT count(*) FROM music.plays").fetchone() == (20,)
