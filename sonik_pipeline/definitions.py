@@ -45,7 +45,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # worker. Parallelism comes from runs (the queue starts several at once), not from steps.
         executor=dg.in_process_executor,
         resources={
-            "duckdb": LakehouseDuckDB(database=":memory:", lakehouse=lakehouse),
+            "duckdb": LakehouseDuckDB(
+                database=":memory:", lakehouse=lakehouse, memory_limit=settings.duckdb_memory_limit
+            ),
             "lakehouse": lakehouse,
             "play_source": PlaySource(
                 kind=settings.source,

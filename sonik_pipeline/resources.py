@@ -20,7 +20,7 @@ from sonik_pipeline.lakehouse.events import RawBatch
 from sonik_pipeline.lakehouse.landing_source import landing_events
 from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
-from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_EVENTS_PER_DAY, SourceKind
+from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_EVENTS_PER_DAY, SourceKind
 
 
 class LakehouseCatalog(dg.ConfigurableResource):
@@ -64,10 +64,6 @@ class PlaySource(dg.ConfigurableResource):
         if self.kind == "landing":
             return f"landing zone {self.landing_dir}"
         return f"synthetic ({self.events_per_day:,} events/day, seed {self.seed})"
-
-
-# Enough for the marts of a 10M-event day in memory on a small worker; a bigger day spills to disk.
-DEFAULT_DUCKDB_MEMORY_LIMIT = "2GB"
 
 
 class LakehouseDuckDB(DuckDBResource):

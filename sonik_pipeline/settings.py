@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_EVENTS_PER_DAY = 50_000
+# DuckDB's memory for a step's queries: the marts of a 10M-event day fit; a bigger day spills to disk.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "2GB"
 # Where play events come from; the one definition (PlaySource.kind and SONIK_SOURCE use it).
 SourceKind = Literal["synthetic", "landing"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
@@ -23,6 +25,7 @@ OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n", "gs", "oss", "abfs", "abfss", "wasb"
 SQL_DRIVERS = ("", "psycopg", "psycopg2", "pg8000")  # postgresql[+driver]://; "" is SQLAlchemy's default
 
 _WHOLE_NUMBER = re.compile(r"[0-9]+(_[0-9]+)*")  # 50000 or 1_000_000, as Python writes it
+_MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)  # as DuckDB reads it
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what Dagster's daily partitions parse (%Y-%m-%d)
 
 
@@ -75,6 +78,12 @@ def _whole_positive(text: str) -> int:
     if not _WHOLE_NUMBER.fullmatch(text) or int(text) < 1:
         raise _Invalid("expected a positive whole number of events per day, e.g. 50000")
     return int(text)
+
+
+def _memory(text: str) -> str:
+    if not _MEMORY.fullmatch(text.strip()):
+        raise _Invalid("expected an amount of memory as DuckDB takes it, e.g. 2GB or 512MB")
+    return text.strip()
 
 
 def _start_date(today: dt.date) -> Callable[[str], str]:
@@ -158,6 +167,7 @@ class Settings:
     landing_dir: str  # a folder (made absolute) or an object-store URI such as s3://bucket/landing
     events_per_day: int
     start_date: str
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # past it, DuckDB spills to its temporary folder
 
     @classmethod
     def from_env(
@@ -195,6 +205,7 @@ class Settings:
             ),
             events_per_day=read("SONIK_EVENTS_PER_DAY", _whole_positive, str(DEFAULT_EVENTS_PER_DAY)),
             start_date=read("SONIK_START_DATE", _start_date(today), DEFAULT_START_DATE),
+            duckdb_memory_limit=read("SONIK_DUCKDB_MEMORY_LIMIT", _memory, DEFAULT_DUCKDB_MEMORY_LIMIT),
         )
         if problems:
             raise SettingsError("\n".join(problems))

@@ -160,3 +160,13 @@ def test_a_warehouse_folder_becomes_a_file_uri_and_object_stores_stay(tmp_path: 
 def test_object_store_schemes_are_the_ones_pyiceberg_opens_with_pyarrow() -> None:
     """Contract: a warehouse we accept is one PyIceberg routes to PyArrowFileIO (as DuckDB-readable Parquet)."""
     assert set(OBJECT_STORE_SCHEMES) == {s for s, ios in SCHEMA_TO_FILE_IO.items() if ARROW_FILE_IO in ios} - {"file"}
+
+
+@pytest.mark.parametrize("value", ["2GB", "512MB", "1.5 GiB", "300mb"])
+def test_duckdbs_memory_limit_is_an_amount_of_memory(value: str) -> None:
+    assert Settings.from_env({"SONIK_DUCKDB_MEMORY_LIMIT": value}, today=TODAY).duckdb_memory_limit == value
+
+
+def test_a_memory_limit_that_is_not_an_amount_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"SONIK_DUCKDB_MEMORY_LIMIT='lots': expected an amount of memory"):
+        Settings.from_env({"SONIK_DUCKDB_MEMORY_LIMIT": "lots"}, today=TODAY)
