@@ -201,9 +201,8 @@ RECONCILED = ["daily_country_listening", "daily_tier_listening", "daily_device_m
 @pytest.mark.slow
 def test_a_30_day_backfill_of_plays_and_marts_from_the_cli_is_complete_and_repeatable(tmp_path: Path, user_env) -> None:
     user_env["SONIK_EVENTS_PER_DAY"] = "300"
-    (tmp_path / "in_process.yaml").write_text("execution:\n  config:\n    in_process: {}\n")
     cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays*",
-           "--partition-range", "2026-03-22...2026-04-20", "-c", "in_process.yaml"]  # fmt: skip
+           "--partition-range", "2026-03-22...2026-04-20"]  # fmt: skip
     totals = textwrap.dedent(TOTALS).replace("MARTS", repr(MART_TABLES)).replace("RECONCILED", repr(RECONCILED))
 
     _run(cmd, user_env, tmp_path)

@@ -81,7 +81,9 @@ def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: 
         assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
         assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == [str(d) for d in DAYS]
         spans = sorted((r.start_time, r.end_time) for r in records)
-        assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), "never parallel"
+        assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), (
+            f"never parallel: {spans}"
+        )
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:

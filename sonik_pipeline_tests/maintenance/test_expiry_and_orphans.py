@@ -113,10 +113,11 @@ def test_expiry_respects_retention_refs_and_dry_run(catalog: Catalog, sonik_home
     assert _all_referenced_exist(table, sonik_home / "warehouse")
 
 
-def test_metadata_files_beyond_previous_versions_max_are_deleted(catalog: Catalog, sonik_home: Path) -> None:
-    table, _ = ensure_table(catalog, PLAYS)
-    with table.transaction() as txn:
-        txn.set_properties({"write.metadata.previous-versions-max": "4"})
+def test_metadata_files_beyond_previous_versions_max_are_deleted(
+    catalog: Catalog, sonik_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The code sets every table's properties (lakehouse/tables.py), so the test sets it there
+    monkeypatch.setitem(PLAYS.properties, "write.metadata.previous-versions-max", "4")
     table = _write_snapshots(catalog, 10)
     metadata_dir = sonik_home / "warehouse" / "music" / "plays" / "metadata"
     time.sleep(0.05)
