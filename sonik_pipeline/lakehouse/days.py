@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.typedef import Record
@@ -28,16 +28,24 @@ def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
 EPOCH = dt.date(1970, 1, 1)
 
 
+def is_day_field(pfield: PartitionField, schema: Schema) -> bool:
+    """Whether a partition field holds a UTC day: day(ts), or identity on a date column."""
+    if isinstance(pfield.transform, DayTransform):
+        return True
+    return isinstance(pfield.transform, IdentityTransform) and isinstance(
+        schema.find_field(pfield.source_id).field_type, DateType
+    )
+
+
+def as_day(value: dt.date | int) -> dt.date:
+    """A day partition value as a date (PyIceberg gives days since the epoch or a date)."""
+    return value if isinstance(value, dt.date) else EPOCH + dt.timedelta(days=int(value))
+
+
 def partition_day(spec: PartitionSpec, schema: Schema, partition: Record) -> dt.date | None:
     """The UTC day an Iceberg partition holds, for day(ts) and identity(date) partitions; None otherwise."""
     for position, pfield in enumerate(spec.fields):
         value = partition[position]
-        if value is None:
-            continue
-        is_day = isinstance(pfield.transform, DayTransform)
-        is_date = isinstance(pfield.transform, IdentityTransform) and isinstance(
-            schema.find_field(pfield.source_id).field_type, DateType
-        )
-        if is_day or is_date:
-            return value if isinstance(value, dt.date) else EPOCH + dt.timedelta(days=int(value))
+        if value is not None and is_day_field(pfield, schema):
+            return as_day(value)
     return None

@@ -2,20 +2,22 @@
 
 Marts and checks of a run over N days read plays once, not once per day and mart: the days are split
 into chunks of at most ``max_rows`` rows (from the manifests' record counts, no data read), and each
-chunk is one ``iceberg_scan`` into a DuckDB temporary table that every query of the run then reads.
+chunk is one read of its days' data files into a DuckDB temporary table that every query of the run then
+reads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import ONE_DAY, day_bounds, days_between, partition_day
+from sonik_pipeline.lakehouse.file_scan import native_select
 from sonik_pipeline.lakehouse.sql import sql_string
 
 # Rows of plays one read holds at most (a day is never split: a bigger day is a chunk of its own).
@@ -25,20 +27,38 @@ PLAYS_DAYS = "plays_days"
 
 @dataclass(frozen=True)
 class PlaysSnapshot:
-    """music.plays pinned at one snapshot: what a mart read, so its numbers can be reproduced."""
+    """music.plays pinned at one snapshot: what a mart read, so its numbers can be reproduced.
+
+    ``table`` (not part of its identity) lets a read of some days be planned by PyIceberg and read file
+    by file (``file_scan``): a cost that follows the days read, not the table's age.
+    """
 
     metadata_location: str
     snapshot_id: int
+    table: Table | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def current(cls, table: Table) -> PlaysSnapshot:
         snapshot = table.current_snapshot()
         if snapshot is None:
             raise LookupError(f"{table_name(table)} has no snapshot yet: materialize plays first")
-        return cls(table.metadata_location, snapshot.snapshot_id)
+        return cls(table.metadata_location, snapshot.snapshot_id, table)
 
     def scan_sql(self) -> str:
+        """The whole snapshot as DuckDB's ``iceberg_scan``."""
         return f"iceberg_scan({sql_string(self.metadata_location)}, snapshot_from_id={self.snapshot_id})"
+
+    def days_sql(self, con: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) -> str:
+        """A relation holding at least the rows of days first..last (filter with ``played_between``).
+
+        Only those days' data files, planned by PyIceberg, where ``file_scan`` can read them; else ``scan_sql``.
+        """
+        if self.table is not None:
+            scan = self.table.scan(row_filter=day_range_filter(first, last), snapshot_id=self.snapshot_id)
+            select = native_select(self.table, con, scan.plan_files())
+            if select is not None:
+                return f"({select})"
+        return self.scan_sql()
 
 
 def played_between(first: dt.date, last: dt.date) -> str:
@@ -92,16 +112,18 @@ def load_plays_days(
 ) -> int:
     """Read days first..last of plays at ``src`` into a DuckDB temporary table ``name`` with a ``day`` column.
 
-    One ``iceberg_scan`` (its metadata read once) for every query that follows; with a ``memory_limit``
+    One read of the days' files for every query that follows; with a ``memory_limit``
     and a ``temp_directory`` DuckDB spills a big day to disk instead of failing. Returns the rows read.
     """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {plays_days_sql(src, first, last, columns)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {plays_days_sql(con, src, first, last, columns)}")
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 
 
-def plays_days_sql(src: PlaysSnapshot, first: dt.date, last: dt.date, columns: tuple[str, ...]) -> str:
+def plays_days_sql(
+    con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, first: dt.date, last: dt.date, columns: tuple[str, ...]
+) -> str:
     """The SELECT that reads days first..last of plays at ``src``, pruned to those days' data files."""
     return (
         f"SELECT CAST(played_at AS DATE) AS day, {', '.join(columns)} "
-        f"FROM {src.scan_sql()} WHERE {played_between(first, last)}"
+        f"FROM {src.days_sql(con, first, last)} WHERE {played_between(first, last)}"
     )

@@ -76,19 +76,21 @@ def plays_quality(
     outside = _rows_outside_their_day(table, src, first, last)
     measured: dict[dt.date, tuple[int, int, int, int]] = {}
     for chunk_first, chunk_last in chunk_days(rows_per_day(table, src.snapshot_id, first, last), first, last, max_rows):
-        # One pass over the chunk straight from iceberg_scan; distinct ids by their 64-bit hash (no strings
+        # One pass over the chunk's data files; distinct ids by their 64-bit hash (no strings
         # kept), so a day with no duplicate (the rule) is settled at once. A hash collision only looks like
         # a duplicate, so a day that seems to have one is counted again exactly.
         for day, rows, by_hash, null_required, bad_durations in con.execute(
             f"""SELECT CAST(played_at AS DATE), count(*), count(*) - count(DISTINCT hash(play_id)),
                        count(*) FILTER (WHERE {nulls}),
                        count(*) FILTER (WHERE duration_seconds < 0 OR duration_seconds > {MAX_DURATION_SECONDS})
-                FROM {src.scan_sql()} WHERE {played_between(chunk_first, chunk_last)} GROUP BY 1"""
+                FROM {src.days_sql(con, chunk_first, chunk_last)} WHERE {played_between(chunk_first, chunk_last)}
+                GROUP BY 1"""
         ).fetchall():
             duplicates = (
                 by_hash
                 and con.execute(
-                    f"SELECT count(*) - count(DISTINCT play_id) FROM {src.scan_sql()} WHERE {played_between(day, day)}"
+                    f"SELECT count(*) - count(DISTINCT play_id) FROM {src.days_sql(con, day, day)} "
+                    f"WHERE {played_between(day, day)}"
                 ).fetchone()[0]
             )
             measured[day] = (rows, duplicates, null_required, bad_durations)
@@ -123,7 +125,7 @@ def plays_totals_by_day(
     return _totals(
         con,
         f"""SELECT CAST(played_at AS DATE), count(*), coalesce(sum(duration_seconds), 0)
-            FROM {src.scan_sql()} WHERE {played_between(first, last)} GROUP BY 1""",
+            FROM {src.days_sql(con, first, last)} WHERE {played_between(first, last)} GROUP BY 1""",
     )
 
 

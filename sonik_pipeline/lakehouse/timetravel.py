@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
 
 from sonik_pipeline.lakehouse.catalog import table_name
+from sonik_pipeline.lakehouse.file_scan import empty_select
 from sonik_pipeline.lakehouse.marts import DAILY_MARTS, ROLLING_MARTS
-from sonik_pipeline.lakehouse.sql import duckdb_type, sql_identifier, sql_string
+from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, lakehouse_table_names
 
 EXPIRED_HISTORY = "sonik.expired-history"
@@ -310,7 +310,7 @@ def create_views(
         else:
             snapshot = table.current_snapshot()
             if snapshot is None:  # created, nothing committed yet: zero rows, with its columns
-                _view(con, name, _empty_select(table.schema()))
+                _view(con, name, empty_select(table.schema()))
                 continue
         scan = f"iceberg_scan({sql_string(table.metadata_location)}, snapshot_from_id={snapshot.snapshot_id})"
         _view(con, name, f"SELECT * FROM {scan}")
@@ -318,7 +318,7 @@ def create_views(
     if as_of is None and snapshot_id is None:
         for table_def in CODE_TABLES:  # not created yet (no ingest, no reject, no mart run): zero rows too
             if table_def.identifier not in tables:
-                _view(con, table_def.identifier, _empty_select(table_def.schema))
+                _view(con, table_def.identifier, empty_select(table_def.schema))
     if as_of is not None and not pinned:
         if inexact:
             raise TimeTravelError("; ".join(f.reason for f in inexact))
@@ -334,14 +334,6 @@ def _view(con: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
     namespace, short = name.split(".", 1)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {sql_identifier(namespace)}")
     con.execute(f"CREATE OR REPLACE VIEW {sql_identifier(namespace)}.{sql_identifier(short)} AS {select}")
-
-
-def _empty_select(schema: Schema) -> str:
-    """A SELECT of no rows with the table's columns: what an empty table reads as."""
-    columns = ", ".join(
-        f"CAST(NULL AS {duckdb_type(f.field_type) or 'VARCHAR'}) AS {sql_identifier(f.name)}" for f in schema.fields
-    )
-    return f"SELECT {columns} WHERE false"
 
 
 @dataclass(frozen=True)

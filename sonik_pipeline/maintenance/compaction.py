@@ -38,8 +38,9 @@ from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
 from sonik_pipeline.lakehouse.duckdb_extensions import configure_storage
 from sonik_pipeline.lakehouse.events import BATCH_ROWS
+from sonik_pipeline.lakehouse.file_scan import native_select
 from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches, transaction
-from sonik_pipeline.lakehouse.sql import duckdb_type, sql_identifier, sql_string
+from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.writes import FileStager, target_file_size
 
 log = logging.getLogger(__name__)
@@ -211,45 +212,6 @@ class StreamingChecksum:
 
 def _batches(table: Table, tasks: Iterable[FileScanTask]) -> Iterator[pa.RecordBatch]:
     return iter_data_file_batches(table, list(tasks))
-
-
-def _columns_keep_their_names(table: Table) -> bool:
-    """True when no column was ever renamed: every file then names its columns as the schema does today."""
-    current = table.schema()
-    for schema in table.metadata.schemas:
-        for column in schema.fields:
-            try:
-                if current.find_column_name(column.field_id) not in (None, column.name):
-                    return False
-            except ValueError:
-                continue
-    return True
-
-
-def _duckdb_path(location: str) -> str:
-    return location.removeprefix("file://")
-
-
-def native_select(table: Table, con: duckdb.DuckDBPyConnection, tasks: Iterable[FileScanTask]) -> str | None:
-    """A SELECT of the files' rows with DuckDB's own Parquet reader, typed as the schema today; or None.
-
-    DuckDB's reader streams under its memory limit, where rows fed to it from Python as Arrow batches are
-    held outside it. It is right only where the files need no mapping beyond names: no delete files, no
-    column ever renamed, primitive types only; added columns read as NULL, widened ones are cast.
-    """
-    tasks = list(tasks)
-    fields = table.schema().fields
-    types = {f.name: duckdb_type(f.field_type) for f in fields}
-    if any(t.delete_files for t in tasks) or None in types.values() or not _columns_keep_their_names(table):
-        return None
-    files = "[" + ", ".join(sql_string(_duckdb_path(t.file.file_path)) for t in tasks) + "]"
-    source = f"read_parquet({files}, union_by_name = true)"
-    present = {name for (name, *_) in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    columns = []
-    for f in fields:
-        value = sql_identifier(f.name) if f.name in present else "NULL"  # a column added after the file
-        columns.append(f"CAST({value} AS {types[f.name]}) AS {sql_identifier(f.name)}")
-    return f"SELECT {', '.join(columns)} FROM {source}"
 
 
 def _rewrite_group(

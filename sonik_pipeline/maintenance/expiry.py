@@ -126,8 +126,9 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
         if not expired_ids:
             break
         by_id = {s.snapshot_id: s for s in table.snapshots()}
-        reached_by_expired = snapshot_files(table, [by_id[i] for i in expired_ids])
         retained = snapshot_files(table, [s for s in table.snapshots() if s.snapshot_id not in expired_ids])
+        # A manifest a retained snapshot shares (most, after rewrite_manifests) is not read a second time.
+        reached_by_expired = snapshot_files(table, [by_id[i] for i in expired_ids], known=retained)
         candidates = {k: kind for k, kind in reached_by_expired.items() if k not in retained}
         # Checked before the commit: a refused deletion leaves the metadata unchanged too.
         check_keys_deletable(table, candidates)

@@ -190,7 +190,7 @@ def test_trending_compares_this_week_with_last(catalog: Catalog) -> None:
 def test_reading_one_day_opens_only_that_days_files(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
 
-    plan = con.execute(f"EXPLAIN ANALYZE {plays_days_sql(src, DAY, DAY, MART_COLUMNS)}").fetchall()[0][1]
+    plan = con.execute(f"EXPLAIN ANALYZE {plays_days_sql(con, src, DAY, DAY, MART_COLUMNS)}").fetchall()[0][1]
 
     assert re.search(r"Total Files Read: 1\b", plan), plan
     assert "played_day=2026-04-20" in plan

@@ -130,26 +130,6 @@ def test_both_readers_rewrite_the_same_rows(catalog: Catalog, monkeypatch: pytes
     assert _sorted_rows(catalog.load_table("music.plays")) == before
 
 
-def test_the_duckdb_reader_is_used_only_where_names_map_the_files() -> None:
-    from pyiceberg.schema import Schema
-    from pyiceberg.types import ListType, LongType, NestedField
-
-    class _Table:  # just what native_select reads
-        def __init__(self, *schemas):
-            self.metadata = type("M", (), {"schemas": list(schemas)})()
-            self._current = schemas[-1]
-
-        def schema(self):
-            return self._current
-
-    plain = Schema(NestedField(1, "a", LongType()))
-    renamed = Schema(NestedField(1, "b", LongType()))
-    nested = Schema(NestedField(1, "a", ListType(2, LongType())))
-    assert compaction._columns_keep_their_names(_Table(plain)) is True
-    assert compaction._columns_keep_their_names(_Table(plain, renamed)) is False
-    assert compaction.native_select(_Table(nested), None, []) is None
-
-
 def _append_forever(settings: Settings, day: str, batches: int, ready, done) -> None:
     """A separate process appending micro-batches to the same day while compaction runs."""
     catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)

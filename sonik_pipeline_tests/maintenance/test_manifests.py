@@ -11,7 +11,7 @@ from sonik_pipeline.lakehouse import iceberg_internals
 from sonik_pipeline.lakehouse.days import partition_day
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
 from sonik_pipeline.lakehouse.events import ArrowRows
-from sonik_pipeline.lakehouse.ingest import ingest_day
+from sonik_pipeline.lakehouse.ingest import ingest_day, ingest_days
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.maintenance import manifests
 from sonik_pipeline.maintenance.manifests import ManifestRewriteAborted, ManifestRewriteOptions, rewrite_manifests
@@ -51,7 +51,21 @@ def _data_manifests(table: Table) -> list:
     return table.current_snapshot().manifests(table.io)
 
 
-def test_a_daily_table_is_rewritten_into_one_manifest_with_every_file_and_row(daily_table: Table) -> None:
+def _days_per_manifest(table: Table) -> list[tuple[dt.date, dt.date, int]]:
+    """(first day, last day, files) of each data manifest of the current snapshot."""
+    spans = []
+    for manifest in _data_manifests(table):
+        entries = manifest.fetch_manifest_entry(table.io)
+        days = sorted(partition_day(table.spec(), table.schema(), e.data_file.partition) for e in entries)
+        spans.append((days[0], days[-1], len(days)))
+    return spans
+
+
+def _paths(manifests: list) -> set[str]:
+    return {m.manifest_path for m in manifests}
+
+
+def test_a_daily_table_is_rewritten_into_one_manifest_a_month_with_every_file_and_row(daily_table: Table) -> None:
     # Given 45 daily commits, one manifest each
     table = daily_table
     files, rows, before = _live_files(table), _checksum(table), table.current_snapshot()
@@ -60,10 +74,15 @@ def test_a_daily_table_is_rewritten_into_one_manifest_with_every_file_and_row(da
     # When the manifests are rewritten with the default target size (8 MiB)
     report = rewrite_manifests(table, snapshot_properties={"dagster.run-id": "r1"})
 
-    # Then one manifest holds exactly the same live files and rows, in a replace snapshot with the same totals
+    # Then one manifest a month (January, February, March) holds exactly the same live files and rows, in a
+    # replace snapshot with the same totals
     table.refresh()
-    assert len(_data_manifests(table)) == 1
-    assert (report.manifests_before, report.manifests_after, report.entries) == (45, 1, 45)
+    assert sorted(_days_per_manifest(table)) == [
+        (dt.date(2026, 1, 20), dt.date(2026, 1, 31), 12),
+        (dt.date(2026, 2, 1), dt.date(2026, 2, 28), 28),
+        (dt.date(2026, 3, 1), dt.date(2026, 3, 5), 5),
+    ]
+    assert (report.manifests_before, report.manifests_after, report.entries) == (45, 3, 45)
     assert report.bytes_after < report.bytes_before
     assert _live_files(table) == files
     assert _checksum(table) == rows
@@ -72,7 +91,7 @@ def test_a_daily_table_is_rewritten_into_one_manifest_with_every_file_and_row(da
     assert summary["sonik.operation"] == "rewrite_manifests"
     assert summary["total-records"] == before.summary["total-records"] == str(len(DAYS) * EVENTS)
     assert summary["total-data-files"] == before.summary["total-data-files"]
-    assert (summary["manifests-created"], summary["entries-processed"]) == ("1", "45")
+    assert (summary["manifests-created"], summary["manifests-kept"], summary["entries-processed"]) == ("3", "0", "45")
     # Time travel to the snapshot before the rewrite still reads its own manifests
     assert _checksum(table, before.snapshot_id) == rows
 
@@ -85,27 +104,77 @@ def test_a_second_rewrite_changes_nothing_and_says_so(daily_table: Table) -> Non
 
     daily_table.refresh()
     assert second.snapshot_id is None
-    assert second.skipped == "already clustered: 1 data manifests hold 45 files"
+    assert second.skipped == "already clustered: 3 data manifests hold 45 files"
     assert len(daily_table.snapshots()) == snapshots
     assert daily_table.current_snapshot().snapshot_id == first.snapshot_id
 
 
-def test_a_small_target_packs_whole_months_into_contiguous_manifests(daily_table: Table) -> None:
-    # A target of ~20 entries per manifest: January's 12 days and February's 28 cannot share one
+def test_a_nightly_rewrite_reads_and_writes_only_the_month_that_changed(catalog: Catalog, daily_table: Table) -> None:
+    # Given a rewritten table (January, February, March) and a new day in March
+    rewrite_manifests(daily_table)
+    daily_table.refresh()
+    settled = {
+        span[0].month: m.manifest_path
+        for span, m in zip(_days_per_manifest(daily_table), _data_manifests(daily_table), strict=True)
+    }
+    _ingest(catalog, DAYS[-1] + dt.timedelta(days=1))
+    table = catalog.load_table("music.plays")
+
+    # When the manifests are rewritten again
+    report = rewrite_manifests(table)
+
+    # Then January's and February's manifests are the same files, and only March's 6 files were rewritten
+    table.refresh()
+    assert (report.manifests_kept, report.entries, report.manifests_after) == (2, 6, 3)
+    assert {settled[1], settled[2]} < _paths(_data_manifests(table))
+    assert settled[3] not in _paths(_data_manifests(table))
+    assert table.scan().count() == (len(DAYS) + 1) * EVENTS
+
+
+def test_re_ingesting_a_day_rewrites_only_its_month(catalog: Catalog, daily_table: Table) -> None:
+    rewrite_manifests(daily_table)
+    daily_table.refresh()
+    kept = _paths(_data_manifests(daily_table))
+    _ingest(catalog, dt.date(2026, 1, 25), 50)  # an overwrite of a January day: its manifest now has a delete
+    table = catalog.load_table("music.plays")
+
+    report = rewrite_manifests(table)
+
+    table.refresh()
+    assert (report.manifests_kept, report.entries) == (2, 12)
+    assert len(kept & _paths(_data_manifests(table))) == 2
+    assert sorted(n for *_, n in _days_per_manifest(table)) == [5, 12, 28]
+    assert table.scan().count() == (len(DAYS) - 1) * EVENTS + 50
+
+
+def test_a_commit_spanning_two_months_reopens_both(catalog: Catalog, daily_table: Table) -> None:
+    # Given a rewritten table, then one commit re-ingesting January 31 and February 1 (one manifest, two months)
+    rewrite_manifests(daily_table)
+    days = [dt.date(2026, 1, 31), dt.date(2026, 2, 1)]
+    list(ingest_days(catalog, [(day, [ArrowRows(synthetic_batch(day, 50), "test")]) for day in days]))
+    table = catalog.load_table("music.plays")
+    files = _live_files(table)
+
+    report = rewrite_manifests(table)
+
+    # Then January and February are rewritten whole, March is kept, and every file is still there once
+    table.refresh()
+    assert (report.manifests_kept, report.entries) == (1, 40)
+    assert sorted(n for *_, n in _days_per_manifest(table)) == [5, 12, 28]
+    assert _live_files(table) == files
+    assert rewrite_manifests(table).skipped
+
+
+def test_a_month_larger_than_the_target_is_split_into_contiguous_manifests(daily_table: Table) -> None:
+    # A target of ~20 entries per manifest: February's 28 days need two
     options = ManifestRewriteOptions(target_size_bytes=20 * manifests.estimated_entry_bytes(daily_table))
     report = rewrite_manifests(daily_table, options)
 
     daily_table.refresh()
-    spans = []
-    for manifest in _data_manifests(daily_table):
-        entries = manifest.fetch_manifest_entry(daily_table.io)
-        days = sorted(partition_day(daily_table.spec(), daily_table.schema(), e.data_file.partition) for e in entries)
-        spans.append((days[0], days[-1], len(days)))
-    spans.sort()
-    assert report.manifests_after == len(spans) >= 3
+    spans = sorted(_days_per_manifest(daily_table))
+    assert report.manifests_after == len(spans) == 4
+    assert [n for *_, n in spans] == [12, 20, 8, 5]
     assert all(earlier[1] < later[0] for earlier, later in zip(spans, spans[1:], strict=False))  # no overlap
-    assert sum(n for *_, n in spans) == len(DAYS)
-    assert all(n <= 20 for *_, n in spans)
     assert _live_files(daily_table) == _live_files(daily_table, report.snapshot_id)
     # And it is stable: the same target a second time finds nothing to do
     assert rewrite_manifests(daily_table, options).skipped
@@ -117,7 +186,7 @@ def test_a_dry_run_reports_the_plan_and_commits_nothing(daily_table: Table) -> N
     report = rewrite_manifests(daily_table, ManifestRewriteOptions(dry_run=True))
 
     daily_table.refresh()
-    assert (report.manifests_before, report.manifests_after, report.skipped) == (45, 1, "dry run")
+    assert (report.manifests_before, report.manifests_after, report.skipped) == (45, 3, "dry run")
     assert daily_table.current_snapshot().snapshot_id == current
 
 
@@ -145,7 +214,7 @@ def test_an_ingest_committed_during_the_rewrite_is_kept(
     assert report.attempts == 2
     assert table.current_snapshot().snapshot_id == report.snapshot_id
     assert table.scan().count() == len(DAYS) * EVENTS + 25
-    assert len(_data_manifests(table)) == 1
+    assert len(_data_manifests(table)) == 3
     assert report.details["entries-processed"] == str(len(DAYS) + 1)
 
 
