@@ -12,7 +12,7 @@ from sonik_pipeline.assets.marts import build_mart_assets
 from sonik_pipeline.assets.plays import build_plays_asset
 from sonik_pipeline.jobs import MAINTENANCE_JOBS, build_asset_jobs, rollback_job
 from sonik_pipeline.partitions import build_daily_partitions
-from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, LandingWatch, PlaySource
 from sonik_pipeline.schedules import build_schedules
 from sonik_pipeline.sensors import build_sensors
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
@@ -39,7 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[build_plays_checks(partitions), *build_mart_checks(partitions), *plays_freshness],
         jobs=[plays_job, daily_job, *MAINTENANCE_JOBS, rollback_job],
         schedules=build_schedules(daily_job),
-        sensors=build_sensors(plays_freshness),
+        sensors=build_sensors(plays_freshness, plays_job, partitions, watch_landing=settings.source == "landing"),
         # Every job is a short chain of mostly sequential steps over one lakehouse: a process per step
         # would cost seconds of start-up each (imports, resources, table loads) and buy nothing on a small
         # worker. Parallelism comes from runs (the queue starts several at once), not from steps.
@@ -49,6 +49,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 database=":memory:", lakehouse=lakehouse, memory_limit=settings.duckdb_memory_limit
             ),
             "lakehouse": lakehouse,
+            "landing_watch": LandingWatch(
+                settle_seconds=settings.landing_settle_seconds,
+                recent_days=settings.landing_recent_days,
+                sweep_hours=settings.landing_sweep_hours,
+            ),
             "play_source": PlaySource(
                 kind=settings.source,
                 events_per_day=settings.events_per_day,

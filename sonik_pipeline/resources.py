@@ -17,6 +17,7 @@ from pyiceberg.catalog import Catalog
 from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import RawBatch
+from sonik_pipeline.lakehouse.landing_changes import WatchSettings
 from sonik_pipeline.lakehouse.landing_source import landing_events
 from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
@@ -64,6 +65,25 @@ class PlaySource(dg.ConfigurableResource):
         if self.kind == "landing":
             return f"landing zone {self.landing_dir}"
         return f"synthetic ({self.events_per_day:,} events/day, seed {self.seed})"
+
+
+class LandingWatch(dg.ConfigurableResource):
+    """How the landing sensor watches the landing zone (``lakehouse/landing_changes.py`` says why)."""
+
+    settle_seconds: int = Field(
+        default=WatchSettings.settle_seconds,
+        ge=0,
+        description="A day with a file modified this recently is still being uploaded: it waits for a later tick.",
+    )
+    recent_days: int = Field(
+        default=WatchSettings.recent_days, ge=1, description="The most recent days, listed on every tick."
+    )
+    sweep_hours: float = Field(
+        default=WatchSettings.sweep_hours, gt=0, description="Every day folder is listed this often (a full sweep)."
+    )
+
+    def settings(self) -> WatchSettings:
+        return WatchSettings(self.settle_seconds, self.recent_days, self.sweep_hours)
 
 
 class LakehouseDuckDB(DuckDBResource):

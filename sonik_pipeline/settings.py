@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
+from sonik_pipeline.lakehouse.landing_changes import WatchSettings
+
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_EVENTS_PER_DAY = 50_000
@@ -78,6 +80,27 @@ def _whole_positive(text: str) -> int:
     if not _WHOLE_NUMBER.fullmatch(text) or int(text) < 1:
         raise _Invalid("expected a positive whole number of events per day, e.g. 50000")
     return int(text)
+
+
+def _whole(minimum: int, example: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        text = text.strip()
+        if not _WHOLE_NUMBER.fullmatch(text) or int(text) < minimum:
+            kind = "positive whole number" if minimum > 0 else "whole number"
+            raise _Invalid(f"expected a {kind} of {example}")
+        return int(text)
+
+    return parse
+
+
+def _hours(text: str) -> float:
+    try:
+        hours = float(text.strip())
+    except ValueError:
+        hours = 0.0
+    if not hours > 0 or hours == float("inf"):
+        raise _Invalid("expected a number of hours above 0, e.g. 6 or 0.5")
+    return hours
 
 
 def _memory(text: str) -> str:
@@ -168,6 +191,11 @@ class Settings:
     events_per_day: int
     start_date: str
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # past it, DuckDB spills to its temporary folder
+    # The landing sensor (SONIK_SOURCE=landing): how long a file must be left alone before its day is read,
+    # how many recent days every tick lists, and how often every day folder is listed.
+    landing_settle_seconds: int = WatchSettings.settle_seconds
+    landing_recent_days: int = WatchSettings.recent_days
+    landing_sweep_hours: float = WatchSettings.sweep_hours
 
     @classmethod
     def from_env(
@@ -206,6 +234,13 @@ class Settings:
             events_per_day=read("SONIK_EVENTS_PER_DAY", _whole_positive, str(DEFAULT_EVENTS_PER_DAY)),
             start_date=read("SONIK_START_DATE", _start_date(today), DEFAULT_START_DATE),
             duckdb_memory_limit=read("SONIK_DUCKDB_MEMORY_LIMIT", _memory, DEFAULT_DUCKDB_MEMORY_LIMIT),
+            landing_settle_seconds=read(
+                "SONIK_LANDING_SETTLE_SECONDS", _whole(0, "seconds, e.g. 120"), str(WatchSettings.settle_seconds)
+            ),
+            landing_recent_days=read(
+                "SONIK_LANDING_RECENT_DAYS", _whole(1, "days, e.g. 7"), str(WatchSettings.recent_days)
+            ),
+            landing_sweep_hours=read("SONIK_LANDING_SWEEP_HOURS", _hours, str(WatchSettings.sweep_hours)),
         )
         if problems:
             raise SettingsError("\n".join(problems))

@@ -56,6 +56,11 @@ def _day_metadata(result: DayIngestResult) -> dict[str, Any]:
         "duplicates_dropped": dg.MetadataValue.int(totals.duplicates),
         "events_read": dg.MetadataValue.int(totals.seen),
         "unreadable_files_skipped": dg.MetadataValue.json(list(result.unreadable_files_skipped)),
+        "landing_files_read": dg.MetadataValue.int(result.files_read),
+        # Files (new, grown or rewritten) first read after the day's first ingest, and their events.
+        "late_files": dg.MetadataValue.int(result.late.files),
+        "late_events": dg.MetadataValue.int(result.late.events),
+        "late_data": dg.MetadataValue.text(result.late.describe()),
         "snapshot_id": dg.MetadataValue.text(str(report.snapshot_id)),
         "operation": dg.MetadataValue.text(report.operation),
         "data_files_added": dg.MetadataValue.int(result.data_files_added),
@@ -115,6 +120,7 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 context.log.info(
                     f"{key}: wrote {result.rows_written:,} rows in snapshot {result.plays.snapshot_id} "
                     f"({result.totals.rejected:,} rejected, {result.seconds:.1f}s)"
+                    + (f"; {result.late.describe()}" if result.late.files else "")
                 )
                 done.append(key)
                 rows += result.rows_written

@@ -1,13 +1,15 @@
 """What every play-event source yields: raw batches of one UTC day, not yet validated.
 
 Strings are Arrow ``large_string``, the type PyIceberg writes, so clean batches need no conversion.
-A source never yields more than ``BATCH_ROWS`` events at a time; validation (``validation.py``)
+A source never yields more than ``BATCH_ROWS`` events at a time (a landing source first yields a
+``SourceFile`` naming each file it is about to read); validation (``validation.py``)
 turns the batches into typed rows or quarantined rejects. The sources are ``synthetic_source.py``
 and ``landing_source.py``; ``landing_writer.py`` drops files into a landing zone as the app does.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -46,4 +48,14 @@ class UnreadableFile:
     error: str
 
 
-RawBatch = JsonLines | ArrowRows | UnreadableFile
+@dataclass(frozen=True)
+class SourceFile:
+    """A landing file as listed before it is read (no rows): ingest records what each day read, so the
+    landing sensor can tell a day whose files changed since (new, grown, rewritten or removed files)."""
+
+    path: str  # as shown to people: a local path or a full URI (the batches' source_file)
+    size: int
+    modified_at: dt.datetime  # UTC, as the filesystem or object store reports it
+
+
+RawBatch = JsonLines | ArrowRows | UnreadableFile | SourceFile

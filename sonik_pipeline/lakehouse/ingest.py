@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -24,8 +24,9 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.days import day_bounds, partition_day
-from sonik_pipeline.lakehouse.events import RawBatch, UnreadableFile
-from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, SchemaChanges, ensure_table
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, SourceFile, UnreadableFile
+from sonik_pipeline.lakehouse.sources_read import LateArrivals, late_arrivals, record_filter, record_rows, recorded_days
+from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, SchemaChanges, ensure_table
 from sonik_pipeline.lakehouse.validation import DayValidator, ValidationTotals
 from sonik_pipeline.lakehouse.writes import CommitReport, FileStager, replace_partition
 
@@ -114,6 +115,8 @@ class StagedDay:
     preview: pa.Table
     seconds: float
     rows_before: int = 0  # the day's rows in music.plays when it was staged
+    sources: tuple[SourceFile, ...] = ()  # the landing files read, as listed before reading (none: synthetic)
+    events_per_file: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -154,6 +157,8 @@ class DayIngestResult:
     schema_changes: SchemaChanges
     seconds: float
     preview: pa.Table
+    files_read: int = 0  # landing files read (0 for the synthetic source)
+    late: LateArrivals = LateArrivals()  # of those, first read after the day's first ingest
 
 
 def _as_reject_rows(rejected: pa.Table, day: dt.date, run_id: str | None, now: dt.datetime) -> pa.Table:
@@ -165,13 +170,21 @@ def _as_reject_rows(rejected: pa.Table, day: dt.date, run_id: str | None, now: d
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class IngestTables:
-    """music.plays and its quarantine, made to follow the code's schema once per run."""
+    """music.plays, its quarantine and its record of landing files, made to follow the code's schema once
+    per run (the record only once a landing day is committed: a synthetic lakehouse never has one)."""
 
     plays: Table
     rejected: Table
     schema_changes: SchemaChanges
+    catalog: Catalog | None = None
+    _sources: Table | None = None
+
+    def sources(self) -> Table:
+        if self._sources is None:
+            self._sources, _ = ensure_table(self.catalog, PLAYS_SOURCES)
+        return self._sources
 
     @classmethod
     def ensure(cls, catalog: Catalog, progress: Callable[[str], None] = log.info) -> IngestTables:
@@ -179,7 +192,7 @@ class IngestTables:
         if schema_changes:
             progress(f"music.plays schema evolved to match the code ({schema_changes.describe()})")
         rejected, _ = ensure_table(catalog, PLAYS_REJECTED)
-        return cls(plays, rejected, schema_changes)
+        return cls(plays, rejected, schema_changes, catalog)
 
 
 def stage_day(
@@ -196,8 +209,16 @@ def stage_day(
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     preview = tables.plays.schema().as_arrow().empty_table()
     unreadable: list[UnreadableFile] = []
+    sources: list[SourceFile] = []
+    events_per_file: dict[str, int] = {}
     try:
         for raw in read_ahead(events):
+            if isinstance(raw, SourceFile):
+                sources.append(raw)
+                continue
+            if isinstance(raw, JsonLines | ArrowRows):
+                size = len(raw.lines) if isinstance(raw, JsonLines) else raw.rows.num_rows
+                events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + size
             if isinstance(raw, UnreadableFile):
                 unreadable.append(raw)
                 progress(f"{day}: {raw.source_file}: {raw.error}")
@@ -217,6 +238,8 @@ def stage_day(
             schema_changes=tables.schema_changes,
             preview=preview,
             seconds=time.monotonic() - started,
+            sources=tuple(sources),
+            events_per_file=events_per_file,
         )
         if staged.totals.seen == 0:
             raise IngestError(f"{day}: the source has no events for this day; refusing to replace it with nothing")
@@ -332,6 +355,7 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
             for s in landing:
                 _discard(plays, s.plays_files)
             raise
+        late = record_sources(tables, landing, properties)
         results = [
             DayIngestResult(
                 day=s.day,
@@ -345,12 +369,39 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
                 schema_changes=s.schema_changes,
                 seconds=s.seconds,
                 preview=s.preview,
+                files_read=len(s.sources),
+                late=late.get(s.day, LateArrivals()),
             )
             for s in landing
         ]
     if refused:
         raise PartlyIngested(refused[1], results)
     return results
+
+
+def record_sources(
+    tables: IngestTables, landed: list[StagedDay], properties: Mapping[str, str]
+) -> dict[dt.date, LateArrivals]:
+    """Record the landing files the committed days read (one commit), and say which of them came late.
+
+    Runs after the plays commit: if it fails or the process dies first, the days look changed to the
+    landing sensor and are ingested again, which replaces them (never doubles them).
+    """
+    read = [s for s in landed if s.sources]
+    if not read:
+        return {}
+    table = tables.sources()
+    first, last = read[0].day, read[-1].day
+    previous = recorded_days(table, first, last)
+    now = dt.datetime.now(dt.UTC)
+    run_id = properties.get("dagster.run-id") or None
+    records = {
+        s.day: record_rows(s.day, s.sources, s.events_per_file, previous.get(s.day, {}), now, run_id) for s in read
+    }
+    stager = FileStager(table)
+    stager.add(pa.concat_tables(records.values()))
+    replace_partition(table, record_filter(first, last), stager.finish(), properties)
+    return {day: late_arrivals(record, previous.get(day, {})) for day, record in records.items()}
 
 
 class PartlyIngested(IngestError):

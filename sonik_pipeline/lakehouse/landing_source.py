@@ -17,9 +17,12 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from sonik_pipeline.lakehouse.events import BATCH_ROWS, ArrowRows, JsonLines, RawBatch, UnreadableFile
+from sonik_pipeline.lakehouse.events import BATCH_ROWS, ArrowRows, JsonLines, RawBatch, SourceFile, UnreadableFile
 
 JSONL_CHUNK_BYTES = 32 * 1024 * 1024
+# What the reader reads; anything else in a day's folder (*.tmp of an upload in progress, _SUCCESS,
+# .DS_Store) is not a data file, so it is neither read nor watched.
+DATA_SUFFIXES = (".jsonl", ".parquet")
 
 
 class MissingLandingData(FileNotFoundError):
@@ -51,13 +54,43 @@ class LandingZone:
         return path if self.scheme == "file" else f"{self.scheme}://{path}"
 
 
-def landing_files(zone: LandingZone, day: dt.date) -> list[str]:
-    day_dir = zone.day_dir(day)
-    infos = zone.filesystem.get_file_info(pafs.FileSelector(day_dir, allow_not_found=True))
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith((".jsonl", ".parquet")))
-    if not files:
+def _source_file(zone: LandingZone, info: pafs.FileInfo) -> SourceFile:
+    return SourceFile(zone.display(info.path), info.size, info.mtime.astimezone(dt.UTC))
+
+
+def _is_data_file(info: pafs.FileInfo) -> bool:
+    return info.type == pafs.FileType.File and info.path.endswith(DATA_SUFFIXES)
+
+
+def list_day(zone: LandingZone, day: dt.date) -> list[tuple[str, SourceFile]]:
+    """The day's data files, sorted: (path on the zone's filesystem, what the listing says of it)."""
+    infos = zone.filesystem.get_file_info(pafs.FileSelector(zone.day_dir(day), allow_not_found=True))
+    return sorted((i.path, _source_file(zone, i)) for i in infos if _is_data_file(i))
+
+
+def list_all_days(zone: LandingZone) -> dict[dt.date, list[SourceFile]]:
+    """Every day folder's data files, in one recursive listing (on object storage: one paged LIST)."""
+    infos = zone.filesystem.get_file_info(pafs.FileSelector(f"{zone.root}/plays", allow_not_found=True, recursive=True))
+    days: dict[dt.date, list[SourceFile]] = {}
+    for info in infos:
+        folder = info.path.rsplit("/", 2)[-2] if info.path.count("/") >= 2 else ""
+        if _is_data_file(info) and (day := _folder_day(folder)) and info.path.startswith(zone.day_dir(day) + "/"):
+            days.setdefault(day, []).append(_source_file(zone, info))
+    return {day: sorted(files, key=lambda f: f.path) for day, files in sorted(days.items())}
+
+
+def _folder_day(name: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(name) if len(name) == 10 else None
+    except ValueError:
+        return None
+
+
+def landing_files(zone: LandingZone, day: dt.date) -> list[tuple[str, SourceFile]]:
+    """The day's data files; none at all is an error (ingesting would wipe the day)."""
+    if not (files := list_day(zone, day)):
         raise MissingLandingData(
-            f"no landing files for {day} in {zone.display(day_dir)} (expected *.jsonl or *.parquet)"
+            f"no landing files for {day} in {zone.display(zone.day_dir(day))} (expected *.jsonl or *.parquet)"
         )
     return files
 
@@ -107,7 +140,12 @@ def read_landing_file(zone: LandingZone, path: str) -> Iterator[RawBatch]:
 def landing_events(
     landing_dir: str | Path, day: dt.date, properties: Mapping[str, str] | None = None
 ) -> Iterator[RawBatch]:
-    """Every landing file of the day, read in bounded chunks (memory does not grow with the day)."""
+    """Every landing file of the day, read in bounded chunks (memory does not grow with the day).
+
+    Each file is announced (``SourceFile``, as listed before reading it) ahead of its rows: what the day
+    read is recorded from these, so a file that grows while it is read looks changed to the sensor.
+    """
     zone = LandingZone.at(landing_dir, properties)
-    for path in landing_files(zone, day):
+    for path, listed in landing_files(zone, day):
+        yield listed
         yield from read_landing_file(zone, path)

@@ -27,6 +27,7 @@ from pyiceberg.types import (
     NestedField,
     StringType,
     TimestampType,
+    TimestamptzType,
 )
 
 from sonik_pipeline.lakehouse.migrations import MIGRATIONS, Migration, apply_migrations
@@ -132,6 +133,26 @@ PLAYS_REJECTED = TableDef(
         NestedField(8, "dagster_run_id", StringType(), doc="The run that quarantined it"),
     ),
     spec=PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="ingest_day")),
+)
+
+
+# What each day's last ingest read from the landing zone, file by file: the landing sensor compares the
+# landing zone against it, and a re-ingest tells late files from those read before. Written after the
+# day's plays commit, so a crash in between makes the day look changed (re-ingested), never unchanged.
+PLAYS_SOURCES = TableDef(
+    namespace=MUSIC,
+    name="plays_sources",
+    schema=Schema(
+        NestedField(1, "day", DateType(), required=True, doc="The day (partition of plays) the file was read for"),
+        NestedField(2, "source_file", StringType(), required=True, doc="Landing file: a local path or a full URI"),
+        NestedField(3, "size_bytes", LongType(), required=True, doc="Its size when listed, before it was read"),
+        NestedField(4, "modified_at", TimestamptzType(), required=True, doc="Its modification time when listed"),
+        NestedField(5, "events", LongType(), required=True, doc="Events (lines or rows) read from it"),
+        NestedField(6, "first_read_at", TimestamptzType(), required=True, doc="When this version was first read"),
+        NestedField(7, "ingested_at", TimestamptzType(), required=True, doc="When the day was last ingested"),
+        NestedField(8, "dagster_run_id", StringType(), doc="The run of that ingest"),
+    ),
+    spec=PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="day")),
 )
 
 

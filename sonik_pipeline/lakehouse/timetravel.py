@@ -32,7 +32,7 @@ from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.file_scan import empty_select
 from sonik_pipeline.lakehouse.marts import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
-from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, lakehouse_table_names
+from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, lakehouse_table_names
 
 EXPIRED_HISTORY = "sonik.expired-history"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -327,7 +327,7 @@ def create_views(
 
 
 # Every table the code defines, so each reads as a table (possibly empty) before it is first written.
-CODE_TABLES = (PLAYS, PLAYS_REJECTED, *(mart.table for mart in (*DAILY_MARTS, *ROLLING_MARTS)))
+CODE_TABLES = (PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, *(mart.table for mart in (*DAILY_MARTS, *ROLLING_MARTS)))
 
 
 def _view(con: duckdb.DuckDBPyConnection, name: str, select: str) -> None:

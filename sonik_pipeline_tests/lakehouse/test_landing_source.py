@@ -3,8 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile
-from sonik_pipeline.lakehouse.landing_source import LandingZone, MissingLandingData, landing_events, read_landing_file
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, SourceFile, UnreadableFile
+from sonik_pipeline.lakehouse.landing_source import (
+    LandingZone,
+    MissingLandingData,
+    landing_events,
+    list_all_days,
+    read_landing_file,
+)
 from sonik_pipeline.lakehouse.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 
@@ -55,7 +61,35 @@ def test_a_line_that_is_not_utf8_is_read_as_escapes_and_marked(tmp_path: Path) -
     day_dir.mkdir(parents=True)
     (day_dir / "part.jsonl").write_bytes(b'{"title": "ok"}\n{"title": "caf\xe9"}\n')
 
-    [batch] = list(landing_events(tmp_path, DAY))
+    [listed, batch] = list(landing_events(tmp_path, DAY))
 
+    assert isinstance(listed, SourceFile) and listed.size == (day_dir / "part.jsonl").stat().st_size
     assert batch.lines.to_pylist() == ['{"title": "ok"}', '{"title": "caf\\xe9"}']
     assert batch.invalid_utf8.to_pylist() == [False, True]
+
+
+def test_each_file_is_announced_as_listed_before_its_rows(tmp_path: Path) -> None:
+    paths = write_landing_day(tmp_path, DAY, synthetic_batch(DAY, 100), files=2, fmt="jsonl")
+
+    kinds = [type(b).__name__ for b in landing_events(tmp_path, DAY)]
+    listed = [b for b in landing_events(tmp_path, DAY) if isinstance(b, SourceFile)]
+
+    assert kinds == ["SourceFile", "JsonLines", "SourceFile", "JsonLines"]
+    assert [f.path for f in listed] == paths
+    assert [f.size for f in listed] == [Path(p).stat().st_size for p in paths]
+    assert all(f.modified_at.tzinfo == dt.UTC for f in listed)
+
+
+def test_listing_every_day_sees_data_files_only(tmp_path: Path) -> None:
+    write_landing_day(tmp_path, DAY, synthetic_batch(DAY, 50), files=1)
+    other = DAY - dt.timedelta(days=3)
+    write_landing_day(tmp_path, other, synthetic_batch(other, 50), files=2, fmt="parquet")
+    (tmp_path / "plays" / str(DAY) / "upload.jsonl.tmp").write_text("{}")
+    (tmp_path / "plays" / "not-a-day").mkdir()
+    (tmp_path / "plays" / "not-a-day" / "x.jsonl").write_text("{}")
+
+    days = list_all_days(LandingZone.at(tmp_path))
+
+    assert list(days) == [other, DAY]
+    assert [Path(f.path).name for f in days[other]] == ["part-000.parquet", "part-001.parquet"]
+    assert [Path(f.path).name for f in days[DAY]] == ["part-000.jsonl"]
