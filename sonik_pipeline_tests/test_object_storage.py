@@ -227,3 +227,53 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
     # Any engine, any process: the CLI, configured only by the environment, reads what is on S3 now.
     cli = _sonik(s3_settings, "sql", "SELECT count(*) AS n FROM music.plays", "--format", "csv")
     assert cli.stdout.splitlines() == ["n", str(rows_before)]
+
+
+def test_the_landing_sensor_sees_a_late_file_in_an_s3_landing_zone(
+    s3_settings: Settings, bucket: pafs.S3FileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sonik_pipeline import landing_sensor
+    from sonik_pipeline.lakehouse.landing_writer import write_landing_day
+
+    monkeypatch.setattr(landing_sensor, "now", lambda: dt.datetime(2026, 4, 21, 12, tzinfo=dt.UTC))
+    defs = build_definitions(s3_settings)
+    day = dt.date.fromisoformat(DAYS[-1])
+    properties = catalog_properties(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    write_landing_day(s3_settings.landing_dir, day, synthetic_batch(day, 60), files=2, properties=properties)
+
+    def tick(cursor: str | None = None):
+        with dg.build_sensor_context(
+            cursor=cursor, instance=dg.DagsterInstance.get(), resources=defs.resources
+        ) as context:
+            result = defs.resolve_sensor_def("landing_sensor")(context)
+        ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                  for r in result.run_requests]  # fmt: skip
+        return ranges, result.cursor
+
+    assert tick()[0] == [(DAYS[-1], DAYS[-1])]  # never ingested
+    run = defs.resolve_job_def("plays_job").execute_in_process(
+        partition_key=DAYS[-1], instance=dg.DagsterInstance.get()
+    )
+    assert run.success
+    assert tick()[0] == []  # what the ingest read is what the bucket holds
+
+    # A phone's late upload lands in the day's prefix (an in-progress .tmp beside it is ignored).
+    late = synthetic_batch(day, 9, seed=11)
+    staged = write_landing_day(f"{s3_settings.landing_dir}/late", day, late, files=1, properties=properties)
+    source = staged[0].removeprefix("s3://")
+    bucket.move(source, f"{s3_settings.landing_dir.removeprefix('s3://')}/plays/{day}/late-upload.jsonl")
+    with bucket.open_output_stream(f"{s3_settings.landing_dir.removeprefix('s3://')}/plays/{day}/next.jsonl.tmp") as f:
+        f.write(b"{")
+    ranges, cursor = tick()
+    assert ranges == [(DAYS[-1], DAYS[-1])]
+    assert tick(cursor)[0] == []  # requested already: the next tick waits for its run
+
+    run = defs.resolve_job_def("plays_job").execute_in_process(
+        partition_key=DAYS[-1], instance=dg.DagsterInstance.get()
+    )
+    assert run.success
+    catalog = open_catalog(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    assert catalog.load_table("music.plays").scan().count() == 69
+    [metadata] = [m.metadata for m in run.asset_materializations_for_node("plays") if m.partition]
+    assert (metadata["late_files"].value, metadata["late_events"].value) == (1, 9)
+    assert tick(cursor)[0] == []
