@@ -23,7 +23,8 @@ from sonik_pipeline.lakehouse.tables import PLAYS_SOURCES
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LandingWatch, PlaySource
 
-TICK_SECONDS = 60
+# Listing is bounded (the recent days each tick, every day at the sweep interval), so ticking often is cheap.
+TICK_SECONDS = 30
 TRIGGER_TAG = "sonik/trigger"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
