@@ -59,7 +59,7 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def _to_timestamp(expr: str) -> str:
+def utc_timestamp_sql(expr: str) -> str:
     """Any timestamp-ish value as naive UTC: offsets are honoured, naive values are taken as UTC."""
     return f"CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP)"
 
@@ -107,7 +107,7 @@ def _typed_from_json(fields: list[NestedField]) -> str:
         text = f"json_extract_string(_line, {path})"
         ok_type = f"{jtype} IN ({', '.join(sql_string(t) for t in _JSON_TYPES[kind])})"
         if kind is TimestampType:
-            value = _to_timestamp(text)
+            value = utc_timestamp_sql(text)
         else:
             value = f"TRY_CAST({text} AS {_SQL_TYPE[kind]})"
         columns.append(f"CASE WHEN _ok AND {ok_type} THEN {value} END AS {sql_identifier(f.name)}")
@@ -134,7 +134,7 @@ def _typed_from_arrow(fields: list[NestedField], present: set[str]) -> str:
             columns.append(f"CAST(NULL AS {_SQL_TYPE[kind]}) AS {sql_identifier(f.name)}")
             continue
         col = sql_identifier(f.name)
-        value = _to_timestamp(col) if kind is TimestampType else f"TRY_CAST({col} AS {_SQL_TYPE[kind]})"
+        value = utc_timestamp_sql(col) if kind is TimestampType else f"TRY_CAST({col} AS {_SQL_TYPE[kind]})"
         columns.append(f"{value} AS {col}")
         errors.append(
             f"CASE WHEN {col} IS NOT NULL AND {value} IS NULL THEN 'wrong type for {f.name}: expected "
