@@ -205,7 +205,7 @@ def _payloads(
         f"WHERE belongs_to IS NOT NULL AND belongs_to <> DATE '{day.isoformat()}' {wanted} "
         f"ORDER BY reason_group, belongs_to, source_file, source_line"
     )
-    for batch in _utc(con).execute(sql).fetch_record_batch(STREAM_ROWS):
+    for batch in _utc(con).execute(sql).to_arrow_reader(STREAM_ROWS):
         yield from zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True)
 
 
