@@ -241,11 +241,8 @@ def test_quarantine_replays_into_an_s3_landing_zone_once(s3_settings: Settings, 
     catalog = open_catalog(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
     day, late_day = dt.date(2026, 4, 20), dt.date(2026, 4, 18)
     write_landing_day(s3_settings.landing_dir, day, synthetic_batch(day, 100), files=1, properties=properties)
-    late = [
-        json.dumps({"play_id": f"late-{i}", "user_id": 1, "track_id": 2, "artist": "A", "title": "T",
-                    "played_at": f"2026-04-18T10:00:0{i}Z"})
-        for i in range(3)
-    ]  # fmt: skip
+    event = {"user_id": 1, "track_id": 2, "artist": "A", "title": "T"}
+    late = [json.dumps({**event, "play_id": f"late-{i}", "played_at": f"2026-04-18T10:00:0{i}Z"}) for i in range(3)]
     root = s3_settings.landing_dir.removeprefix("s3://")
     with bucket.open_output_stream(f"{root}/plays/{day}/upload.jsonl") as out:
         out.write(("\n".join(late) + "\n").encode())
