@@ -13,12 +13,14 @@ from collections.abc import Sequence
 
 import duckdb
 
-from sonik_pipeline.lakehouse import timetravel
+from sonik_pipeline.lakehouse import rejects, timetravel
 from sonik_pipeline.lakehouse.catalog import CatalogUnavailable, catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.landing_source import LandingZone
 from sonik_pipeline.lakehouse.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import lakehouse_table_names
+from sonik_pipeline.lakehouse.validation import reason_group
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
 
@@ -194,6 +196,67 @@ def cmd_sql(args: argparse.Namespace) -> None:
     print_rows(columns, rows, args.format)
 
 
+def _scope(day: dt.date | None, reason: str | None) -> str:
+    return (f" for {day}" if day else "") + (f" with reason {reason_group(reason)!r}" if reason else "")
+
+
+def _events(n: int) -> str:
+    return f"{n:,} event{'s' if n != 1 else ''}"
+
+
+def cmd_rejects(args: argparse.Namespace) -> None:
+    catalog = _catalog()
+    con = lakehouse_connection(duckdb.connect(), catalog.properties)
+    groups = rejects.quarantine_groups(catalog, con, args.day, args.reason)
+    if not groups and args.format == "table":  # programs get an empty table; people get an answer
+        print(f"no quarantined events{_scope(args.day, args.reason)}")
+        return
+    columns = [f.name for f in dataclasses.fields(rejects.RejectGroup)]
+    print_rows(columns, [dataclasses.astuple(g) for g in groups], args.format)
+
+
+def cmd_rejects_replay(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    properties = catalog_properties(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+    catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+    con = lakehouse_connection(duckdb.connect(), catalog.properties)
+    zone = LandingZone.at(settings.landing_dir, properties)
+    if args.dry_run:
+        plan = rejects.replay_plan(catalog, con, args.day, args.reason)
+    else:
+        try:
+            plan = rejects.write_replay(catalog, con, zone, args.day, args.reason)
+        except OSError as exc:  # a folder that cannot be written, a bucket that refuses
+            raise UsageError(
+                f"cannot write the landing zone {zone.display(zone.root)}: {exc}; check SONIK_LANDING_DIR"
+            ) from None
+    if not plan.files and not plan.staying:
+        others = rejects.quarantine_groups(catalog, con, args.day) if args.reason else []
+        if others:
+            known = "; ".join(f"{g.reason!r} ({g.events:,})" for g in others)
+            raise UsageError(f"no quarantined events{_scope(args.day, args.reason)}; its reasons: {known}")
+        print(f"no quarantined events{_scope(args.day, None)}")
+        return
+    if plan.files:
+        verb = "would write" if args.dry_run else "wrote"
+        print(f"{verb} {_events(plan.events)} of {args.day}'s quarantine into the folders of their days:")
+        rows = [(zone.display(zone.day_dir(f.day)), f.name, f.events, f.reason) for f in plan.files]
+        print_rows(["folder", "file", "events", "reason"], rows, "table")
+    for left in plan.staying:
+        one = left.events == 1
+        if left.readable:
+            why, fix = f"{'belongs' if one else 'belong'} to {args.day} itself", "the source or the rules"
+        else:
+            why, fix = f"{'has' if one else 'have'} no readable played_at", "the source"
+        print(f"{_events(left.events)} {why} (reason {left.reason}): fix {fix} and re-run {args.day}")
+    if plan.files and not args.dry_run:
+        days = sorted({f.day for f in plan.files})
+        print("next: the landing sensor ingests those days when it sees the files (SONIK_SOURCE=landing); or now:")
+        command = "SONIK_SOURCE=landing dagster asset materialize -m sonik_pipeline --select plays --partition"
+        for day in days:
+            print(f"  {command} {day}")
+
+
 def cmd_rollback(args: argparse.Namespace) -> None:
     table = timetravel.load(_catalog(), args.table)
     if args.to is not None:
@@ -257,6 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --as-of: refuse, rather than warn, when a table's snapshot current then was expired",
     )
     sql.set_defaults(func=cmd_sql)
+
+    quarantine = sub.add_parser(
+        "rejects", parents=[formats], help="quarantined events (music.plays_rejected) by day and reason"
+    )
+    quarantine.add_argument("--day", type=_date, help="only the events quarantined by this day's ingest")
+    quarantine.add_argument("--reason", help="only this reason group, e.g. 'malformed JSON'")
+    quarantine.set_defaults(func=cmd_rejects)
+    actions = quarantine.add_subparsers(dest="action")
+    replay = actions.add_parser(
+        "replay", help="write a day's quarantined events back as landing files, in the folder of their own day"
+    )
+    replay.add_argument("--day", type=_date, required=True, help="the ingested day whose quarantine to replay")
+    replay.add_argument("--reason", help="only this reason group (or a full reason, read as its group)")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be written; write nothing")
+    replay.set_defaults(func=cmd_rejects_replay)
 
     back = sub.add_parser("rollback", help="make an earlier snapshot of a table current again")
     back.add_argument("table", help="e.g. music.plays")

@@ -8,6 +8,7 @@ PyIceberg's ``PYICEBERG_CATALOG__SONIK__S3__*`` variables.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -22,10 +23,15 @@ import dagster as dg
 import duckdb
 import pytest
 from pyarrow import fs as pafs
+from pyiceberg.expressions import In
 
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.ingest import ingest_day
+from sonik_pipeline.lakehouse.landing_source import landing_events
+from sonik_pipeline.lakehouse.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.rejects import replay_file_name
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.maintenance.files import referenced_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
@@ -277,3 +283,29 @@ def test_the_landing_sensor_sees_a_late_file_in_an_s3_landing_zone(
     [metadata] = [m.metadata for m in run.asset_materializations_for_node("plays") if m.partition]
     assert (metadata["late_files"].value, metadata["late_events"].value) == (1, 9)
     assert tick(cursor)[0] == []
+
+
+def test_quarantine_replays_into_an_s3_landing_zone_once(s3_settings: Settings, bucket: pafs.S3FileSystem) -> None:
+    # Given a landing day in the bucket holding an upload of another day's plays, ingested
+    properties = catalog_properties(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    catalog = open_catalog(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    day, late_day = dt.date(2026, 4, 20), dt.date(2026, 4, 18)
+    write_landing_day(s3_settings.landing_dir, day, synthetic_batch(day, 100), files=1, properties=properties)
+    event = {"user_id": 1, "track_id": 2, "artist": "A", "title": "T"}
+    late = [json.dumps({**event, "play_id": f"late-{i}", "played_at": f"2026-04-18T10:00:0{i}Z"}) for i in range(3)]
+    root = s3_settings.landing_dir.removeprefix("s3://")
+    with bucket.open_output_stream(f"{root}/plays/{day}/upload.jsonl") as out:
+        out.write(("\n".join(late) + "\n").encode())
+    ingest_day(catalog, day, landing_events(s3_settings.landing_dir, day, properties), progress=lambda _: None)
+
+    for _ in range(2):  # replaying and ingesting twice doubles nothing
+        # When its quarantine is replayed and the day the plays belong to is ingested
+        _sonik(s3_settings, "rejects", "replay", "--day", str(day))
+        events = landing_events(s3_settings.landing_dir, late_day, properties)
+        ingest_day(catalog, late_day, events, progress=lambda _: None)
+
+        # Then the bucket holds one whole replay file in that day's folder, and each play is in plays once
+        stored = _stored(bucket, f"{s3_settings.landing_dir}/plays/{late_day}")
+        assert [k.rsplit("/", 1)[-1] for k in stored] == [replay_file_name(day, "played_at outside 2026-04-20 (UTC)")]
+        ids = catalog.load_table("music.plays").scan(row_filter=In("play_id", {"late-0", "late-1", "late-2"}))
+        assert sorted(ids.to_arrow().column("play_id").to_pylist()) == ["late-0", "late-1", "late-2"]

@@ -1,10 +1,12 @@
-"""Writing landing-zone files as the app would (``sonik landing``): test data for the landing source."""
+"""Writing landing-zone files as the app would: test data for the landing source (``sonik landing``), and
+quarantined events replayed into the folder of their day (``sonik rejects replay``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -56,3 +58,25 @@ def write_landing_day(
             destination_filesystem=zone.filesystem,
         )
     return [zone.display(path) for path in written]
+
+
+@contextmanager
+def atomic_landing_file(zone: LandingZone, day: dt.date, name: str) -> Iterator[pa.NativeFile]:
+    """A stream to ``<landing>/plays/<day>/<name>`` that a reader only ever sees whole, replacing any earlier one.
+
+    It is written as ``.<name>.tmp`` (a name the landing reader skips), then moved to ``name``: a rename
+    on a folder, one server-side copy on object storage. On failure the temporary file is removed.
+    """
+    final = f"{zone.day_dir(day)}/{name}"
+    temporary = f"{zone.day_dir(day)}/.{name}.tmp"
+    zone.filesystem.create_dir(zone.day_dir(day), recursive=True)
+    try:
+        with zone.filesystem.open_output_stream(temporary) as out:
+            yield out
+        zone.filesystem.move(temporary, final)
+    except BaseException:
+        try:
+            zone.filesystem.delete_file(temporary)
+        except OSError:  # never written, or already gone: nothing to clean up
+            pass
+        raise

@@ -59,7 +59,7 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def _to_timestamp(expr: str) -> str:
+def utc_timestamp_sql(expr: str) -> str:
     """Any timestamp-ish value as naive UTC: offsets are honoured, naive values are taken as UTC."""
     return f"CAST(TRY_CAST({expr} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP)"
 
@@ -107,7 +107,7 @@ def _typed_from_json(fields: list[NestedField]) -> str:
         text = f"json_extract_string(_line, {path})"
         ok_type = f"{jtype} IN ({', '.join(sql_string(t) for t in _JSON_TYPES[kind])})"
         if kind is TimestampType:
-            value = _to_timestamp(text)
+            value = utc_timestamp_sql(text)
         else:
             value = f"TRY_CAST({text} AS {_SQL_TYPE[kind]})"
         columns.append(f"CASE WHEN _ok AND {ok_type} THEN {value} END AS {sql_identifier(f.name)}")
@@ -134,7 +134,7 @@ def _typed_from_arrow(fields: list[NestedField], present: set[str]) -> str:
             columns.append(f"CAST(NULL AS {_SQL_TYPE[kind]}) AS {sql_identifier(f.name)}")
             continue
         col = sql_identifier(f.name)
-        value = _to_timestamp(col) if kind is TimestampType else f"TRY_CAST({col} AS {_SQL_TYPE[kind]})"
+        value = utc_timestamp_sql(col) if kind is TimestampType else f"TRY_CAST({col} AS {_SQL_TYPE[kind]})"
         columns.append(f"{value} AS {col}")
         errors.append(
             f"CASE WHEN {col} IS NOT NULL AND {value} IS NULL THEN 'wrong type for {f.name}: expected "
@@ -173,9 +173,21 @@ class ValidationTotals:
         return self.invalid / self.seen if self.seen else 0.0
 
 
-def _reason_family(reason: str) -> str:
+def reason_group(reason: str) -> str:
     """Group reasons for counting ('wrong type for user_id: ... got "abc"' -> 'wrong type for user_id')."""
     return reason.split(":", 1)[0]
+
+
+def reason_group_sql(column: str) -> str:
+    """``reason_group`` in DuckDB SQL, for grouping a quarantine too big to bring into Python."""
+    return f"split_part({column}, ':', 1)"
+
+
+def _quoted(value: object) -> str:
+    """A failing value as its reason quotes it; a time also says which UTC day it belongs to."""
+    if isinstance(value, dt.datetime):
+        return f"belongs to {value.date()} ({value})"
+    return str(value)
 
 
 def _same_type(actual: pa.DataType, wanted: pa.DataType) -> bool:
@@ -252,7 +264,11 @@ class DayValidator:
     # -- rules -------------------------------------------------------------------------------
 
     def _rule_masks(self, typed: pa.Table) -> list[tuple[pa.Array, str, str | None]]:
-        """(failing mask, reason, column whose value is quoted in the reason) in priority order."""
+        """(failing mask, reason, column whose value is quoted in the reason) in priority order.
+
+        The quoted value is ``_quoted``: for played_at it names the day the event belongs to, which is
+        what a replay of the quarantine (``rejects.py``) and the person reading it need.
+        """
         names = set(typed.column_names)
         masks = [
             (pc.is_null(typed.column(f.name)), f"missing required field {f.name}", None)
@@ -324,7 +340,7 @@ class DayValidator:
                 continue
             for failed, reason, values in subset_masks:
                 if failed[k]:
-                    reasons[row] = f"{reason}: {values[k]}" if values is not None else reason
+                    reasons[row] = f"{reason}: {_quoted(values[k])}" if values is not None else reason
                     break
         return pa.array(reasons, pa.string())
 
@@ -416,7 +432,7 @@ class DayValidator:
     def _count(self, seen: int, valid: int, reasons: list[str]) -> None:
         self.totals.seen += seen
         self.totals.valid += valid
-        self.totals.rejected_by_reason.update(_reason_family(r) for r in reasons)
+        self.totals.rejected_by_reason.update(reason_group(r) for r in reasons)
 
     def close(self) -> None:
         if self._con is not None:

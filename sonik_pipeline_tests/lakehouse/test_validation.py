@@ -1,13 +1,14 @@
 import datetime as dt
 import json
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
-from sonik_pipeline.lakehouse.validation import DUPLICATE_REASON, DayValidator
+from sonik_pipeline.lakehouse.validation import DUPLICATE_REASON, DayValidator, reason_group, reason_group_sql
 
 DAY = dt.date(2026, 4, 20)
 GOOD = {
@@ -57,8 +58,14 @@ def test_a_good_event_is_kept_typed_as_the_schema() -> None:
         (_event(duration_seconds=2**40), "wrong type for duration_seconds: expected a 32-bit integer"),
         (_event(artist=None), "missing required field artist"),
         (json.dumps({k: v for k, v in GOOD.items() if k != "title"}), "missing required field title"),
-        (_event(played_at="2026-04-21T00:00:00Z"), "played_at outside 2026-04-20 (UTC): 2026-04-21 00:00:00"),
-        (_event(played_at="2026-04-20T23:30:00-02:00"), "played_at outside 2026-04-20 (UTC): 2026-04-21 01:30:00"),
+        (
+            _event(played_at="2026-04-21T00:00:00Z"),
+            "played_at outside 2026-04-20 (UTC): belongs to 2026-04-21 (2026-04-21 00:00:00)",
+        ),
+        (
+            _event(played_at="2026-04-20T23:30:00-02:00"),
+            "played_at outside 2026-04-20 (UTC): belongs to 2026-04-21 (2026-04-21 01:30:00)",
+        ),
         (_event(duration_seconds=-1), "duration_seconds out of range 0..86400: -1"),
         (_event(duration_seconds=86_401), "duration_seconds out of range 0..86400: 86401"),
         (_event(country="usa"), "country is not a two-letter code: usa"),
@@ -69,13 +76,37 @@ def test_each_bad_event_is_rejected_with_its_reason(payload: str, reason: str) -
     assert _only_reason(payload).startswith(reason)
 
 
+def test_reasons_group_the_same_in_python_and_in_sql() -> None:
+    reasons = [
+        'wrong type for user_id: expected an integer, got VARCHAR "abc"',
+        "played_at outside 2026-04-20 (UTC): belongs to 2026-04-18 (2026-04-18 10:00:00)",
+        "malformed JSON",
+        "unreadable Parquet file: Parquet magic bytes not found",
+    ]
+
+    in_sql = duckdb.execute(f"SELECT {reason_group_sql('r')} FROM unnest(?) AS t(r)", [reasons]).fetchall()
+
+    assert (
+        [reason_group(r) for r in reasons]
+        == [g for (g,) in in_sql]
+        == [
+            "wrong type for user_id",
+            "played_at outside 2026-04-20 (UTC)",
+            "malformed JSON",
+            "unreadable Parquet file",
+        ]
+    )
+
+
 def test_offsets_are_converted_to_utc_and_naive_times_taken_as_utc() -> None:
     payloads = [_event(played_at="2026-04-20T01:30:00+02:00"), _event(played_at="2026-04-20 05:00:00")]
 
     valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(*payloads))
 
     assert valid.column("played_at").to_pylist() == [dt.datetime(2026, 4, 20, 5)]
-    assert rejected.column("reason").to_pylist() == ["played_at outside 2026-04-20 (UTC): 2026-04-19 23:30:00"]
+    assert rejected.column("reason").to_pylist() == [
+        "played_at outside 2026-04-20 (UTC): belongs to 2026-04-19 (2026-04-19 23:30:00)"
+    ]
 
 
 def test_rejects_keep_the_raw_payload_file_and_line() -> None:
