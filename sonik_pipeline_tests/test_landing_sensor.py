@@ -145,6 +145,11 @@ def test_a_file_arriving_twice_is_not_doubled(settings: Settings, catalog: Catal
 
     assert result.success
     assert _day_counts(settings)[DAYS[5]] == 47  # 40 + 7 once: the retry's play_ids are duplicates
+    # Nothing lost, nothing doubled: every line in the day's folder is in plays once or quarantined with a reason.
+    lines = sum(len(p.read_text().splitlines()) for p in _folder(landing, DAYS[5]).glob("*.jsonl"))
+    rejected = catalog.load_table("music.plays_rejected").scan(row_filter="ingest_day = '2026-04-19'").to_arrow()
+    assert lines == 54 == 47 + rejected.num_rows
+    assert set(rejected.column("reason").to_pylist()) == {"duplicate play_id"}
     metadata = next(
         e.event_specific_data.materialization.metadata
         for e in result.all_events
