@@ -208,6 +208,7 @@ def test_the_whole_pipeline_runs_on_an_s3_warehouse(s3_settings: Settings, bucke
     assert manifests.success
     rewritten = op_output_metadata(manifests, "rewrite_table_manifests")["tables"].value["music.plays"]
     assert rewritten["manifests_before"] > rewritten["manifests_after"] == 1
+    assert rewritten["manifests_kept"] == 0 and rewritten["data_files_in_rewritten_manifests"] >= 1
     assert catalog.load_table("music.plays").scan().count() == rows_before
     expiry = defs.resolve_job_def("expiry_job").execute_in_process(
         run_config={"ops": {"expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}}}},

@@ -175,12 +175,13 @@ def rewrite_table_manifests(
             "manifests_after": report.manifests_after,
             "manifest_bytes_before": report.bytes_before,
             "manifest_bytes_after": report.bytes_after,
-            "data_files": report.entries,
+            "manifests_kept": report.manifests_kept,  # settled months, left as they were
+            "data_files_in_rewritten_manifests": report.entries,
             "snapshot_id": str(report.snapshot_id) if report.snapshot_id else None,
             "skipped": report.skipped,
             "seconds": round(report.seconds, 3),
         }
-    totals = ("manifests_before", "manifests_after", "manifest_bytes_before", "manifest_bytes_after")
+    totals = ("manifests_before", "manifests_after", "manifests_kept", "manifest_bytes_before", "manifest_bytes_after")
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
