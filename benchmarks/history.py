@@ -565,29 +565,35 @@ def print_history(args: argparse.Namespace, history: History) -> None:
         f"  maintenance a night   first {len(first_s)} nights: {median_ms(first_s)}   last {len(last_s)}: "
         f"{median_ms(last_s)}   ({ratio(statistics.median(last_s), statistics.median(first_s)):.2f}x)"
     )
-    print(
-        f"                        last {len(last_s)}: rewrite_manifests "
-        f"{median_ms([n.rewrite_seconds for n in last_nights]).strip()}, expire_snapshots "
-        f"{median_ms([n.expiry_seconds for n in last_nights]).strip()}"
-    )
+    for label, window in ((f"first {len(first_s)}", first_nights), (f"last {len(last_s)}", last_nights)):
+        print(
+            f"                        {label}: rewrite_manifests "
+            f"{median_ms([n.rewrite_seconds for n in window]).strip()}, expire_snapshots "
+            f"{median_ms([n.expiry_seconds for n in window]).strip()}"
+        )
     final = nights[-1]
     print(
         f"  last night's rewrite  manifests {final.manifests_before} -> {final.manifests_after}; "
         f"expiry kept {final.retain_last} snapshots, expired {final.snapshots_expired}"
     )
-    print("  old table by age, after the night's maintenance (ingest, maintenance: medians of the 30 days to it):")
+    print(
+        "  old table by age, after the night's maintenance (ingest, maintenance and its two steps: medians of "
+        "the 30 days to it):"
+    )
     print(
         f"    {'day':>6} {'metadata.json':>14} {'manifest list':>14} {'manifests':>10} {'manifest B':>11} "
-        f"{'snapshots':>10} {'data files':>11} {'ingest':>10} {'maintenance':>12}"
+        f"{'snapshots':>10} {'data files':>11} {'ingest':>10} {'maintenance':>12} {'rewrite':>10} {'expiry':>10}"
     )
     for age in sorted(old.states):
         state = old.states[age]
         ingest = old.ingest_seconds[max(0, age - WINDOW) : age]
-        night = [n.seconds for a, n in old.nights.items() if age - WINDOW < a <= age]
+        nights_to_age = [n for a, n in old.nights.items() if age - WINDOW < a <= age]
         print(
             f"    {age:>6} {state.metadata_json_bytes:>14,} {state.manifest_list_bytes:>14,} {state.manifests:>10} "
             f"{state.manifest_bytes:>11,} {state.snapshots:>10} {state.data_files:>11,} {median_ms(ingest):>10} "
-            f"{median_ms(night):>12}"
+            f"{median_ms([n.seconds for n in nights_to_age]):>12} "
+            f"{median_ms([n.rewrite_seconds for n in nights_to_age]):>10} "
+            f"{median_ms([n.expiry_seconds for n in nights_to_age]):>10}"
         )
     young_age = min(QUERY_AGE, len(young_days))
     query_ratio = ratio(history.old_query.median, history.young_query.median)
