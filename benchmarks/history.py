@@ -33,6 +33,11 @@ What it measures, all in the same run:
   table at the end (after maintenance) against the young table at 7 days (after that night's
   maintenance, timed during the old table's last 30 days); the old table at 7 days, timed at the start
   of the build, is shown too.
+* **One-day planned read**: the same two queries over the pipeline's own read of a day
+  (``PlaysSnapshot.days_sql``, as the checks and marts read: PyIceberg plans the day's data files at the
+  current snapshot, DuckDB's ``read_parquet`` reads them, ``file_scan.native_select``), timed from the
+  table's load out of its catalog through planning to the last row, at the same three ages. It must
+  not fall back to ``iceberg_scan``.
 * **Checks and marts over a year**: the newest 365 days (all of them if fewer), through Dagster in
   process (``build_definitions(Settings)`` on this lakehouse, one run over the range with the
   ``dagster/asset_partition_range_*`` tags, as a backfill runs it): the ``plays_quality`` step
@@ -51,12 +56,14 @@ What it measures, all in the same run:
   never merges; this shows whether the setting does anything for them.
 
 Targets: per-day ingest of the last 30 days <= 1.5x the first 30; the one-day query on the old table
-after maintenance <= 1.5x the 7-day table; the ``plays`` checks for 365 days <= 60 s; the daily marts for
-365 days at 10,000 events/day <= 3 min (a run with other sizes is reported against the same numbers).
+after maintenance <= 1.5x the 7-day table (``iceberg_scan`` and the planned read, each against its own
+7-day figure); the ``plays`` checks for 365 days <= 60 s; the daily marts for 365 days at 10,000
+events/day <= 3 min (a run with other sizes is reported against the same numbers).
 
 The exit code is 0 whether or not the targets are met (this is a report); it is non-zero if an ingest,
 maintenance or a Dagster run fails, or if a row is lost: the table must hold exactly days x events rows
-(checked after the build and after the backfill), and each one-day query must count the day's events.
+(checked after the build and after the backfill), and each one-day query must count the day's events
+(and each planned read must have been read by ``read_parquet``).
 
 Usage: ``nice -n 10 .venv/bin/python benchmarks/history.py [--days 1095] [--events 10000]
 [--maintain-every 1] [--backfill-days 365] [--merge-days 60] [--repeat 7] [--keep]``
@@ -91,6 +98,8 @@ from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
 from sonik_pipeline.lakehouse.ingest import ingest_day
 from sonik_pipeline.lakehouse.marts import DAILY_MARTS
+from sonik_pipeline.lakehouse.plays_days import PlaysSnapshot, played_between
+from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch, synthetic_events
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.maintenance.expiry import DEFAULT_RETAIN_LAST, DEFAULT_RETENTION, ExpiryOptions, expire_snapshots
@@ -120,10 +129,10 @@ DAILY_MARTS_STEP = "daily_marts"
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 MERGE_ON = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "2"}
 DAY_QUERIES = (
-    "SELECT count(*), count(DISTINCT user_id) FROM iceberg_scan('{metadata}') WHERE {day}",
-    "SELECT artist, count(*) AS plays FROM iceberg_scan('{metadata}') WHERE {day} "
-    "GROUP BY artist ORDER BY plays DESC, artist LIMIT 10",
+    "SELECT count(*), count(DISTINCT user_id) FROM {source} WHERE {day}",
+    "SELECT artist, count(*) AS plays FROM {source} WHERE {day} GROUP BY artist ORDER BY plays DESC, artist LIMIT 10",
 )
+PLANNED_READER = "read_parquet"  # what reads a planned day's files; iceberg_scan if days_sql fell back
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +173,7 @@ class Night:
 class DayQuery:
     seconds: list[float]
     plays: int  # count(*) of the day: must be the day's events
+    reader: str  # what read the rows: iceberg_scan, or read_parquet over files PyIceberg planned
 
     @property
     def median(self) -> float:
@@ -179,6 +189,9 @@ class History:
     early_query: DayQuery | None = None  # the old table at 7 days, at the start of the build
     young_query: DayQuery | None = None  # the young table at 7 days, near the end
     old_query: DayQuery | None = None  # the old table at the end
+    early_planned: DayQuery | None = None  # the same ages, read as the pipeline does (PlaysSnapshot.days_sql)
+    young_planned: DayQuery | None = None
+    old_planned: DayQuery | None = None
     rows: int = 0
     young_rows: int = 0
     seconds: float = 0.0
@@ -309,19 +322,19 @@ def build_history(catalog: Catalog, young_catalog: Catalog, args: argparse.Names
     for age, day in enumerate(days, start=1):
         seconds = old.operate(day)
         if age == young_query_age:
-            history.early_query = time_day_query(old.table.metadata_location, day, args.repeat)
+            history.early_query, history.early_planned = time_day_queries(old, day, args.repeat)
         if age > args.days - len(young_days):
             young.operate(young_days[young.age])
             if young.age == young_query_age:
-                history.young_query = time_day_query(
-                    young.table.metadata_location, young_days[young.age - 1], args.repeat
+                history.young_query, history.young_planned = time_day_queries(
+                    young, young_days[young.age - 1], args.repeat
                 )
         if age % 50 == 0 or age == args.days:
             progress(
                 f"day {age}/{args.days} ({day}): ingest {seconds:.2f}s, {table_state(old.table, age).manifests} "
                 f"manifests, {time.perf_counter() - started:.0f}s elapsed, load {os.getloadavg()[0]:.1f}"
             )
-    history.old_query = time_day_query(old.table.metadata_location, days[-1], args.repeat)
+    history.old_query, history.old_planned = time_day_queries(old, days[-1], args.repeat)
     history.seconds = time.perf_counter() - started
     history.load_after = os.getloadavg()[0]
     history.rows = old.table.scan().count()
@@ -338,26 +351,46 @@ def progress(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def day_predicate(day: dt.date) -> str:
-    return f"played_at >= TIMESTAMP '{day}' AND played_at < TIMESTAMP '{day + dt.timedelta(days=1)}'"
+# A one-day read's source: given the connection, the relation the queries read (what it costs to get it is timed).
+DaySource = Callable[[duckdb.DuckDBPyConnection], str]
 
 
-def run_day_query(metadata_location: str, day: dt.date) -> tuple[float, int]:
+def iceberg_scan_source(metadata_location: str) -> DaySource:
+    """DuckDB's ``iceberg_scan`` of the table's metadata file: DuckDB reads the metadata and plans the day."""
+    return lambda con: f"iceberg_scan({sql_string(metadata_location)})"
+
+
+def planned_source(catalog: Catalog, day: dt.date) -> DaySource:
+    """The pipeline's read: the table loaded, PyIceberg plans the day's files, ``read_parquet`` reads them."""
+    return lambda con: PlaysSnapshot.current(catalog.load_table(PLAYS.identifier)).days_sql(con, day, day)
+
+
+def run_day_query(source: DaySource, day: dt.date) -> tuple[float, int, str]:
     con = load_iceberg(duckdb.connect())
     try:
-        sqls = [q.format(metadata=metadata_location, day=day_predicate(day)) for q in DAY_QUERIES]
         started = time.perf_counter()
+        relation = source(con)
+        sqls = [q.format(source=relation, day=played_between(day, day)) for q in DAY_QUERIES]
         counted = con.execute(sqls[0]).fetchone()[0]
         con.execute(sqls[1]).fetchall()
-        return time.perf_counter() - started, int(counted)
+        reader = PLANNED_READER if relation.startswith("(") and f"{PLANNED_READER}(" in relation else "iceberg_scan"
+        return time.perf_counter() - started, int(counted), reader
     finally:
         con.close()
 
 
-def time_day_query(metadata_location: str, day: dt.date, repeat: int) -> DayQuery:
-    run_day_query(metadata_location, day)  # warm-up
-    runs = [run_day_query(metadata_location, day) for _ in range(repeat)]
-    return DayQuery([seconds for seconds, _ in runs], runs[-1][1])
+def time_day_query(source: DaySource, day: dt.date, repeat: int) -> DayQuery:
+    run_day_query(source, day)  # warm-up
+    runs = [run_day_query(source, day) for _ in range(repeat)]
+    return DayQuery([seconds for seconds, _, _ in runs], runs[-1][1], runs[-1][2])
+
+
+def time_day_queries(daily: DailyTable, day: dt.date, repeat: int) -> tuple[DayQuery, DayQuery]:
+    """The one-day query on ``daily``'s table as it is now: by ``iceberg_scan``, then by the pipeline's planned read."""
+    return (
+        time_day_query(iceberg_scan_source(daily.table.metadata_location), day, repeat),
+        time_day_query(planned_source(daily.catalog, day), day, repeat),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,29 +565,35 @@ def print_history(args: argparse.Namespace, history: History) -> None:
         f"  maintenance a night   first {len(first_s)} nights: {median_ms(first_s)}   last {len(last_s)}: "
         f"{median_ms(last_s)}   ({ratio(statistics.median(last_s), statistics.median(first_s)):.2f}x)"
     )
-    print(
-        f"                        last {len(last_s)}: rewrite_manifests "
-        f"{median_ms([n.rewrite_seconds for n in last_nights]).strip()}, expire_snapshots "
-        f"{median_ms([n.expiry_seconds for n in last_nights]).strip()}"
-    )
+    for label, window in ((f"first {len(first_s)}", first_nights), (f"last {len(last_s)}", last_nights)):
+        print(
+            f"                        {label}: rewrite_manifests "
+            f"{median_ms([n.rewrite_seconds for n in window]).strip()}, expire_snapshots "
+            f"{median_ms([n.expiry_seconds for n in window]).strip()}"
+        )
     final = nights[-1]
     print(
         f"  last night's rewrite  manifests {final.manifests_before} -> {final.manifests_after}; "
         f"expiry kept {final.retain_last} snapshots, expired {final.snapshots_expired}"
     )
-    print("  old table by age, after the night's maintenance (ingest, maintenance: medians of the 30 days to it):")
+    print(
+        "  old table by age, after the night's maintenance (ingest, maintenance and its two steps: medians of "
+        "the 30 days to it):"
+    )
     print(
         f"    {'day':>6} {'metadata.json':>14} {'manifest list':>14} {'manifests':>10} {'manifest B':>11} "
-        f"{'snapshots':>10} {'data files':>11} {'ingest':>10} {'maintenance':>12}"
+        f"{'snapshots':>10} {'data files':>11} {'ingest':>10} {'maintenance':>12} {'rewrite':>10} {'expiry':>10}"
     )
     for age in sorted(old.states):
         state = old.states[age]
         ingest = old.ingest_seconds[max(0, age - WINDOW) : age]
-        night = [n.seconds for a, n in old.nights.items() if age - WINDOW < a <= age]
+        nights_to_age = [n for a, n in old.nights.items() if age - WINDOW < a <= age]
         print(
             f"    {age:>6} {state.metadata_json_bytes:>14,} {state.manifest_list_bytes:>14,} {state.manifests:>10} "
             f"{state.manifest_bytes:>11,} {state.snapshots:>10} {state.data_files:>11,} {median_ms(ingest):>10} "
-            f"{median_ms(night):>12}"
+            f"{median_ms([n.seconds for n in nights_to_age]):>12} "
+            f"{median_ms([n.rewrite_seconds for n in nights_to_age]):>10} "
+            f"{median_ms([n.expiry_seconds for n in nights_to_age]):>10}"
         )
     young_age = min(QUERY_AGE, len(young_days))
     query_ratio = ratio(history.old_query.median, history.young_query.median)
@@ -571,6 +610,21 @@ def print_history(args: argparse.Namespace, history: History) -> None:
         f"                        (against the old table at {young_age} days, at the start of the build: "
         f"{median_ms(history.early_query.seconds).strip()}, "
         f"{ratio(history.old_query.median, history.early_query.median):.2f}x)"
+    )
+    planned_ratio = ratio(history.old_planned.median, history.young_planned.median)
+    print(
+        f"  planned one-day read  old table at {args.days:,} days: {median_ms(history.old_planned.seconds)}   young "
+        f"table at {young_age} days: {median_ms(history.young_planned.seconds)}   (the same queries over "
+        f"PlaysSnapshot.days_sql: table load, PyIceberg's plan, {PLANNED_READER} of the day's files)"
+    )
+    print(
+        f"  planned read ratio    {planned_ratio:7.2f} x    old / young, target <= {QUERY_RATIO_TARGET}x   "
+        f"{verdict(planned_ratio <= QUERY_RATIO_TARGET)}"
+    )
+    print(
+        f"                        (against the old table at {young_age} days, at the start of the build: "
+        f"{median_ms(history.early_planned.seconds).strip()}, "
+        f"{ratio(history.old_planned.median, history.early_planned.median):.2f}x)"
     )
 
 
@@ -670,12 +724,21 @@ def row_errors(history: History, backfill: Backfill | None, args: argparse.Names
         errors.append(
             f"the young table holds {young_rows:,} rows, expected {len(history.young.ingest_seconds) * args.events:,}"
         )
-    queries = (("old table at 7 days", history.early_query), ("young", history.young_query), ("old", history.old_query))
-    for when, query in queries:
+    queries = (
+        ("old table at 7 days", "query", history.early_query),
+        ("young", "query", history.young_query),
+        ("old", "query", history.old_query),
+        ("old table at 7 days", "planned read", history.early_planned),
+        ("young", "planned read", history.young_planned),
+        ("old", "planned read", history.old_planned),
+    )
+    for when, what, query in queries:
         if query.plays != args.events:
             errors.append(
-                f"the one-day query on the {when} table counted {query.plays:,} plays, expected {args.events:,}"
+                f"the one-day {what} on the {when} table counted {query.plays:,} plays, expected {args.events:,}"
             )
+        if what == "planned read" and query.reader != PLANNED_READER:
+            errors.append(f"the one-day planned read on the {when} table fell back to {query.reader}")
     if backfill is not None:
         if not backfill.run.success:
             errors.append("the single-run backfill of plays failed")
