@@ -138,16 +138,26 @@ def _device(source: str, first: dt.date, last: dt.date, _: int) -> str:
 
 
 def _user_stats(source: str, first: dt.date, last: dt.date, _: int) -> str:
+    # Plain GROUP BYs that shrink the day step by step (plays -> user x track x artist -> user x artist ->
+    # user), never a DISTINCT aggregate or a join over every play: hash aggregates spill to disk, so a
+    # 100M-event day fits DuckDB's memory_limit. The same numbers as counting distinct tracks and artists.
     return f"""
-        WITH day_plays AS (SELECT * FROM {source} WHERE {_days(first, last)}),
-        per_artist AS (SELECT day, user_id, artist, count(*) AS n FROM day_plays GROUP BY day, user_id, artist),
-        favourite AS (SELECT day, user_id, first(artist ORDER BY n DESC, artist) AS favourite_artist
-                      FROM per_artist GROUP BY day, user_id)
-        SELECT day, user_id, count(*) AS plays, {_SECONDS}, {_MINUTES},
-               count(DISTINCT track_id) AS distinct_tracks, count(DISTINCT artist) AS distinct_artists,
-               any_value(favourite_artist) AS favourite_artist,
-               min(played_at) AS first_play_at, max(played_at) AS last_play_at
-        FROM day_plays JOIN favourite USING (day, user_id) GROUP BY day, user_id ORDER BY day, user_id"""
+        WITH per_pair AS (
+            SELECT day, user_id, track_id, artist, count(*) AS n, sum(duration_seconds) AS seconds,
+                   min(played_at) AS first_at, max(played_at) AS last_at
+            FROM {source} WHERE {_days(first, last)} GROUP BY day, user_id, track_id, artist),
+        per_artist AS (SELECT day, user_id, artist, sum(n)::BIGINT AS n FROM per_pair GROUP BY day, user_id, artist),
+        artists AS (SELECT day, user_id, count(*) AS distinct_artists,
+                           first(artist ORDER BY n DESC, artist) AS favourite_artist
+                    FROM per_artist GROUP BY day, user_id),
+        tracks AS (SELECT day, user_id, count(*) AS distinct_tracks
+                   FROM (SELECT DISTINCT day, user_id, track_id FROM per_pair) GROUP BY day, user_id),
+        totals AS (SELECT day, user_id, sum(n)::BIGINT AS plays, coalesce(sum(seconds), 0)::BIGINT AS seconds_played,
+                          min(first_at) AS first_play_at, max(last_at) AS last_play_at
+                   FROM per_pair GROUP BY day, user_id)
+        SELECT day, user_id, plays, seconds_played, {_MINUTES}, distinct_tracks, distinct_artists,
+               favourite_artist, first_play_at, last_play_at
+        FROM totals JOIN tracks USING (day, user_id) JOIN artists USING (day, user_id) ORDER BY day, user_id"""
 
 
 def _targets(first: dt.date, last: dt.date) -> str:

@@ -264,3 +264,30 @@ def test_minutes_played_is_zero_not_null_when_no_duration_is_known(catalog: Cata
     assert result.num_rows > 0
     assert set(result.column("seconds_played").to_pylist()) == {0}
     assert set(result.column("minutes_played").to_pylist()) == {0.0}
+
+
+def test_user_stats_count_track_ids_and_break_ties_alphabetically() -> None:
+    # A track id seen under two artists (bad source data) is one track and two artists; a tie in plays
+    # makes the alphabetically first artist the favourite; unknown durations count as nothing.
+    at = dt.datetime(2026, 4, 20, 12)
+    rows = pa.table(
+        {
+            "day": [DAY] * 5,
+            "user_id": [1, 1, 1, 2, 2],
+            "track_id": [7, 7, 8, 9, 10],
+            "artist": ["A", "B", "B", "Zed", "Abba"],
+            "duration_seconds": pa.array([60, None, 30, None, None], pa.int32()),
+            "played_at": [at + dt.timedelta(minutes=i) for i in range(5)],
+        }
+    )
+    con = duckdb.connect()
+    con.register("plays_days", rows)
+
+    got = con.execute(DAILY_USER_STATS.query("plays_days", DAY, DAY, 0)).to_arrow_table().to_pylist()
+
+    assert [(r["user_id"], r["plays"], r["distinct_tracks"], r["distinct_artists"], r["favourite_artist"],
+             r["seconds_played"], r["minutes_played"]) for r in got] == [
+        (1, 3, 2, 2, "B", 90, 1.5),
+        (2, 2, 2, 2, "Abba", 0, 0.0),
+    ]  # fmt: skip
+    assert got[0]["first_play_at"] == at and got[0]["last_play_at"] == at + dt.timedelta(minutes=2)
