@@ -16,6 +16,7 @@ import datetime as dt
 
 import dagster as dg
 
+from sonik_pipeline.lakehouse.days import days_between
 from sonik_pipeline.lakehouse.landing_changes import WatchCursor, plan_tick
 from sonik_pipeline.lakehouse.landing_source import LandingZone
 from sonik_pipeline.lakehouse.sources_read import recorded_days
@@ -47,7 +48,7 @@ def _in_flight_days(instance: dg.DagsterInstance, job_name: str) -> set[dt.date]
     for run in runs:
         first, last = run.tags.get(RANGE_START), run.tags.get(RANGE_END)
         if first and last:
-            days.update(day_of(first) + dt.timedelta(days=i) for i in range((day_of(last) - day_of(first)).days + 1))
+            days.update(days_between(day_of(first), day_of(last)))
         elif key := run.tags.get("dagster/partition"):
             days.add(day_of(key))
     return days

@@ -28,7 +28,7 @@ from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, Sour
 from sonik_pipeline.lakehouse.sources_read import LateArrivals, late_arrivals, record_filter, record_rows, recorded_days
 from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, SchemaChanges, ensure_table
 from sonik_pipeline.lakehouse.validation import DayValidator, ValidationTotals
-from sonik_pipeline.lakehouse.writes import CommitReport, FileStager, replace_partition
+from sonik_pipeline.lakehouse.writes import CommitReport, FileStager, replace_partition, stage_files
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -398,9 +398,7 @@ def record_sources(
     records = {
         s.day: record_rows(s.day, s.sources, s.events_per_file, previous.get(s.day, {}), now, run_id) for s in read
     }
-    stager = FileStager(table)
-    stager.add(pa.concat_tables(records.values()))
-    replace_partition(table, record_filter(first, last), stager.finish(), properties)
+    replace_partition(table, record_filter(first, last), stage_files(table, records.values()), properties)
     return {day: late_arrivals(record, previous.get(day, {})) for day, record in records.items()}
 
 

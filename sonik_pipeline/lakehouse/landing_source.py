@@ -70,16 +70,18 @@ def list_day(zone: LandingZone, day: dt.date) -> list[tuple[str, SourceFile]]:
 
 def list_all_days(zone: LandingZone) -> dict[dt.date, list[SourceFile]]:
     """Every day folder's data files, in one recursive listing (on object storage: one paged LIST)."""
-    infos = zone.filesystem.get_file_info(pafs.FileSelector(f"{zone.root}/plays", allow_not_found=True, recursive=True))
+    plays = f"{zone.root}/plays/"
+    infos = zone.filesystem.get_file_info(pafs.FileSelector(plays, allow_not_found=True, recursive=True))
     days: dict[dt.date, list[SourceFile]] = {}
     for info in infos:
-        folder = info.path.rsplit("/", 2)[-2] if info.path.count("/") >= 2 else ""
-        if _is_data_file(info) and (day := _folder_day(folder)) and info.path.startswith(zone.day_dir(day) + "/"):
+        folder, _, name = info.path.removeprefix(plays).partition("/")
+        if _is_data_file(info) and "/" not in name and (day := _folder_day(folder)):  # what the reader reads
             days.setdefault(day, []).append(_source_file(zone, info))
     return {day: sorted(files, key=lambda f: f.path) for day, files in sorted(days.items())}
 
 
 def _folder_day(name: str) -> dt.date | None:
+    """The day a folder named YYYY-MM-DD holds, or None for any other name."""
     try:
         return dt.date.fromisoformat(name) if len(name) == 10 else None
     except ValueError:
