@@ -52,7 +52,11 @@ def production(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.slow
 def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: dict, tmp_path: Path) -> None:
-    # Given the daemon running against deploy/dagster.yaml (Postgres storage, queued run coordinator)
+    # Given the daemon running against deploy/dagster.yaml (Postgres storage, queued run coordinator), on
+    # storage created first: the daemon and the CLI creating a fresh Postgres schema at once race
+    # ('type "snapshots" already exists') and the loser dies, as `dagster instance migrate` before the
+    # first start avoids in production.
+    instance = dg.DagsterInstance.get()
     log = (tmp_path / "daemon.log").open("w")
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO,
                               env=production, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -66,7 +70,6 @@ def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: 
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
         # Then the daemon dequeues and runs them, several at once, until all succeed
-        instance = dg.DagsterInstance.get()
         finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
         deadline = time.monotonic() + 420
         while time.monotonic() < deadline:
