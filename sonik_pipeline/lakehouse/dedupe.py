@@ -1,20 +1,23 @@
 """An exact set of 64-bit hashes, 8 bytes an id, for the play_ids of a day however large it is.
 
 A day's ingest must reject every play_id it has seen before, for 100 million ids and more, without
-per-event Python objects and without memory that doubles when the set grows. The set is a log-
-structured pair of sorted NumPy arrays: recent batches as small sorted runs, and the rest in 256 sorted
-buckets by the hash's top byte. A lookup is a binary search per run and bucket (vectorised); runs are
-merged into the buckets one bucket at a time once they hold a quarter as much as the buckets, so the
-extra memory of a merge is one bucket, and each id is copied O(log n) times over the day.
+per-event Python objects and without memory spikes when the set grows. The set is split by the hash's
+top 6 bits into 64 groups; each group is one sorted NumPy array plus a few recent sorted runs. A lookup
+is a binary search per array and run (vectorised, one call per group). A group's runs are merged into its
+array once they hold a quarter as much, so each id is copied O(log n) times over the day, and a merge
+needs one group's worth of extra memory (1/64 of the set), not a copy of the whole set. Every merge is
+of sorted runs (timsort finds them), so it costs linear time, not a full sort.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BUCKET_BITS = 8
-MIN_RECENT = 1 << 21  # ids kept as runs before the first merge (16 MiB)
-MAX_RUNS = 4  # runs are compacted into one beyond this, so a lookup searches only a few
+GROUP_BITS = 6  # 64 groups by the hash's top 6 bits, each merged on its own
+MIN_RECENT = 1 << 21  # ids kept as runs (in all groups together) before a group's first merge (16 MiB)
+MAX_RUNS = 2  # a group's runs are merged into one beyond this, so a lookup searches only a few
+
+_GROUPS = 1 << GROUP_BITS
 
 
 def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -25,21 +28,67 @@ def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return sorted_values[index] == queries
 
 
+def _group_bounds(sorted_hashes: np.ndarray) -> np.ndarray:
+    """Where each group's hashes start in ``sorted_hashes`` (``_GROUPS + 1`` offsets)."""
+    top = sorted_hashes >> np.uint64(64 - GROUP_BITS)
+    return np.searchsorted(top, np.arange(_GROUPS + 1, dtype=np.uint64))
+
+
+def _merge_sorted(runs: list[np.ndarray]) -> np.ndarray:
+    merged = np.concatenate(runs)
+    runs.clear()  # the inputs go before the merge, so it holds one copy of them at most
+    merged.sort(kind="stable")  # timsort: sorted runs are merged in linear time
+    return merged
+
+
+class _Group:
+    """The hashes of one group: one sorted array and the recent sorted runs not yet merged into it."""
+
+    def __init__(self) -> None:
+        self.merged = np.empty(0, dtype=np.uint64)
+        self.runs: list[np.ndarray] = []
+        self.in_runs = 0
+
+    def __len__(self) -> int:
+        return len(self.merged) + self.in_runs
+
+    @property
+    def nbytes(self) -> int:
+        return self.merged.nbytes + sum(r.nbytes for r in self.runs)
+
+    def contains_sorted(self, hashes: np.ndarray) -> np.ndarray:
+        found = _member(self.merged, hashes)
+        for run in self.runs:
+            found |= _member(run, hashes)
+        return found
+
+    def add_sorted(self, hashes: np.ndarray, min_recent: int) -> None:
+        self.runs.append(hashes)
+        self.in_runs += len(hashes)
+        if self.in_runs > max(min_recent, len(self.merged) // 4):
+            self.merge_runs()
+        elif len(self.runs) > MAX_RUNS:
+            self.runs = [_merge_sorted(self.runs)]
+
+    def merge_runs(self) -> None:
+        if self.runs:
+            parts, self.merged = [self.merged, *self.runs], np.empty(0, dtype=np.uint64)
+            self.runs, self.in_runs = [], 0
+            self.merged = _merge_sorted(parts)
+
+
 class HashSet64:
     """Exact membership of uint64 hashes, about 8 bytes each; ``add`` only takes hashes not yet in it."""
 
     def __init__(self) -> None:
-        self._buckets = [np.empty(0, dtype=np.uint64) for _ in range(1 << BUCKET_BITS)]
-        self._runs: list[np.ndarray] = []
-        self._in_buckets = 0
-        self._in_runs = 0
+        self._groups = [_Group() for _ in range(_GROUPS)]
 
     def __len__(self) -> int:
-        return self._in_buckets + self._in_runs
+        return sum(len(g) for g in self._groups)
 
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self._buckets) + sum(r.nbytes for r in self._runs)
+        return sum(g.nbytes for g in self._groups)
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """A boolean per hash: already in the set."""
@@ -53,14 +102,10 @@ class HashSet64:
     def contains_sorted(self, hashes: np.ndarray) -> np.ndarray:
         """``contains`` for hashes already in ascending order: the searches then walk memory in order."""
         found = np.zeros(len(hashes), dtype=bool)
-        for run in self._runs:
-            found |= _member(run, hashes)
-        if self._in_buckets and len(hashes):
-            bucket_of = hashes >> np.uint64(64 - BUCKET_BITS)
-            bounds = np.searchsorted(bucket_of, np.arange((1 << BUCKET_BITS) + 1, dtype=np.uint64))
-            for bucket, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-                if end > start and len(self._buckets[bucket]):
-                    found[start:end] |= _member(self._buckets[bucket], hashes[start:end])
+        bounds = _group_bounds(hashes)
+        for group, start, end in zip(self._groups, bounds[:-1], bounds[1:], strict=True):
+            if end > start:
+                found[start:end] = group.contains_sorted(hashes[start:end])
         return found
 
     def add(self, hashes: np.ndarray, already_sorted: bool = False) -> None:
@@ -68,22 +113,15 @@ class HashSet64:
         if not len(hashes):
             return
         hashes = np.asarray(hashes, dtype=np.uint64)
-        self._runs.append(hashes if already_sorted else np.sort(hashes))
-        self._in_runs += len(hashes)
-        if self._in_runs > max(MIN_RECENT, self._in_buckets // 4):
-            self._merge_runs_into_buckets()
-        elif len(self._runs) > MAX_RUNS:
-            self._runs = [np.sort(np.concatenate(self._runs))]
+        if not already_sorted:
+            hashes = np.sort(hashes)
+        bounds = _group_bounds(hashes)
+        min_recent = MIN_RECENT >> GROUP_BITS
+        for group, start, end in zip(self._groups, bounds[:-1], bounds[1:], strict=True):
+            if end > start:  # a copy, so a merged group frees its share of the batch
+                group.add_sorted(hashes[start:end].copy(), min_recent)
 
-    def _merge_runs_into_buckets(self) -> None:
-        recent = np.sort(np.concatenate(self._runs))
-        self._runs = []
-        bucket_of = (recent >> np.uint64(64 - BUCKET_BITS)).astype(np.intp)
-        bounds = np.searchsorted(bucket_of, np.arange((1 << BUCKET_BITS) + 1))
-        for bucket, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            if end > start:  # one bucket at a time: the merge needs one bucket's worth of extra memory
-                merged = np.concatenate([self._buckets[bucket], recent[start:end]])
-                merged.sort(kind="stable")  # two sorted runs: a linear merge
-                self._buckets[bucket] = merged
-        self._in_buckets += self._in_runs
-        self._in_runs = 0
+    def merge_runs(self) -> None:
+        """Merge every group's recent runs now (the set does this by itself as it grows)."""
+        for group in self._groups:
+            group.merge_runs()

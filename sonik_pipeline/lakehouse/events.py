@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-BATCH_ROWS = 250_000
+# Small enough that the few batches in flight (read ahead, validated, written behind) stay a small part of
+# an ingest's memory; big enough that each one's fixed cost is noise. A batch is also one Parquet row group.
+BATCH_ROWS = 128 * 1024
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,6 +57,45 @@ def read_ahead(items: Iterable[T]) -> Iterator[T]:
         while (item := pending.result()) is not _DONE:
             pending = pool.submit(next, iterator, _DONE)
             yield item
+
+
+class WriteBehind:
+    """Runs each submitted write in one background thread while the caller validates the next batch.
+
+    Encoding Parquet releases the GIL, so on two cores a day's generation (``read_ahead``), validation
+    and writing overlap. At most one write is in flight: ``submit`` first waits for the previous one, so
+    memory holds one more batch at most, and a failed write raises in the caller at the next ``submit``
+    or when the block ends. Leaving the block always waits for the write in flight, so the caller may
+    finish or discard the files right after.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sonik-write-behind")
+        self._pending: Future[None] | None = None
+
+    def submit(self, write: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(write, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _write_batch(plays: FileStager, valid: pa.Table, rejects: FileStager, rejected: pa.Table) -> None:
+    plays.add(valid)
+    rejects.add(rejected)
 
 
 class IngestError(RuntimeError):
@@ -212,23 +251,25 @@ def stage_day(
     sources: list[SourceFile] = []
     events_per_file: dict[str, int] = {}
     try:
-        for raw in read_ahead(events):
-            if isinstance(raw, SourceFile):
-                sources.append(raw)
-                continue
-            if isinstance(raw, JsonLines | ArrowRows):
-                size = len(raw.lines) if isinstance(raw, JsonLines) else raw.rows.num_rows
-                events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + size
-            if isinstance(raw, UnreadableFile):
-                unreadable.append(raw)
-                progress(f"{day}: {raw.source_file}: {raw.error}")
-            valid, rejected = validator.classify(raw)
-            plays_files.add(valid)
-            reject_files.add(_as_reject_rows(rejected, day, run_id, now))
-            if preview.num_rows < PREVIEW_ROWS and valid.num_rows:
-                preview = pa.concat_tables([preview, valid.slice(0, PREVIEW_ROWS - preview.num_rows)])
-            totals = validator.totals
-            progress(f"{day}: {totals.seen:,} events read, {totals.valid:,} valid, {totals.rejected:,} rejected")
+        with WriteBehind() as writer:
+            for raw in read_ahead(events):
+                if isinstance(raw, SourceFile):
+                    sources.append(raw)
+                    continue
+                if isinstance(raw, JsonLines | ArrowRows):
+                    size = len(raw.lines) if isinstance(raw, JsonLines) else raw.rows.num_rows
+                    events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + size
+                if isinstance(raw, UnreadableFile):
+                    unreadable.append(raw)
+                    progress(f"{day}: {raw.source_file}: {raw.error}")
+                valid, rejected = validator.classify(raw)
+                rejected = _as_reject_rows(rejected, day, run_id, now)
+                writer.submit(_write_batch, plays_files, valid, reject_files, rejected)
+                if preview.num_rows < PREVIEW_ROWS and valid.num_rows:
+                    preview = pa.concat_tables([preview, valid.slice(0, PREVIEW_ROWS - preview.num_rows)])
+                del raw, valid, rejected  # the writer holds the batch now; the next one must not meet it here
+                totals = validator.totals
+                progress(f"{day}: {totals.seen:,} events read, {totals.valid:,} valid, {totals.rejected:,} rejected")
         staged = StagedDay(
             day=day,
             plays_files=plays_files.finish(),

@@ -363,16 +363,18 @@ class DayValidator:
         valid = pc.is_null(reasons)
         idx = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
         hashes = self._hash64(play_ids.take(pa.array(idx)) if len(idx) < len(play_ids) else play_ids)
-        order = np.argsort(hashes, kind="stable")  # one sort serves both questions
-        ordered = hashes[order]
+        ordered = np.sort(hashes)  # one sort serves both questions
         repeat_sorted = np.zeros(len(ordered), dtype=bool)
-        repeat_sorted[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch (stable: first wins)
+        repeat_sorted[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch
         repeat_sorted |= self._seen.contains_sorted(ordered)  # copies of ids kept by an earlier batch
-        duplicate = np.empty(len(hashes), dtype=bool)
-        duplicate[order] = repeat_sorted
-        self._seen.add(ordered[~repeat_sorted], already_sorted=True)
-        if not duplicate.any():
+        if not repeat_sorted.any():  # the common case: no row to map back, so no argsort
+            self._seen.add(ordered, already_sorted=True)
             return reasons
+        self._seen.add(ordered[~repeat_sorted], already_sorted=True)
+        # Equal hashes are adjacent whatever the sort, so the flags hold for the stable order, in
+        # which the first copy of an id comes first: the first one wins.
+        duplicate = np.empty(len(hashes), dtype=bool)
+        duplicate[np.argsort(hashes, kind="stable")] = repeat_sorted
         out = reasons.to_pylist()
         for row in idx[duplicate]:
             out[row] = DUPLICATE_REASON

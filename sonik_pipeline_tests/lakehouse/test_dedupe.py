@@ -1,5 +1,7 @@
 """The exact set of 64-bit hashes behind duplicate detection: membership through merges, memory per id."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -42,11 +44,11 @@ def test_a_mixed_batch_is_answered_per_hash(small_runs: None) -> None:
     assert seen.contains(mixed).tolist() == [False] * 5 + [True, True] + [False] * 5
 
 
-def test_extreme_hashes_land_in_the_first_and_last_buckets() -> None:
+def test_extreme_hashes_land_in_the_first_and_last_groups() -> None:
     seen = HashSet64()
     edges = np.array([0, 1, np.iinfo(np.uint64).max - 1, np.iinfo(np.uint64).max], dtype=np.uint64)
     seen.add(edges)
-    seen._merge_runs_into_buckets()
+    seen.merge_runs()
 
     assert seen.contains(edges).all()
     assert not seen.contains(np.array([2, np.iinfo(np.uint64).max - 2], dtype=np.uint64)).any()
@@ -59,3 +61,30 @@ def test_memory_is_8_bytes_an_id() -> None:
 
     assert len(seen) == 5_000_000
     assert seen.nbytes == 8 * 5_000_000
+
+
+def test_a_merge_needs_one_group_of_extra_memory_not_a_copy_of_the_recent_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recent runs are merged group by group: at 100M ids a whole-set merge held a copy and a sorted copy
+    of every recent id (up to a fifth of the set, twice) at once."""
+    monkeypatch.setattr(dedupe, "MIN_RECENT", 1 << 16)
+    seen = HashSet64()
+    batch_bytes = 100_000 * 8
+    worst_extra = 0
+    tracemalloc.start()
+    try:
+        for batch in range(40):
+            hashes = np.sort(_random(100_000, seed=batch))
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            seen.add(hashes, already_sorted=True)
+            after, peak = tracemalloc.get_traced_memory()
+            worst_extra = max(worst_extra, peak - after - batch_bytes)
+    finally:
+        tracemalloc.stop()
+
+    assert len(seen) == 4_000_000
+    assert seen.nbytes == 8 * 4_000_000
+    # One group is 1/64 of the set (~1.6%), and it is copied once while merged.
+    assert worst_extra <= seen.nbytes * 0.06, f"a merge needed {worst_extra:,} bytes beyond the set"
