@@ -58,6 +58,12 @@ class MartConfig(dg.Config):
         default=DEFAULT_MAX_ROWS_PER_READ,
         description="Read plays in chunks of whole days of at most this many rows (a bigger day alone).",
     )
+    materialize_plays: bool = Field(
+        default=False,
+        description="Copy each chunk of plays into a DuckDB temporary table (one read of each file, spilled past "
+        "the memory limit) instead of a view over the planned files that each mart query reads column by "
+        "column; for storage where reading a file again is slow.",
+    )
 
 
 def _plays_dependency(mart: Mart) -> dg.AssetDep:
@@ -128,9 +134,12 @@ def build_marts_asset(name: str, marts: Sequence[Mart], partitions: dg.Partition
         with duckdb.get_connection() as con, _discard_on_error(list(stagers.values())):
             for chunk_first, chunk_last in chunks:
                 started = time.monotonic()
-                read = load_plays_days(con, src, chunk_first - lookback, chunk_last, MART_COLUMNS)
+                read = load_plays_days(
+                    con, src, chunk_first - lookback, chunk_last, MART_COLUMNS, materialize=config.materialize_plays
+                )
+                how = "copied into DuckDB" if config.materialize_plays else "planned"
                 context.log.info(
-                    f"{chunk_first}..{chunk_last}: read {read:,} plays (snapshot {src.snapshot_id}) in "
+                    f"{chunk_first}..{chunk_last}: {read:,} plays at snapshot {src.snapshot_id}, {how} in "
                     f"{time.monotonic() - started:.1f}s"
                 )
                 for mart in selected:

@@ -11,6 +11,8 @@ of sorted runs (timsort finds them), so it costs linear time, not a full sort.
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 GROUP_BITS = 6  # 64 groups by the hash's top 6 bits, each merged on its own
@@ -34,8 +36,17 @@ def _group_bounds(sorted_hashes: np.ndarray) -> np.ndarray:
     return np.searchsorted(top, np.arange(_GROUPS + 1, dtype=np.uint64))
 
 
-def _merge_sorted(runs: list[np.ndarray]) -> np.ndarray:
-    merged = np.concatenate(runs)
+def _allocate(n: int) -> np.ndarray:
+    """A uint64 array in its own anonymous memory map (zeroed by the system), given back to it when dropped.
+
+    Merged arrays are replaced by bigger ones all day; as heap blocks they would leave holes that the
+    batches' small arrays then fragment, and the process's memory would grow by more than the ids.
+    """
+    return np.frombuffer(mmap.mmap(-1, n * 8), dtype=np.uint64) if n else np.empty(0, dtype=np.uint64)
+
+
+def _merge_sorted(runs: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    merged = np.concatenate(runs, out=out)
     runs.clear()  # the inputs go before the merge, so it holds one copy of them at most
     merged.sort(kind="stable")  # timsort: sorted runs are merged in linear time
     return merged
@@ -74,7 +85,7 @@ class _Group:
         if self.runs:
             parts, self.merged = [self.merged, *self.runs], np.empty(0, dtype=np.uint64)
             self.runs, self.in_runs = [], 0
-            self.merged = _merge_sorted(parts)
+            self.merged = _merge_sorted(parts, out=_allocate(sum(len(p) for p in parts)))
 
 
 class HashSet64:

@@ -18,15 +18,18 @@ from sonik_pipeline.lakehouse.marts import (
     DAILY_TOP_ARTISTS,
     DAILY_TOP_TRACKS,
     DAILY_USER_STATS,
+    DEFAULT_TOP_N,
     MART_COLUMNS,
+    ROLLING_MARTS,
     TOP_ARTISTS_7D,
     TRENDING_TRACKS,
     PlaysSnapshot,
     compute_mart,
+    mart_rows,
     plays_snapshot_behind,
     replace_mart_days,
 )
-from sonik_pipeline.lakehouse.plays_days import plays_days_sql
+from sonik_pipeline.lakehouse.plays_days import PLAYS_DAYS, load_plays_days, plays_days_sql
 from sonik_pipeline.lakehouse.quality import mart_totals, plays_totals
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import ensure_table
@@ -291,3 +294,44 @@ def test_user_stats_count_track_ids_and_break_ties_alphabetically() -> None:
         (2, 2, 2, 2, "Abba", 0, 0.0),
     ]  # fmt: skip
     assert got[0]["first_play_at"] == at and got[0]["last_play_at"] == at + dt.timedelta(minutes=2)
+
+
+def _kind(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    views = con.execute("SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = ?", [name]).fetchone()
+    return "view" if views[0] else "table"
+
+
+def test_the_marts_from_a_view_over_the_files_equal_the_marts_from_a_copy(lakehouse) -> None:
+    catalog, con, src, frame = lakehouse
+    first, last = DAYS[0], DAYS[-1]
+
+    read_as_view = load_plays_days(con, src, first, last, MART_COLUMNS)
+    assert _kind(con, PLAYS_DAYS) == "view"
+    from_view = {m.name: mart_rows(con, m, first, last, DEFAULT_TOP_N) for m in (*DAILY_MARTS, *ROLLING_MARTS)}
+    read_as_copy = load_plays_days(con, src, first, last, MART_COLUMNS, materialize=True)  # replaces the view
+    assert _kind(con, PLAYS_DAYS) == "table"
+    from_copy = {m.name: mart_rows(con, m, first, last, DEFAULT_TOP_N) for m in (*DAILY_MARTS, *ROLLING_MARTS)}
+
+    assert read_as_view == read_as_copy == len(frame)
+    for name, rows in from_view.items():
+        assert rows.num_rows > 0, name
+        assert rows.sort_by([(c, "ascending") for c in rows.column_names]).equals(
+            from_copy[name].sort_by([(c, "ascending") for c in rows.column_names])
+        ), name
+    load_plays_days(con, src, DAY, DAY, MART_COLUMNS)  # and back to a view, of one day now
+    assert _kind(con, PLAYS_DAYS) == "view"
+    assert con.execute(f"SELECT count(*), min(day), max(day) FROM {PLAYS_DAYS}").fetchone() == (
+        len(_day(frame, DAY)),
+        DAY,
+        DAY,
+    )
+
+
+def test_a_read_the_files_cannot_serve_as_they_are_is_copied(lakehouse) -> None:
+    catalog, con, src, frame = lakehouse
+    unplanned = PlaysSnapshot(src.metadata_location, src.snapshot_id)  # no table to plan with: iceberg_scan
+
+    rows = load_plays_days(con, unplanned, DAY, DAY, MART_COLUMNS)
+
+    assert _kind(con, PLAYS_DAYS) == "table"
+    assert rows == len(_day(frame, DAY))
