@@ -14,8 +14,9 @@ What it measures, on a fresh SQLite catalog and ``file://`` warehouse laid out a
   zstd Parquet file with ``pq.ParquetWriter``, at both sizes, timing only the writes (generation is
   timed apart), as ``benchmarks/ingest.py`` times a prebuilt table's write.
 * **Daily marts** (``marts``): the six ``DAILY_MARTS`` the way the ``daily_marts`` asset computes them,
-  without Dagster: the pinned snapshot, one ``load_plays_days`` read of the day into DuckDB (the
-  ``LakehouseDuckDB`` resource's connection: memory limit, spill folder, iceberg loaded), ``mart_rows``
+  without Dagster: the pinned snapshot, one ``load_plays_days`` of the day with the asset's default
+  (a view over the day's files as PyIceberg plans them; timed as ``read``), on the ``LakehouseDuckDB``
+  resource's connection (memory limit, spill folder, iceberg loaded), ``mart_rows``
   per mart, staged with ``FileStager`` and committed with ``replace_mart_days``. The **direct pass**: one
   DuckDB connection (same memory limit) running the same six queries (``mart_rows``) over a view
   ``plays_days`` on ``read_parquet`` of the day's data files, no Iceberg (the file list is planned

@@ -1,8 +1,8 @@
 """The marts: DuckDB SQL over a pinned snapshot of music.plays, stored back as Iceberg tables in music_marts.
 
 Each mart is a table definition plus one SQL query over a range of days. The queries read days of
-plays that were loaded once for the whole run (``plays_days.load_plays_days``: one ``iceberg_scan`` at
-an explicit snapshot, pruned to those days' files), so every figure can be reproduced by time travel.
+plays planned once for the whole run (``plays_days.load_plays_days``: those days' data files at an
+explicit snapshot), so every figure can be reproduced by time travel.
 """
 
 from __future__ import annotations
