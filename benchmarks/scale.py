@@ -120,7 +120,10 @@ PHASES = ("ingest", "marts", "pandas", "dagster-marts", "daily-job", "compaction
 CHILD_FLAG = "--_child"
 RESULT_PREFIX = "SCALE-RESULT "
 DAILY_MART_KEYS = ",".join(mart.name for mart in DAILY_MARTS)
-STEP_RE = re.compile(r'Finished execution of step "([^"]+)" in ([\d.]+)(ms|s|m)\b')
+# Dagster formats a duration as 533ms, 5.6s, 4m52s or 1h4m (dagster_shared.utils.timing.format_duration).
+STEP_RE = re.compile(r'Finished execution of step "([^"]+)" in ((?:[\d.]+(?:ms|h|m|s))+)')
+DURATION_PART_RE = re.compile(r"([\d.]+)(ms|h|m|s)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,8 +535,8 @@ def dagster_env(base: dict[str, str], home: Path, dagster_home: Path, n_events: 
 def step_seconds(log_text: str) -> dict[str, float]:
     """Per-step durations from the run's event log ("Finished execution of step ... in 12.3s")."""
     steps: dict[str, float] = {}
-    for step, value, unit in STEP_RE.findall(log_text):
-        steps[step] = float(value) * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    for step, duration in STEP_RE.findall(log_text):
+        steps[step] = sum(float(value) * DURATION_UNITS[unit] for value, unit in DURATION_PART_RE.findall(duration))
     return steps
 
 
