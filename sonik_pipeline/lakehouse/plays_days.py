@@ -124,12 +124,11 @@ def load_plays_days(
     ``temp_directory`` past the limit, worth it where re-reading is slow. A read the files cannot serve as
     they are (delete files, renamed columns) is always copied, as ``iceberg_scan`` would be planned per query.
     """
-    files = None if materialize else src.files_select(con, first, last)
+    files = src.files_select(con, first, last)  # planned once, whichever kind ``name`` becomes
+    relation = f"({files})" if files is not None else src.scan_sql()
+    kind = "VIEW" if files is not None and not materialize else "TABLE"
     _drop_temporary(con, name)  # a chunk before this one may have made it the other kind
-    if files is None:
-        con.execute(f"CREATE TEMP TABLE {name} AS {plays_days_sql(con, src, first, last, columns)}")
-    else:
-        con.execute(f"CREATE TEMP VIEW {name} AS {_select_days(f'({files})', first, last, columns)}")
+    con.execute(f"CREATE TEMP {kind} {name} AS {_select_days(relation, first, last, columns)}")
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 
 
