@@ -23,6 +23,7 @@ from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, Le
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
 from sonik_pipeline.lakehouse.days import day_bounds, partition_day
 from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, SourceFile, UnreadableFile
 from sonik_pipeline.lakehouse.sources_read import LateArrivals, late_arrivals, record_filter, record_rows, recorded_days
@@ -243,6 +244,7 @@ def stage_day(
 ) -> StagedDay:
     """Read and validate ``events`` for ``day`` and write its rows and rejects as uncommitted files."""
     started = time.monotonic()
+    release_freed_memory_promptly()
     validator = DayValidator(tables.plays.schema(), day)
     plays_files, reject_files = FileStager(tables.plays), FileStager(tables.rejected)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -266,7 +268,9 @@ def stage_day(
                 rejected = _as_reject_rows(rejected, day, run_id, now)
                 writer.submit(_write_batch, plays_files, valid, reject_files, rejected)
                 if preview.num_rows < PREVIEW_ROWS and valid.num_rows:
-                    preview = pa.concat_tables([preview, valid.slice(0, PREVIEW_ROWS - preview.num_rows)])
+                    # take copies the rows: a slice would keep the whole batch's buffers alive all day
+                    head = pa.array(range(min(PREVIEW_ROWS - preview.num_rows, valid.num_rows)), pa.int64())
+                    preview = pa.concat_tables([preview, valid.take(head)])
                 del raw, valid, rejected  # the writer holds the batch now; the next one must not meet it here
                 totals = validator.totals
                 progress(f"{day}: {totals.seen:,} events read, {totals.valid:,} valid, {totals.rejected:,} rejected")

@@ -33,6 +33,7 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.transforms import DayTransform
 from pyiceberg.typedef import Record
 
+from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
 from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import EPOCH, partition_day
 from sonik_pipeline.lakehouse.deletion import delete_locations
@@ -321,6 +322,7 @@ def compact_table(
         report.seconds = time.monotonic() - started
         return report
 
+    release_freed_memory_promptly()
     commits = min(options.partial_progress_max_commits, len(groups)) if options.partial_progress else 1
     per_commit = math.ceil(len(groups) / commits)
     properties = {**(snapshot_properties or {}), "sonik.operation": "compaction"}
