@@ -12,7 +12,8 @@ match. DuckDB then reads exactly those files. Two reasons to read this way rathe
 
 It is right only where the files need no mapping beyond names: no delete files, no column ever
 renamed, primitive types only; added columns read as NULL, widened ones are cast. Anything else gets
-None, and the caller falls back to ``iceberg_scan`` or PyIceberg's reader.
+None, and the caller falls back to ``iceberg_scan`` or PyIceberg's reader (``planned_select`` does the
+former).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import duckdb
+from pyiceberg.expressions import BooleanExpression
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 
@@ -69,3 +71,12 @@ def native_select(table: Table, con: duckdb.DuckDBPyConnection, tasks: Iterable[
         value = sql_identifier(f.name) if f.name in present else "NULL"  # a column added after the file
         columns.append(f"CAST({value} AS {types[f.name]}) AS {sql_identifier(f.name)}")
     return f"SELECT {', '.join(columns)} FROM {source}"
+
+
+def planned_select(table: Table, con: duckdb.DuckDBPyConnection, row_filter: str | BooleanExpression) -> str:
+    """A SELECT of the files PyIceberg plans for ``row_filter`` (a superset of its rows: filter them again),
+    or of ``iceberg_scan`` where those files cannot be read natively."""
+    select = native_select(table, con, table.scan(row_filter=row_filter).plan_files())
+    if select is None:
+        select = f"SELECT * FROM iceberg_scan({sql_string(table.metadata_location)})"
+    return select

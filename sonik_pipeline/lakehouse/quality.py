@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import duckdb
 from pyiceberg.conversions import from_bytes
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.days import day_bounds, days_between, partition_day
+from sonik_pipeline.lakehouse.file_scan import planned_select
 from sonik_pipeline.lakehouse.plays_days import (
     DEFAULT_MAX_ROWS_PER_READ,
     PlaysSnapshot,
@@ -23,7 +25,6 @@ from sonik_pipeline.lakehouse.plays_days import (
     played_between,
     rows_per_day,
 )
-from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.validation import MAX_DURATION_SECONDS
 
@@ -132,11 +133,16 @@ def plays_totals_by_day(
 def mart_totals_by_day(
     con: duckdb.DuckDBPyConnection, mart_table: Table, first: dt.date, last: dt.date
 ) -> dict[dt.date, DayTotals]:
-    """Plays and seconds per day of first..last summed over a mart's rows, one query."""
+    """Plays and seconds per day of first..last summed over a mart's rows, one query.
+
+    It reads the files PyIceberg plans for those days (one partition a day), so its cost does not grow
+    with the mart's history as ``iceberg_scan``'s bind does (see ``file_scan``).
+    """
+    days = And(GreaterThanOrEqual("day", first.isoformat()), LessThanOrEqual("day", last.isoformat()))
     return _totals(
         con,
         f"""SELECT day, coalesce(sum(plays), 0), coalesce(sum(seconds_played), 0)
-            FROM iceberg_scan({sql_string(mart_table.metadata_location)})
+            FROM ({planned_select(mart_table, con, days)})
             WHERE day BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY day""",
     )
 

@@ -28,7 +28,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.file_scan import native_select
+from sonik_pipeline.lakehouse.file_scan import planned_select
 from sonik_pipeline.lakehouse.landing_source import LandingZone
 from sonik_pipeline.lakehouse.landing_writer import atomic_landing_file
 from sonik_pipeline.lakehouse.sql import sql_string
@@ -49,10 +49,7 @@ def rejects_table(catalog: Catalog) -> Table | None:
 
 def _rejects_sql(table: Table, con: duckdb.DuckDBPyConnection, day: dt.date | None) -> str:
     """A SELECT of the quarantine (of ``day`` only, if given): the files PyIceberg plans, else iceberg_scan."""
-    row_filter = f"ingest_day = '{day.isoformat()}'" if day else "true"
-    select = native_select(table, con, table.scan(row_filter=row_filter).plan_files())
-    if select is None:
-        select = f"SELECT * FROM iceberg_scan({sql_string(table.metadata_location)})"
+    select = planned_select(table, con, f"ingest_day = '{day.isoformat()}'" if day else "true")
     where = f"ingest_day = DATE '{day.isoformat()}'" if day else "true"
     return f"SELECT * FROM ({select}) WHERE {where}"
 

@@ -30,7 +30,7 @@ from sonik_pipeline.lakehouse.marts import (
     replace_mart_days,
 )
 from sonik_pipeline.lakehouse.plays_days import PLAYS_DAYS, load_plays_days, plays_days_sql
-from sonik_pipeline.lakehouse.quality import mart_totals, plays_totals
+from sonik_pipeline.lakehouse.quality import mart_totals, mart_totals_by_day, plays_totals
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import ensure_table
 from sonik_pipeline.lakehouse.writes import stage_files
@@ -214,6 +214,24 @@ def test_a_mart_pins_the_plays_snapshot_it_read(lakehouse) -> None:
     assert table.snapshot_by_id(report.snapshot_id).summary["sonik.plays-snapshot-id"] == str(src.snapshot_id)
     assert mart_totals(con, table, DAY) == plays_totals(con, src, DAY)  # reconciles at the pinned snapshot
     assert plays_totals(con, PlaysSnapshot.current(catalog.load_table("music.plays")), DAY).plays == 10
+
+
+def test_a_marts_totals_read_only_the_planned_days_files_not_iceberg_scan(lakehouse) -> None:
+    catalog, con, src, frame = lakehouse
+    table = ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0]
+    for day in DAYS:
+        _write_day(table, day, compute_mart(con, DAILY_COUNTRY_LISTENING, src, day, 0), src)
+    table = catalog.load_table("music_marts.daily_country_listening")
+    # no iceberg extension, nor its autoloading: an iceberg_scan would fail to bind
+    plain = duckdb.connect(config={"autoload_known_extensions": False, "autoinstall_known_extensions": False})
+
+    totals = mart_totals_by_day(plain, table, DAYS[1], DAY)
+
+    assert sorted(totals) == DAYS[1:]
+    for day in DAYS[1:]:
+        expected = _day(frame, day)
+        assert totals[day].plays == len(expected)
+        assert totals[day].seconds_played == int(expected["duration_seconds"].fillna(0).sum())
 
 
 def test_rewriting_a_mart_day_replaces_it(lakehouse) -> None:
