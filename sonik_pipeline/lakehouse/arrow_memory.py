@@ -3,7 +3,7 @@
 PyArrow's default allocator (mimalloc) keeps freed pages to reuse them, so a process's resident memory
 swings by tens of MiB with thread timing, and a long day's peak is the highest of many such swings: a
 10M-event ingest peaked at 550-575 MiB, growing with the day for no reason but luck. jemalloc with a
-decay of 0 (Arrow's own documented setting for giving memory back right away) peaks at 518-526 MiB,
+decay of 0 (Arrow's own documented setting for giving memory back right away) peaks at 503-511 MiB,
 the same every run, at the same speed (``benchmarks/scale.py``, 2026-12-01).
 """
 
