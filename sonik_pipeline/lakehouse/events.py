@@ -14,20 +14,76 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from sonik_pipeline.lakehouse.json_lines import ParsedText, Text, parse_text, split_lines
+
 # Small enough that the few batches in flight (read ahead, validated, written behind) stay a small part of
 # an ingest's memory; big enough that each one's fixed cost is noise. A batch is also one Parquet row group.
 BATCH_ROWS = 128 * 1024
 
 
-@dataclass(frozen=True)
 class JsonLines:
-    """Lines of a JSON Lines file as received: nothing parsed yet, so a malformed line is kept verbatim."""
+    """Lines of a JSON Lines file as received: nothing parsed yet, so a malformed line is kept verbatim.
 
-    lines: pa.Array  # string
-    line_numbers: pa.Array  # int64, 1-based
-    source_file: str
-    # bool per line: its bytes were not valid UTF-8 (the line then holds them as \xNN escapes, never U+FFFD)
-    invalid_utf8: pa.Array | None = None
+    Read from a file, it holds the chunk's text and splits it into lines only when asked (``lines``,
+    ``line_numbers``, ``invalid_utf8``): a chunk that parses whole never needs its lines one by one.
+    """
+
+    def __init__(
+        self,
+        lines: pa.Array | None = None,
+        line_numbers: pa.Array | None = None,
+        source_file: str = "",
+        invalid_utf8: pa.Array | None = None,
+        *,
+        text: Text | None = None,
+        first_line: int = 1,
+    ):
+        if (lines is None) == (text is None):
+            raise ValueError("JsonLines holds either lines (with their numbers) or the text of a chunk")
+        self.source_file = source_file
+        self.text = text  # the chunk's bytes, whole lines (None when built from lines)
+        self.first_line = first_line
+        self._lines = lines
+        self._line_numbers = line_numbers
+        self._invalid_utf8 = invalid_utf8
+        self._parsed: dict[pa.Schema, ParsedText | None] = {}
+
+    @classmethod
+    def of_text(cls, text: Text, first_line: int, source_file: str) -> JsonLines:
+        return cls(text=text, first_line=first_line, source_file=source_file)
+
+    def parsed_whole(self, schema: pa.Schema) -> ParsedText | None:
+        """The chunk parsed at once as ``schema`` (``json_lines.parse_text``), or None when it cannot be.
+
+        Remembered, so a reader thread can parse it ahead while the previous chunk is validated.
+        """
+        if self.text is None:
+            return None
+        if schema not in self._parsed:
+            self._parsed[schema] = parse_text(self.text, schema)
+        return self._parsed[schema]
+
+    def _split(self) -> None:
+        if self._lines is None:
+            self._lines, self._line_numbers, self._invalid_utf8 = split_lines(self.text, self.first_line)
+
+    @property
+    def lines(self) -> pa.Array:
+        """string per non-blank line, stripped (bytes that are not UTF-8 as \\xNN escapes, never U+FFFD)"""
+        self._split()
+        return self._lines
+
+    @property
+    def line_numbers(self) -> pa.Array:
+        """int64 per line, 1-based"""
+        self._split()
+        return self._line_numbers
+
+    @property
+    def invalid_utf8(self) -> pa.Array | None:
+        """bool per line: its bytes were not valid UTF-8; None when every line was"""
+        self._split()
+        return self._invalid_utf8
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -141,6 +141,17 @@ def split_by_partition(table: Table, rows: pa.Table) -> list[tuple[PartitionKey 
     return [(part.partition_key, part.arrow_table_partition) for part in _determine_partitions(spec, schema, rows)]
 
 
+# Which columns a table's Parquet files dictionary-encode (comma-separated; absent: every column, PyArrow's
+# default). PyArrow tries a dictionary for every column and gives up on one whose values hardly repeat only
+# after hashing them all, and PyIceberg has no per-column setting; the property is this project's own.
+DICTIONARY_COLUMNS_PROPERTY = "sonik.write.parquet.dictionary-columns"
+
+
+def dictionary_columns(properties: Mapping[str, str]) -> list[str] | None:
+    value = properties.get(DICTIONARY_COLUMNS_PROPERTY)
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
 class DataFileWriter:
     """Streams Arrow tables of one partition into Parquet data files of ``table``, rolling at the target size.
 
@@ -182,6 +193,8 @@ class DataFileWriter:
             self._path = self._locations.new_data_location(data_file_name=name, partition_key=self._key)
             self._output = self._io.new_output(self._path)
             self._writer = self._format.create_writer(self._output, self._file_schema, self._metadata.properties)
+            if columns := dictionary_columns(self._metadata.properties):
+                self._writer._parquet_writer_kwargs["use_dictionary"] = columns
         task_schema = pyarrow_to_schema(rows.schema, name_mapping=self._metadata.schema().name_mapping)
         batches = [
             _to_requested_schema(

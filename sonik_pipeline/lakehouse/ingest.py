@@ -49,8 +49,8 @@ _DONE = object()
 def read_ahead(items: Iterable[T]) -> Iterator[T]:
     """Produce the next item in a background thread while the caller works on this one.
 
-    Generating or reading a batch (NumPy, Arrow, file I/O) releases the GIL, so it overlaps with
-    validating and writing the previous batch; at most one extra batch is held in memory.
+    Generating, reading or parsing a batch (NumPy, Arrow, file I/O) releases the GIL, so it overlaps
+    with validating and writing the previous batch; at most one extra batch is held in memory.
     """
     iterator = iter(items)
     with ThreadPoolExecutor(1, thread_name_prefix="sonik-read-ahead") as pool:
@@ -254,17 +254,18 @@ def stage_day(
     events_per_file: dict[str, int] = {}
     try:
         with WriteBehind() as writer:
-            for raw in read_ahead(events):
+            for raw in read_ahead(validator.prepare(raw) for raw in events):
                 if isinstance(raw, SourceFile):
                     sources.append(raw)
                     continue
-                if isinstance(raw, JsonLines | ArrowRows):
-                    size = len(raw.lines) if isinstance(raw, JsonLines) else raw.rows.num_rows
-                    events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + size
                 if isinstance(raw, UnreadableFile):
                     unreadable.append(raw)
                     progress(f"{day}: {raw.source_file}: {raw.error}")
+                seen_before = validator.totals.seen
                 valid, rejected = validator.classify(raw)
+                if isinstance(raw, JsonLines | ArrowRows):  # events: a line or a row each
+                    events = validator.totals.seen - seen_before
+                    events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + events
                 rejected = _as_reject_rows(rejected, day, run_id, now)
                 writer.submit(_write_batch, plays_files, valid, reject_files, rejected)
                 if preview.num_rows < PREVIEW_ROWS and valid.num_rows:

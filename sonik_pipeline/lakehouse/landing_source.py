@@ -7,7 +7,6 @@ with PyIceberg's ``s3.*`` settings, and read in bounded chunks so memory does no
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from sonik_pipeline.lakehouse.events import BATCH_ROWS, ArrowRows, JsonLines, RawBatch, SourceFile, UnreadableFile
+from sonik_pipeline.lakehouse.json_lines import read_text_chunks
 
 JSONL_CHUNK_BYTES = 32 * 1024 * 1024
 # What the reader reads; anything else in a day's folder (*.tmp of an upload in progress, _SUCCESS,
@@ -98,27 +98,9 @@ def landing_files(zone: LandingZone, day: dt.date) -> list[tuple[str, SourceFile
 
 
 def _read_jsonl(zone: LandingZone, path: str) -> Iterator[RawBatch]:
-    line_no = 0
-    with io.BufferedReader(zone.filesystem.open_input_stream(path), buffer_size=1 << 20) as f:
-        while chunk := f.readlines(JSONL_CHUNK_BYTES):
-            lines, numbers, invalid = [], [], []
-            for raw in chunk:
-                line_no += 1
-                try:
-                    text, bad = raw.decode("utf-8").strip(), False
-                except UnicodeDecodeError:  # kept as escapes of its raw bytes, for the quarantine
-                    text, bad = raw.decode("utf-8", errors="backslashreplace").strip(), True
-                if text:
-                    lines.append(text)
-                    numbers.append(line_no)
-                    invalid.append(bad)
-            if lines:
-                yield JsonLines(
-                    pa.array(lines, pa.string()),
-                    pa.array(numbers, pa.int64()),
-                    zone.display(path),
-                    pa.array(invalid, pa.bool_()) if any(invalid) else None,
-                )
+    with zone.filesystem.open_input_stream(path) as f:
+        for text, first_line in read_text_chunks(f, JSONL_CHUNK_BYTES, BATCH_ROWS):
+            yield JsonLines.of_text(text, first_line, zone.display(path))
 
 
 def _read_parquet(zone: LandingZone, path: str) -> Iterator[RawBatch]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -22,6 +23,7 @@ from pyiceberg.types import IcebergType, IntegerType, LongType, NestedField, Str
 from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.dedupe import HashSet64
 from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, UnreadableFile
+from sonik_pipeline.lakehouse.json_lines import loose_lines, parse_lines
 from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.tables import SUBSCRIPTION_TIERS
 
@@ -65,9 +67,27 @@ def utc_timestamp_sql(expr: str) -> str:
 
 
 INVALID_UTF8_REASON = "line is not valid UTF-8 (its bytes are kept in the payload as \\xNN escapes)"
-# Text DuckDB's JSON functions accept that RFC 8259 does not: a trailing comma, NaN and Infinity. Lines
-# that match are few (a title that says "NaN" matches too) and are judged again by Python's strict parser.
-_LENIENT_JSON = r",\s*[}\]]|NaN|Infinity"
+# Text DuckDB's JSON functions accept that RFC 8259 does not: a trailing comma, and NaN, Inf or Infinity in
+# any case. Lines that match are few (a title that says "Infinity" matches too) and are judged again by
+# Python's strict parser.
+_LENIENT_JSON = r"(?i),\s*[}\]]|nan|inf"
+
+
+# The times the app writes: UTC with a Z, up to microseconds. These convert the same in Arrow as in DuckDB.
+_APP_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+
+
+def _json_payloads(rows: pa.Table) -> pa.Array:
+    """Rows that arrived typed, as the JSON text a quarantine row keeps."""
+    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows.to_pylist()], pa.string())
+
+
+def _no_lines(rows: pa.Array) -> pa.Array:
+    """Source lines of rows that came as columns, not lines."""
+    return pa.nulls(rows.true_count, pa.int64())
+
+
+_RowsOfOrigin = Callable[[pa.Array], tuple[pa.Array, pa.Array]]
 
 
 def _reject_constant(name: str) -> None:
@@ -81,7 +101,7 @@ def strictly_json(lines: pa.Array) -> pa.Array:
     for index in np.flatnonzero(suspect):
         try:
             json.loads(lines[int(index)].as_py(), parse_constant=_reject_constant)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep for Python to vouch for it: kept in quarantine
             valid[index] = False
     return pa.array(valid)
 
@@ -196,6 +216,30 @@ def _same_type(actual: pa.DataType, wanted: pa.DataType) -> bool:
     return actual == wanted or (is_text and (pa.types.is_string(wanted) or pa.types.is_large_string(wanted)))
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _cast_losslessly(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.ChunkedArray | None:
+    """``column`` as ``wanted`` where that changes no value: the same type, text of either offset width or
+    dictionary-encoded, a narrower integer, a time with a zone or in other units (to UTC, none truncated).
+    None when a value would need reading or rounding: those columns are typed row by row in DuckDB."""
+    actual = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if _same_type(actual, wanted) and not pa.types.is_dictionary(column.type):
+        return column
+    similar = (
+        (_is_text(actual) and _is_text(wanted))
+        or (pa.types.is_integer(actual) and pa.types.is_integer(wanted))
+        or (pa.types.is_timestamp(actual) and pa.types.is_timestamp(wanted))
+    )
+    if not similar:
+        return None
+    try:
+        return column.cast(wanted, safe=True)  # safe: an integer out of range or a truncated time raises
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 class DayValidator:
     """Classifies the raw batches of one UTC day; remembers play_ids so duplicates across batches are caught.
 
@@ -212,6 +256,12 @@ class DayValidator:
         if unsupported:
             raise TypeError(f"validation has no rule for the types of: {', '.join(unsupported)}")
         self.arrow_schema = schema.as_arrow()
+        # Rows while being judged: a required field may still be missing.
+        self._typed_schema = pa.schema([f.with_nullable(True) for f in self.arrow_schema])
+        # What PyArrow's JSON reader parses: times arrive as text and are converted as DuckDB does.
+        self._parse_schema = pa.schema(
+            [f.with_type(pa.large_string()) if pa.types.is_timestamp(f.type) else f for f in self._typed_schema]
+        )
         self.totals = ValidationTotals()
         self._seen = HashSet64()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -232,34 +282,119 @@ class DayValidator:
         finally:
             con.unregister("_raw")
 
-    def _typed(self, raw: JsonLines | ArrowRows) -> tuple[pa.Table, pa.Array | None, pa.Array | None, pa.Array | None]:
-        """(typed columns, type errors or None, payloads or None, source lines or None)."""
+    def _typed(self, raw: JsonLines | ArrowRows) -> tuple[pa.Table, pa.Array | None, _RowsOfOrigin]:
+        """(typed columns, type errors or None, where each row came from: payloads and source lines)."""
         if isinstance(raw, JsonLines):
-            acceptable = strictly_json(raw.lines)
-            invalid_utf8 = raw.invalid_utf8 if raw.invalid_utf8 is not None else pa.nulls(len(raw.lines), pa.bool_())
-            invalid_utf8 = pc.fill_null(invalid_utf8, False)
-            acceptable = pc.and_(acceptable, pc.invert(invalid_utf8))
-            rel = pa.table(
-                {
-                    "_line": pc.if_else(acceptable, raw.lines, pa.scalar(None, raw.lines.type)),
-                    "_raw_line": raw.lines,
-                    "_source_line": raw.line_numbers,
-                    "_encoding_error": pc.if_else(invalid_utf8, INVALID_UTF8_REASON, pa.scalar(None, pa.string())),
-                }
-            )
-            out = self._typed_via_sql(rel, _typed_from_json(self.fields))
-        else:
-            rows = raw.rows
-            wanted = {f.name: f.type for f in self.arrow_schema}
-            if all(_same_type(rows.schema.field(n).type, t) for n, t in wanted.items() if n in rows.column_names):
-                columns = [
-                    rows.column(n) if n in rows.column_names else pa.nulls(rows.num_rows, t) for n, t in wanted.items()
-                ]
-                return pa.table(columns, names=list(wanted)), None, None, None
-            rel = rows.append_column("_source_line", pa.nulls(rows.num_rows, pa.int64()))
-            out = self._typed_via_sql(rel, _typed_from_arrow(self.fields, set(rows.column_names)))
+            typed, errors = self._typed_json(raw)
+            return typed, errors, lambda rows: (raw.lines.filter(rows), raw.line_numbers.filter(rows))
+        rows = raw.rows
+        columns = [
+            _cast_losslessly(rows.column(f.name), f.type)
+            if f.name in rows.column_names
+            else pa.nulls(len(rows), f.type)
+            for f in self.arrow_schema
+        ]
+        if all(column is not None for column in columns):  # typed already, or only wider or renamed types
+            typed = pa.table(columns, names=self.arrow_schema.names)
+            return typed, None, lambda bad: (_json_payloads(typed.filter(bad)), _no_lines(bad))
+        rel = rows.append_column("_source_line", pa.nulls(rows.num_rows, pa.int64()))
+        out = self._typed_via_sql(rel, _typed_from_arrow(self.fields, set(rows.column_names)))
         typed = out.select([f.name for f in self.fields])
-        return typed, out.column("_type_error"), out.column("_payload"), out.column("_source_line")
+        return typed, out.column("_type_error"), lambda bad: (out.column("_payload").filter(bad), _no_lines(bad))
+
+    def _typed_json(self, raw: JsonLines) -> tuple[pa.Table, pa.Array | None]:
+        """(typed rows, type errors or None), a row a line in line order, each line parsed once.
+
+        PyArrow's reader parses what it can (``json_lines.py``: a whole chunk at once, or groups of
+        lines); the lines it refuses or reads loosely, and times that do not convert, are judged one by
+        one by the exact typing (``_typed_from_json``), so a bad line's outcome and reason never change.
+        """
+        whole = raw.parsed_whole(self._parse_schema)
+        if whole is not None:
+            parsed, loose = whole
+            line_count = parsed.num_rows
+            rows = np.arange(line_count, dtype=np.int64)
+        else:
+            lines = raw.lines
+            line_count = len(lines)
+            candidate = pc.and_(pc.starts_with(lines, "{"), pc.ends_with(lines, "}"))
+            if raw.invalid_utf8 is not None:
+                candidate = pc.and_(candidate, pc.invert(pc.fill_null(raw.invalid_utf8, False)))
+            candidates = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
+            parsed, rows = parse_lines(lines.take(pa.array(candidates)), self._parse_schema)
+            rows, loose = candidates[rows], candidates[loose_lines(lines.take(pa.array(candidates)))]
+        typed, converted = self._with_times(parsed)
+        fast = np.zeros(line_count, dtype=bool)
+        fast[rows[converted]] = True
+        fast[loose] = False
+        if fast.all():
+            return typed, None
+        keep = np.zeros(len(rows), dtype=bool)
+        keep[converted] = True
+        keep &= fast[rows]
+        exact_rows = np.flatnonzero(~fast)
+        exact, errors = self._typed_json_exactly(raw, exact_rows)
+        combined = pa.concat_tables([typed.filter(pa.array(keep)), exact])
+        order = pa.array(np.argsort(np.concatenate([rows[keep], exact_rows]), kind="stable"))
+        all_errors = pa.concat_arrays([pa.nulls(int(keep.sum()), pa.string()), errors])
+        return combined.take(order), all_errors.take(order)
+
+    def _typed_json_exactly(self, raw: JsonLines, rows: np.ndarray) -> tuple[pa.Table, pa.Array]:
+        """The lines ``rows`` typed by DuckDB's JSON functions, as the quarantine's reasons are worded."""
+        take = pa.array(rows)
+        lines = raw.lines.take(take)
+        acceptable = strictly_json(lines)
+        flags = raw.invalid_utf8.take(take) if raw.invalid_utf8 is not None else pa.nulls(len(rows), pa.bool_())
+        invalid_utf8 = pc.fill_null(flags, False)
+        acceptable = pc.and_(acceptable, pc.invert(invalid_utf8))
+        rel = pa.table(
+            {
+                "_line": pc.if_else(acceptable, lines, pa.scalar(None, lines.type)),
+                "_raw_line": lines,
+                "_source_line": raw.line_numbers.take(take),
+                "_encoding_error": pc.if_else(invalid_utf8, INVALID_UTF8_REASON, pa.scalar(None, pa.string())),
+            }
+        )
+        out = self._typed_via_sql(rel, _typed_from_json(self.fields))
+        typed = out.select([f.name for f in self.fields]).cast(self._typed_schema)
+        return typed, out.column("_type_error").combine_chunks()
+
+    def _with_times(self, parsed: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """``parsed`` as the schema's types (its times arrive as text), and which rows' times converted.
+
+        Times in the form the app writes (``2026-04-20T10:00:00.123456Z``) convert in Arrow; any other
+        form, or one Arrow refuses, goes through DuckDB's cast, exactly as the line-by-line typing does.
+        """
+        converted = np.ones(parsed.num_rows, dtype=bool)
+        columns = []
+        for f in self._typed_schema:
+            column = parsed.column(f.name)
+            if pa.types.is_timestamp(f.type):
+                column = self._times(column)
+                failed = pc.and_(pc.is_valid(parsed.column(f.name)), pc.is_null(column))
+                converted &= ~failed.to_numpy(zero_copy_only=False)
+            columns.append(column.cast(f.type))
+        return pa.table(columns, schema=self._typed_schema), converted
+
+    def _times(self, text: pa.ChunkedArray) -> pa.ChunkedArray:
+        if pc.all(pc.match_substring_regex(text, _APP_TIME)).as_py() is not False:
+            try:
+                return pc.cast(pc.cast(text, pa.timestamp("us", "UTC")), pa.timestamp("us"))
+            except pa.ArrowInvalid:  # a day or hour that does not exist: DuckDB says which rows
+                pass
+        con = self._duckdb()
+        con.register("_times", pa.table({"t": text}))
+        try:
+            return con.execute(f"SELECT {utc_timestamp_sql('t')} FROM _times").arrow().read_all().column(0)
+        finally:
+            con.unregister("_times")
+
+    def prepare(self, raw: RawBatch) -> RawBatch:
+        """Parse what can be parsed before ``classify`` (a chunk of JSON text, whole): thread-safe, so
+        a reader thread can run it for the next batch while this one is classified."""
+        if isinstance(raw, JsonLines):
+            raw.parsed_whole(self._parse_schema)
+        return raw
 
     # -- rules -------------------------------------------------------------------------------
 
@@ -398,7 +533,7 @@ class DayValidator:
             )
             return self.arrow_schema.empty_table(), reject
 
-        typed, type_errors, payloads, source_lines = self._typed(raw)
+        typed, type_errors, origin = self._typed(raw)
         reasons = self._reasons(typed, type_errors)
         reasons = self._mark_duplicates(typed.column("play_id").combine_chunks(), reasons)
         keep = pc.is_null(reasons)
@@ -410,21 +545,14 @@ class DayValidator:
             return valid, REJECT_SCHEMA.empty_table()
         rejected_reasons = reasons.filter(bad)
         bad_rows = typed.filter(bad)
-        if payloads is None:
-            payloads = pa.array(
-                [json.dumps(r, default=str, ensure_ascii=False) for r in bad_rows.to_pylist()], pa.string()
-            )
-        else:
-            payloads = payloads.filter(bad)
+        payloads, source_lines = origin(bad)
         rejected = pa.table(
             {
                 "play_id": pc.cast(bad_rows.column("play_id"), pa.string()),
                 "reason": rejected_reasons,
-                "payload": payloads,
+                "payload": pc.cast(payloads, pa.string()),
                 "source_file": pa.array([raw.source_file] * len(rejected_reasons), pa.string()),
-                "source_line": source_lines.filter(bad)
-                if source_lines is not None
-                else pa.nulls(len(rejected_reasons), pa.int64()),
+                "source_line": source_lines,
             },
             schema=REJECT_SCHEMA,
         )
