@@ -1,8 +1,9 @@
-"""Validating a day of raw play events in DuckDB: typed rows to keep, and rejects with their reason.
+"""Validating a day of raw play events: typed rows to keep, and rejects with their reason.
 
 Every event ends in exactly one of two places: the day's rows, or the quarantine with a reason
 (malformed JSON, a missing or mistyped field, a time outside the day, an out-of-range duration,
-a bad country code, a duplicate play_id). The checks are SQL over whole batches, not Python per event.
+a bad country code, a duplicate play_id). Typing and checks run over whole batches in Arrow and DuckDB,
+not Python per event.
 """
 
 from __future__ import annotations
@@ -243,9 +244,11 @@ def _cast_losslessly(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.Chunked
 class DayValidator:
     """Classifies the raw batches of one UTC day; remembers play_ids so duplicates across batches are caught.
 
-    Typing is format-specific (JSON text and mistyped columns go through DuckDB's JSON functions and
-    TRY_CAST); the rules are one set of Arrow compute kernels over typed columns, with a fast path
-    when a batch is clean, since clean batches are the common case and the hot path of ingest.
+    Typing is format-specific: JSON text is parsed once by PyArrow's reader where that is exact
+    (``json_lines.py``) and line by line by DuckDB's JSON functions elsewhere; columns of the schema's
+    types, or wider ones, pass in Arrow, and other columns are cast row by row with TRY_CAST. The rules
+    are one set of Arrow compute kernels over typed columns, with a fast path when a batch is clean,
+    since clean batches are the common case and the hot path of ingest.
     """
 
     def __init__(self, schema: Schema, day: dt.date):
