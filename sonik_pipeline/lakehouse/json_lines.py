@@ -33,7 +33,7 @@ ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 # Bytes PyArrow's reader accepts where strict JSON does not (NaN, Inf, Infinity, -Inf) or reads
 # differently from a line judged alone (a byte-order mark): a line holding one is judged exactly.
 _LOOSE_BYTES = (b"NaN", b"Inf", b"\xef\xbb\xbf")
-_LOOSE_PATTERN = "NaN|Inf|\ufeff"
+_LOOSE_PATTERN = "|".join(re.escape(needle.decode()) for needle in _LOOSE_BYTES)
 _WINDOW_BYTES = 1 << 20
 # A whole chunk is parsed in blocks of this size on every core.
 PARALLEL_BLOCK_BYTES = 4 * 1024 * 1024

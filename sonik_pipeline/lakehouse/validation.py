@@ -211,14 +211,13 @@ def _quoted(value: object) -> str:
     return str(value)
 
 
-def _same_type(actual: pa.DataType, wanted: pa.DataType) -> bool:
-    """Equal, or both strings (string and large_string differ only in offset width)."""
-    is_text = pa.types.is_string(actual) or pa.types.is_large_string(actual)
-    return actual == wanted or (is_text and (pa.types.is_string(wanted) or pa.types.is_large_string(wanted)))
-
-
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _same_type(actual: pa.DataType, wanted: pa.DataType) -> bool:
+    """Equal, or both strings (string and large_string differ only in offset width)."""
+    return actual == wanted or (_is_text(actual) and _is_text(wanted))
 
 
 def _cast_losslessly(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.ChunkedArray | None:
@@ -324,17 +323,16 @@ class DayValidator:
             if raw.invalid_utf8 is not None:
                 candidate = pc.and_(candidate, pc.invert(pc.fill_null(raw.invalid_utf8, False)))
             candidates = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
-            parsed, rows = parse_lines(lines.take(pa.array(candidates)), self._parse_schema)
-            rows, loose = candidates[rows], candidates[loose_lines(lines.take(pa.array(candidates)))]
+            candidate_lines = lines.take(pa.array(candidates))
+            parsed, rows = parse_lines(candidate_lines, self._parse_schema)
+            rows, loose = candidates[rows], candidates[loose_lines(candidate_lines)]
         typed, converted = self._with_times(parsed)
         fast = np.zeros(line_count, dtype=bool)
         fast[rows[converted]] = True
         fast[loose] = False
         if fast.all():
             return typed, None
-        keep = np.zeros(len(rows), dtype=bool)
-        keep[converted] = True
-        keep &= fast[rows]
+        keep = converted & fast[rows]
         exact_rows = np.flatnonzero(~fast)
         exact, errors = self._typed_json_exactly(raw, exact_rows)
         combined = pa.concat_tables([typed.filter(pa.array(keep)), exact])
@@ -385,12 +383,7 @@ class DayValidator:
                 return pc.cast(pc.cast(text, pa.timestamp("us", "UTC")), pa.timestamp("us"))
             except pa.ArrowInvalid:  # a day or hour that does not exist: DuckDB says which rows
                 pass
-        con = self._duckdb()
-        con.register("_times", pa.table({"t": text}))
-        try:
-            return con.execute(f"SELECT {utc_timestamp_sql('t')} FROM _times").arrow().read_all().column(0)
-        finally:
-            con.unregister("_times")
+        return self._typed_via_sql(pa.table({"t": text}), f"SELECT {utc_timestamp_sql('t')} FROM _raw").column(0)
 
     def prepare(self, raw: RawBatch) -> RawBatch:
         """Parse what can be parsed before ``classify`` (a chunk of JSON text, whole): thread-safe, so
