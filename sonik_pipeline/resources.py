@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -19,7 +17,6 @@ from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.events import RawBatch
 from sonik_pipeline.lakehouse.landing_changes import WatchSettings
 from sonik_pipeline.lakehouse.landing_source import landing_events
-from sonik_pipeline.lakehouse.sql import sql_string
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
 from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_EVENTS_PER_DAY, SourceKind
 
@@ -103,7 +100,5 @@ class LakehouseDuckDB(DuckDBResource):
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with super().get_connection() as con:
-            con.execute(f"SET memory_limit = {sql_string(self.memory_limit)}")
-            spill = self.temp_directory or str(Path(tempfile.gettempdir()) / "sonik-duckdb")
-            con.execute(f"SET temp_directory = {sql_string(spill)}")
-            yield lakehouse_connection(con, self.lakehouse.properties())
+            properties = self.lakehouse.properties()
+            yield lakehouse_connection(con, properties, self.memory_limit, self.temp_directory or None)

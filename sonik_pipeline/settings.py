@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
+from sonik_pipeline.lakehouse.duckdb_extensions import DEFAULT_MEMORY_LIMIT
 from sonik_pipeline.lakehouse.landing_changes import WatchSettings
 
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_EVENTS_PER_DAY = 50_000
 # DuckDB's memory for a step's queries: the marts of a 10M-event day fit; a bigger day spills to disk.
-DEFAULT_DUCKDB_MEMORY_LIMIT = "2GB"
+DEFAULT_DUCKDB_MEMORY_LIMIT = DEFAULT_MEMORY_LIMIT
 # Where play events come from; the one definition (PlaySource.kind and SONIK_SOURCE use it).
 SourceKind = Literal["synthetic", "landing"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)

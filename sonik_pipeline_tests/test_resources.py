@@ -62,3 +62,20 @@ def test_duckdb_is_ready_for_the_lakehouse_in_utc(settings: Settings) -> None:
 
     assert {"iceberg", "avro"} <= loaded
     assert zone == "UTC"
+
+
+def test_duckdb_keeps_the_resources_memory_limit_and_spill_folder(settings: Settings, tmp_path: Path) -> None:
+    spill = str(tmp_path / "spill")
+    resource = LakehouseDuckDB(
+        database=":memory:", lakehouse=_lakehouse(settings), memory_limit="300MB", temp_directory=spill
+    )
+    with dg.build_init_resource_context() as context:
+        resource.setup_for_execution(context)
+    with resource.get_connection() as con:
+        [(limit, folder)] = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchall()
+        con.execute("SET memory_limit = '300MB'")
+        [(as_set,)] = con.execute("SELECT current_setting('memory_limit')").fetchall()
+
+    assert (limit, folder) == (as_set, spill)

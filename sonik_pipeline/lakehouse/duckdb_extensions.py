@@ -6,11 +6,15 @@ installing from those paths is offline and happens once per machine.
 
 An object-storage warehouse is read with the same endpoint and credentials PyIceberg writes with:
 the catalog's ``s3.*`` properties become a DuckDB S3 secret, so one set of settings serves both engines.
+
+Every connection the project opens has a memory limit (``limit_memory``): DuckDB's own default is 80% of
+the machine's memory, and its in-memory databases spill to ``.tmp`` in the working folder.
 """
 
 from __future__ import annotations
 
 import importlib
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +25,28 @@ from sonik_pipeline.lakehouse.sql import sql_string
 
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
 SECRET_NAME = "sonik_warehouse"
+# DuckDB's memory where no other limit is given (SONIK_DUCKDB_MEMORY_LIMIT's default, the CLI's): the marts
+# of a 10M-event day fit; past it, DuckDB spills what it can to disk and fails on what it cannot.
+DEFAULT_MEMORY_LIMIT = "2GB"
+
+
+def spill_directory() -> str:
+    """Where DuckDB spills past its memory limit: ``sonik-duckdb`` in the system's temporary directory."""
+    return str(Path(tempfile.gettempdir()) / "sonik-duckdb")
+
+
+def limit_memory(
+    con: duckdb.DuckDBPyConnection, memory_limit: str = DEFAULT_MEMORY_LIMIT, temp_directory: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Hold ``con`` to ``memory_limit``, spilling to ``temp_directory`` (default: ``spill_directory()``)."""
+    con.execute(f"SET memory_limit = {sql_string(memory_limit)}")
+    con.execute(f"SET temp_directory = {sql_string(temp_directory or spill_directory())}")
+    return con
+
+
+def bounded_connection(memory_limit: str = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB held to ``memory_limit``: how the project opens one for its own work."""
+    return limit_memory(duckdb.connect(), memory_limit)
 
 
 def extension_file(name: str) -> Path:
@@ -95,8 +121,15 @@ def configure_storage(con: duckdb.DuckDBPyConnection, properties: Mapping[str, s
     return con
 
 
-def lakehouse_connection(con: duckdb.DuckDBPyConnection, properties: Mapping[str, str]) -> duckdb.DuckDBPyConnection:
-    """A connection ready for ``iceberg_scan`` on this lakehouse: iceberg loaded, storage reachable, UTC."""
+def lakehouse_connection(
+    con: duckdb.DuckDBPyConnection,
+    properties: Mapping[str, str],
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    temp_directory: str | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A connection ready for ``iceberg_scan`` on this lakehouse: held to ``memory_limit`` (``limit_memory``),
+    iceberg loaded, storage reachable, UTC."""
+    limit_memory(con, memory_limit, temp_directory)
     load_iceberg(con)
     configure_storage(con, properties)
     con.execute("SET TimeZone = 'UTC'")

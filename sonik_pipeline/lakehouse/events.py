@@ -2,9 +2,10 @@
 
 Strings are Arrow ``large_string``, the type PyIceberg writes, so clean batches need no conversion.
 A source never yields more than ``BATCH_ROWS`` events at a time (a landing source first yields a
-``SourceFile`` naming each file it is about to read); validation (``validation.py``)
-turns the batches into typed rows or quarantined rejects. The sources are ``synthetic_source.py``
-and ``landing_source.py``; ``landing_writer.py`` drops files into a landing zone as the app does.
+``SourceFile`` naming each file it is about to read) nor a line over ``MAX_LINE_BYTES`` (a ``LongLine``
+instead); validation (``validation.py``) turns the batches into typed rows or quarantined rejects.
+The sources are ``synthetic_source.py`` and ``landing_source.py``; ``landing_writer.py`` drops files
+into a landing zone as the app does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from sonik_pipeline.lakehouse.json_lines import ParsedText, Text, parse_text, sp
 # Small enough that the few batches in flight (read ahead, validated, written behind) stay a small part of
 # an ingest's memory; big enough that each one's fixed cost is noise. A batch is also one Parquet row group.
 BATCH_ROWS = 128 * 1024
+# The longest landing line read: 4,000 times an app's event (about 250 bytes), and small beside a chunk of
+# text (32 MB), so a chunk's memory stays bounded whatever a file holds. A longer line is read through
+# without being held, and quarantined by its number with its first bytes (``LongLine``).
+MAX_LINE_BYTES = 1024 * 1024
 
 
 class JsonLines:
@@ -107,6 +112,18 @@ class UnreadableFile:
 
 
 @dataclass(frozen=True)
+class LongLine:
+    """A landing line over the line bound (``MAX_LINE_BYTES``): read through, never held whole; it is
+    quarantined with its number and its first bytes, so the quarantine stays bounded too."""
+
+    source_file: str
+    line: int  # 1-based
+    size: int  # bytes, without the newline
+    head: bytes  # the first bytes of the line (``json_lines.LONG_LINE_HEAD_BYTES``)
+    limit: int  # the bound it went over
+
+
+@dataclass(frozen=True)
 class SourceFile:
     """A landing file as listed before it is read (no rows): ingest records what each day read, so the
     landing sensor can tell a day whose files changed since (new, grown, rewritten or removed files)."""
@@ -116,4 +133,4 @@ class SourceFile:
     modified_at: dt.datetime  # UTC, as the filesystem or object store reports it
 
 
-RawBatch = JsonLines | ArrowRows | UnreadableFile | SourceFile
+RawBatch = JsonLines | ArrowRows | LongLine | UnreadableFile | SourceFile

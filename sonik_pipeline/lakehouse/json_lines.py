@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -35,6 +36,8 @@ ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 _LOOSE_BYTES = (b"NaN", b"Inf", b"\xef\xbb\xbf")
 _LOOSE_PATTERN = "|".join(re.escape(needle.decode()) for needle in _LOOSE_BYTES)
 _WINDOW_BYTES = 1 << 20
+# What a line over the bound keeps of itself, for the quarantine to show what it was.
+LONG_LINE_HEAD_BYTES = 4 * 1024
 # A whole chunk is parsed in blocks of this size on every core.
 PARALLEL_BLOCK_BYTES = 4 * 1024 * 1024
 _ROW_IN_ERROR = re.compile(r"in row (\d+)")
@@ -42,13 +45,28 @@ _ROW_IN_ERROR = re.compile(r"in row (\d+)")
 _SMALLEST_GROUP = 8
 
 
-def read_text_chunks(stream: BinaryIO, chunk_bytes: int, max_lines: int) -> Iterator[tuple[memoryview, int]]:
-    """(text of whole lines, number of its first line): about ``chunk_bytes`` and at most ``max_lines``
-    lines each; a line longer than a chunk is read whole.
+@dataclass(frozen=True)
+class SkippedLine:
+    """A line over the bound, read through without being held: all that is known of it is kept."""
 
-    Each chunk is read straight into its own buffer, after the unfinished line the last one left, and
-    handed on as a view of it: the text is copied once, from the file.
+    number: int  # 1-based
+    size: int  # bytes, without its newline
+    head: bytes  # its first ``LONG_LINE_HEAD_BYTES``
+
+
+def read_text_chunks(
+    stream: BinaryIO, chunk_bytes: int, max_lines: int, max_line_bytes: int
+) -> Iterator[tuple[memoryview, int] | SkippedLine]:
+    """(text of whole lines, number of its first line): about ``chunk_bytes`` and at most ``max_lines``
+    lines each; a line over ``max_line_bytes`` comes as a ``SkippedLine`` in its place instead.
+
+    Each buffer is read straight from the file, after the unfinished line the last one left (at most
+    ``max_line_bytes``), and its chunks are handed on as views of it: the text is copied once, from the
+    file, and no buffer grows past ``chunk_bytes + max_line_bytes``. A longer line is read through in
+    pieces and never held whole. Lines are measured one by one only in a buffer where a stretch of half
+    the bound holds no newline, which a file of events never has: the common path adds no step a line.
     """
+    window = max(1, min(_WINDOW_BYTES, (max_line_bytes + 1) // 2))  # a longer line fills a whole window
     first_line, pending, ended = 1, b"", False
     while not ended or pending:
         buffer = bytearray(len(pending) + (0 if ended else chunk_bytes))
@@ -58,34 +76,89 @@ def read_text_chunks(stream: BinaryIO, chunk_bytes: int, max_lines: int) -> Iter
         while size < len(buffer) and (got := stream.readinto(view[size:])):
             size += got
         ended = ended or size < len(buffer)
-        cut, lines = _cut_after_lines(view[:size], max_lines, at_end=ended)
-        if cut:
-            yield view[:cut], first_line
+        start = 0
+        while start < size:
+            cut, lines, suspect = _cut_after_lines(view[start:size], max_lines, ended, window)
+            long = _first_long_line(view[start : start + cut], max_line_bytes) if suspect else None
+            if long is not None:
+                before, length = long
+                if before:
+                    yield view[start : start + before], first_line
+                    first_line += int(np.count_nonzero(np.frombuffer(view[start : start + before], np.uint8) == 0x0A))
+                at = start + before
+                yield SkippedLine(first_line, length, bytes(view[at : at + min(length, LONG_LINE_HEAD_BYTES)]))
+                first_line += 1
+                start = at + length + 1  # past its newline
+                continue
+            if not cut:
+                break
+            yield view[start : start + cut], first_line
             first_line += lines
-        pending = bytes(view[cut:size])  # the unfinished line, or the lines past max_lines
+            start += cut
+        pending = bytes(view[start:size])  # the unfinished line
+        if not ended and len(pending) > max_line_bytes:
+            skipped, pending, ended = _read_through_line(stream, pending, first_line, min(chunk_bytes, max_line_bytes))
+            yield skipped
+            first_line += 1
 
 
-def _cut_after_lines(text: memoryview, max_lines: int, at_end: bool) -> tuple[int, int]:
-    """(where a chunk of ``text`` ends: after its last whole line or its ``max_lines``-th; its newlines).
+def _read_through_line(
+    stream: BinaryIO, begun: bytes, number: int, piece_bytes: int
+) -> tuple[SkippedLine, bytes, bool]:
+    """(the line ``begun`` starts, read to its end in pieces of ``piece_bytes``; what follows its newline,
+    at most a piece; whether the file ended)."""
+    head, size = begun[:LONG_LINE_HEAD_BYTES], len(begun)
+    piece = bytearray(max(piece_bytes, 1))
+    while got := stream.readinto(piece):
+        end = piece.find(b"\n", 0, got)
+        line_part = got if end < 0 else end
+        if len(head) < LONG_LINE_HEAD_BYTES:
+            head += bytes(piece[: min(line_part, LONG_LINE_HEAD_BYTES - len(head))])
+        size += line_part
+        if end >= 0:
+            return SkippedLine(number, size, head), bytes(piece[end + 1 : got]), False
+    return SkippedLine(number, size, head), b"", True
+
+
+def _first_long_line(text: memoryview, max_line_bytes: int) -> tuple[int, int] | None:
+    """(where the first line of ``text`` over ``max_line_bytes`` starts, its length), or None."""
+    buffer = np.frombuffer(text, np.uint8)
+    newlines = np.flatnonzero(buffer == 0x0A)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.append(newlines, len(buffer))  # the last line may end with the text
+    over = np.flatnonzero(ends - starts > max_line_bytes)
+    return (int(starts[over[0]]), int(ends[over[0]] - starts[over[0]])) if len(over) else None
+
+
+def _cut_after_lines(text: memoryview, max_lines: int, at_end: bool, window: int) -> tuple[int, int, bool]:
+    """(where a chunk of ``text`` ends: after its last whole line or its ``max_lines``-th; its newlines;
+    whether a whole window before that end holds no newline, so a line in the chunk may be over the bound).
 
     At the end of the file the last line needs no newline. Counted in windows: a temporary the size of
     the chunk would cost more in fresh pages than the comparing does.
     """
     buffer = np.frombuffer(text, np.uint8)
     lines = 0
-    for start in range(0, len(buffer), _WINDOW_BYTES):
-        window = buffer[start : start + _WINDOW_BYTES] == 0x0A
-        count = int(np.count_nonzero(window))
+    empty_window_end = 0  # where the first whole window without a newline ends
+    for start in range(0, len(buffer), window):
+        newline = buffer[start : start + window] == 0x0A
+        count = int(np.count_nonzero(newline))
+        if count == 0 and not empty_window_end and start + window <= len(buffer):
+            empty_window_end = start + window
         if lines + count >= max_lines:
-            return start + int(np.flatnonzero(window)[max_lines - lines - 1]) + 1, max_lines
+            cut = start + int(np.flatnonzero(newline)[max_lines - lines - 1]) + 1
+            return cut, max_lines, 0 < empty_window_end <= cut
         lines += count
     if at_end:
-        return len(buffer), lines
-    newlines = np.flatnonzero(buffer[-_WINDOW_BYTES:] == 0x0A)  # the last line ends near the end
-    if len(newlines):
-        return len(buffer) - min(len(buffer), _WINDOW_BYTES) + int(newlines[-1]) + 1, lines
-    newlines = np.flatnonzero(buffer == 0x0A)
-    return (int(newlines[-1]) + 1, lines) if len(newlines) else (0, 0)
+        cut = len(buffer)
+    else:
+        newlines = np.flatnonzero(buffer[-_WINDOW_BYTES:] == 0x0A)  # the last line ends near the end
+        if len(newlines):
+            cut = len(buffer) - min(len(buffer), _WINDOW_BYTES) + int(newlines[-1]) + 1
+        else:
+            newlines = np.flatnonzero(buffer == 0x0A)
+            cut = int(newlines[-1]) + 1 if len(newlines) else 0
+    return cut, lines if cut else 0, 0 < empty_window_end <= cut
 
 
 def split_lines(text: Text, first_line: int) -> tuple[pa.Array, pa.Array, pa.Array | None]:

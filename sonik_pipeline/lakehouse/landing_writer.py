@@ -9,11 +9,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from sonik_pipeline.lakehouse.duckdb_extensions import bounded_connection
 from sonik_pipeline.lakehouse.landing_source import LandingZone
 
 
@@ -29,7 +29,7 @@ def write_landing_day(
     zone = LandingZone.at(landing_dir, properties)
     written = []
     per_file = -(-events.num_rows // files)
-    con = duckdb.connect()
+    con = bounded_connection()
     # Parts are written locally, then copied: one code path for a folder and for object storage.
     with tempfile.TemporaryDirectory(prefix="sonik-landing-") as staging:
         try:

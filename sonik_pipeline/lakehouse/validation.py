@@ -1,13 +1,15 @@
 """Validating a day of raw play events: typed rows to keep, and rejects with their reason.
 
 Every event ends in exactly one of two places: the day's rows, or the quarantine with a reason
-(malformed JSON, a missing or mistyped field, a time outside the day, an out-of-range duration,
-a bad country code, a duplicate play_id). Typing and checks run over whole batches in Arrow and DuckDB,
-not Python per event.
+(a line over the line bound, malformed JSON, a missing or mistyped field, a text over the text bound,
+a time outside the day, an out-of-range duration, a bad country code, a duplicate play_id). Typing and
+checks run over whole batches in Arrow and DuckDB, not Python per event. The quarantine stays bounded
+too: a payload over the line bound keeps its first bytes and says how long it was.
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import json
 from collections import Counter
@@ -23,13 +25,25 @@ from pyiceberg.types import IcebergType, IntegerType, LongType, NestedField, Str
 
 from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.dedupe import HashSet64
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, UnreadableFile
-from sonik_pipeline.lakehouse.json_lines import loose_lines, parse_lines
+from sonik_pipeline.lakehouse.duckdb_extensions import bounded_connection
+from sonik_pipeline.lakehouse.events import MAX_LINE_BYTES, ArrowRows, JsonLines, LongLine, RawBatch, UnreadableFile
+from sonik_pipeline.lakehouse.json_lines import LONG_LINE_HEAD_BYTES, loose_lines, parse_lines
 from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.tables import SUBSCRIPTION_TIERS
 
 MAX_DURATION_SECONDS = 86_400
+# The longest text a field may hold, in UTF-8 bytes: many times the longest real title or artist name, and
+# small enough that no value can swell a row of music.plays or a group in the marts.
+MAX_TEXT_BYTES = 4 * 1024
 DUPLICATE_REASON = "duplicate play_id"
+# DuckDB's JSON functions keep each parse of a vector's lines (2,048 of them) until the vector is done: lines
+# are typed exactly in groups of about this many bytes, so a batch of long lines asks no more of DuckDB than
+# a batch of short ones (32 lines of 1 MiB in one group need about 1 GB, in groups under 128 MB).
+EXACT_GROUP_BYTES = 2 * 1024 * 1024
+# The validator's DuckDB types what PyArrow's reader refused and hashes play_ids. The worst batches measured
+# (131,072 lines all typed exactly, 32 lines just under MAX_LINE_BYTES, Parquet columns of 500 MB of text
+# to cast) each need under 128 MB; past the limit DuckDB fails the day rather than take the machine's memory.
+VALIDATION_MEMORY_LIMIT = "512MB"
 
 # DuckDB type and JSON type names for each Iceberg type the plays schema uses.
 _SQL_TYPE: dict[type[IcebergType], str] = {
@@ -88,7 +102,40 @@ def _no_lines(rows: pa.Array) -> pa.Array:
     return pa.nulls(rows.true_count, pa.int64())
 
 
+def _truncated(head: bytes, size: int) -> str:
+    """The first bytes of a payload too long to keep, as text (a character cut in two is left out), and a note."""
+    text = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace").decode(head, final=False)
+    return f"{text}… [truncated: {size:,} bytes]"
+
+
+def _bounded(payloads: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Payloads as the quarantine keeps them: one over ``MAX_LINE_BYTES`` (a Parquet row holding a huge
+    value; a line that long never gets here) keeps its first bytes and says how long it was."""
+    over = pc.fill_null(pc.greater(pc.binary_length(payloads), MAX_LINE_BYTES), False)
+    if not pc.any(over).as_py():
+        return payloads
+    values = payloads.to_pylist()
+    for row in np.flatnonzero(over.to_numpy(zero_copy_only=False)):
+        raw = values[row].encode()
+        values[row] = _truncated(raw[:LONG_LINE_HEAD_BYTES], len(raw))
+    return pa.array(values, pa.string())
+
+
+def _size_in_bytes(size: object) -> str:
+    return f"{size:,} bytes"
+
+
+def _byte_groups(texts: pa.Array, group_bytes: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive runs of ``texts`` starting within each ``group_bytes`` of their total."""
+    sizes = pc.binary_length(texts).to_numpy(zero_copy_only=False)
+    group = (np.cumsum(sizes) - sizes) // group_bytes
+    bounds = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), len(texts)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 _RowsOfOrigin = Callable[[pa.Array], tuple[pa.Array, pa.Array]]
+# A rule over typed rows: (failing mask, reason, the values its reason quotes or None, how one is shown).
+_Rule = tuple[pa.Array | pa.ChunkedArray, str, pa.Array | pa.ChunkedArray | None, Callable[[object], str]]
 
 
 def _reject_constant(name: str) -> None:
@@ -111,7 +158,8 @@ def _typed_from_json(fields: list[NestedField]) -> str:
     """SELECT list turning JSON text lines into typed columns plus ``_type_error``.
 
     ``_line`` is NULL for a line already known to be bad (not UTF-8, or lenient JSON); ``_encoding_error``
-    says when the bytes were the problem.
+    says when the bytes were the problem. Each line is parsed a few times in all, not a few times a field:
+    DuckDB's JSON functions keep each parse of a vector's lines until the vector is done.
     """
     columns, errors = (
         [],
@@ -121,11 +169,10 @@ def _typed_from_json(fields: list[NestedField]) -> str:
             "CASE WHEN NOT _ok THEN 'not a JSON object' END",
         ],
     )
-    for f in fields:
+    paths = f"[{', '.join(sql_string(f'$.{chr(34)}{f.name}{chr(34)}') for f in fields)}]"
+    for i, f in enumerate(fields, start=1):
         kind = type(f.field_type)
-        path = sql_string(f'$."{f.name}"')
-        jtype = f"json_type(_line, {path})"
-        text = f"json_extract_string(_line, {path})"
+        jtype, text = f"_types[{i}]", f"_texts[{i}]"
         ok_type = f"{jtype} IN ({', '.join(sql_string(t) for t in _JSON_TYPES[kind])})"
         if kind is TimestampType:
             value = utc_timestamp_sql(text)
@@ -136,13 +183,15 @@ def _typed_from_json(fields: list[NestedField]) -> str:
             f"CASE WHEN _ok AND {jtype} IS NOT NULL AND {jtype} <> 'NULL' "
             f"AND (NOT ({ok_type}) OR {value} IS NULL) "
             f"THEN 'wrong type for {f.name}: expected {_TYPE_WORD[kind]}, got ' || {jtype} || ' ' || "
-            f"left(json_extract(_line, {path})::VARCHAR, 40) END"
+            f"left(_values[{i}]::VARCHAR, 40) END"
         )
     return (
         f"SELECT {', '.join(columns)}, COALESCE({', '.join(errors)}) AS _type_error, "
         f"_raw_line AS _payload, _source_line "
+        f"FROM (SELECT *, json_type(_line, {paths}) AS _types, json_extract_string(_line, {paths}) AS _texts, "
+        f"json_extract(_line, {paths}) AS _values "
         f"FROM (SELECT * EXCLUDE (_line), _j AS _line, _j IS NOT NULL AND json_type(_j) = 'OBJECT' AS _ok "
-        f"FROM (SELECT *, CASE WHEN json_valid(_line) THEN _line END AS _j FROM _raw))"
+        f"FROM (SELECT *, CASE WHEN json_valid(_line) THEN _line END AS _j FROM _raw)))"
     )
 
 
@@ -272,7 +321,7 @@ class DayValidator:
 
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = duckdb.connect()
+            self._con = bounded_connection(VALIDATION_MEMORY_LIMIT)
             self._con.execute("SET TimeZone = 'UTC'")
         return self._con
 
@@ -356,7 +405,9 @@ class DayValidator:
                 "_encoding_error": pc.if_else(invalid_utf8, INVALID_UTF8_REASON, pa.scalar(None, pa.string())),
             }
         )
-        out = self._typed_via_sql(rel, _typed_from_json(self.fields))
+        sql = _typed_from_json(self.fields)
+        groups = _byte_groups(lines, EXACT_GROUP_BYTES)
+        out = pa.concat_tables([self._typed_via_sql(rel.slice(start, stop - start), sql) for start, stop in groups])
         typed = out.select([f.name for f in self.fields]).cast(self._typed_schema)
         return typed, out.column("_type_error").combine_chunks()
 
@@ -394,15 +445,29 @@ class DayValidator:
 
     # -- rules -------------------------------------------------------------------------------
 
-    def _rule_masks(self, typed: pa.Table) -> list[tuple[pa.Array, str, str | None]]:
-        """(failing mask, reason, column whose value is quoted in the reason) in priority order.
+    def _rule_masks(self, typed: pa.Table) -> list[_Rule]:
+        """(failing mask, reason, values quoted in the reason, how one is shown) in priority order.
 
-        The quoted value is ``_quoted``: for played_at it names the day the event belongs to, which is
-        what a replay of the quarantine (``rejects.py``) and the person reading it need.
+        A value is shown by ``_quoted`` unless said otherwise: for played_at it names the day the event
+        belongs to, which is what a replay of the quarantine (``rejects.py``) and the person reading it
+        need. A text over ``MAX_TEXT_BYTES`` comes first and is shown by its size, never quoted whole.
         """
         names = set(typed.column_names)
-        masks = [
-            (pc.is_null(typed.column(f.name)), f"missing required field {f.name}", None)
+        masks: list[_Rule] = []
+        for f in self.fields:
+            if type(f.field_type) is StringType and f.name in names:
+                sizes = pc.binary_length(typed.column(f.name))
+                if (pc.max(sizes).as_py() or 0) > MAX_TEXT_BYTES:  # one look a column; rarely true
+                    masks.append(
+                        (
+                            pc.greater(sizes, MAX_TEXT_BYTES),
+                            f"{f.name} longer than {MAX_TEXT_BYTES:,} bytes",
+                            sizes,
+                            _size_in_bytes,
+                        )
+                    )
+        masks += [
+            (pc.is_null(typed.column(f.name)), f"missing required field {f.name}", None, _quoted)
             for f in self.fields
             if f.required
         ]
@@ -413,7 +478,8 @@ class DayValidator:
                 (
                     pc.or_(pc.less(col, start), pc.greater_equal(col, end)),
                     f"played_at outside {self.day} (UTC)",
-                    "played_at",
+                    col,
+                    _quoted,
                 )
             )
         if "duration_seconds" in names:
@@ -422,7 +488,8 @@ class DayValidator:
                 (
                     pc.or_(pc.less(col, 0), pc.greater(col, MAX_DURATION_SECONDS)),
                     f"duration_seconds out of range 0..{MAX_DURATION_SECONDS}",
-                    "duration_seconds",
+                    col,
+                    _quoted,
                 )
             )
         if "subscription_tier" in names:
@@ -432,7 +499,8 @@ class DayValidator:
                 (
                     pc.and_(pc.is_valid(tier), pc.invert(pc.is_in(tier, value_set=allowed))),
                     f"subscription_tier is not one of {', '.join(SUBSCRIPTION_TIERS)}",
-                    "subscription_tier",
+                    tier,
+                    _quoted,
                 )
             )
         if "country" in names:
@@ -440,7 +508,8 @@ class DayValidator:
                 (
                     pc.invert(pc.match_substring_regex(typed.column("country"), "^[A-Z]{2}$")),
                     "country is not a two-letter code",
-                    "country",
+                    typed.column("country"),
+                    _quoted,
                 )
             )
         return masks
@@ -449,7 +518,7 @@ class DayValidator:
         n = typed.num_rows
         masks = self._rule_masks(typed)
         any_bad = pc.is_valid(type_errors) if type_errors is not None else pa.array(np.zeros(n, dtype=bool))
-        for mask, _, _ in masks:
+        for mask, *_ in masks:
             any_bad = pc.or_kleene(any_bad, pc.fill_null(mask, False))
         bad_rows = np.flatnonzero(any_bad.to_numpy(zero_copy_only=False))
         reasons: list[str | None] = [None] * n
@@ -461,17 +530,18 @@ class DayValidator:
             (
                 pc.fill_null(m.take(take), False).to_pylist(),
                 reason,
-                typed.column(c).take(take).to_pylist() if c else None,
+                values.take(take).to_pylist() if values is not None else None,
+                show,
             )
-            for m, reason, c in masks
+            for m, reason, values, show in masks
         ]
         for k, row in enumerate(bad_rows):
             if errors[k] is not None:
                 reasons[row] = errors[k]
                 continue
-            for failed, reason, values in subset_masks:
+            for failed, reason, values, show in subset_masks:
                 if failed[k]:
-                    reasons[row] = f"{reason}: {_quoted(values[k])}" if values is not None else reason
+                    reasons[row] = f"{reason}: {show(values[k])}" if values is not None else reason
                     break
         return pa.array(reasons, pa.string())
 
@@ -516,18 +586,10 @@ class DayValidator:
     def classify(self, raw: RawBatch) -> tuple[pa.Table, pa.Table]:
         """Return (valid rows typed as the schema, rejected rows as ``REJECT_SCHEMA``)."""
         if isinstance(raw, UnreadableFile):
-            self._count(1, 0, [raw.error])
-            reject = pa.table(
-                {
-                    "play_id": [None],
-                    "reason": [raw.error],
-                    "payload": [""],
-                    "source_file": [raw.source_file],
-                    "source_line": [None],
-                },
-                schema=REJECT_SCHEMA,
-            )
-            return self.arrow_schema.empty_table(), reject
+            return self._one_reject(raw.error, "", raw.source_file, None)
+        if isinstance(raw, LongLine):
+            reason = f"line longer than {raw.limit:,} bytes: {raw.size:,} bytes"
+            return self._one_reject(reason, _truncated(raw.head, raw.size), raw.source_file, raw.line)
 
         typed, type_errors, origin = self._typed(raw)
         reasons = self._reasons(typed, type_errors)
@@ -546,7 +608,7 @@ class DayValidator:
             {
                 "play_id": pc.cast(bad_rows.column("play_id"), pa.string()),
                 "reason": rejected_reasons,
-                "payload": pc.cast(payloads, pa.string()),
+                "payload": _bounded(pc.cast(payloads, pa.string())),
                 "source_file": pa.array([raw.source_file] * len(rejected_reasons), pa.string()),
                 "source_line": source_lines,
             },
@@ -554,6 +616,21 @@ class DayValidator:
         )
         self._count(typed.num_rows, valid.num_rows, rejected_reasons.to_pylist())
         return valid, rejected
+
+    def _one_reject(self, reason: str, payload: str, source_file: str, line: int | None) -> tuple[pa.Table, pa.Table]:
+        """An event known bad before typing (a file not read, a line not held): no rows, one reject."""
+        self._count(1, 0, [reason])
+        reject = pa.table(
+            {
+                "play_id": [None],
+                "reason": [reason],
+                "payload": [payload],
+                "source_file": [source_file],
+                "source_line": [line],
+            },
+            schema=REJECT_SCHEMA,
+        )
+        return self.arrow_schema.empty_table(), reject
 
     def _count(self, seen: int, valid: int, reasons: list[str]) -> None:
         self.totals.seen += seen

@@ -6,10 +6,14 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.lakehouse.catalog import catalog_properties
 from sonik_pipeline.lakehouse.duckdb_extensions import (
+    DEFAULT_MEMORY_LIMIT,
+    bounded_connection,
     configure_storage,
     extension_file,
+    lakehouse_connection,
     load_iceberg,
     s3_secret_sql,
+    spill_directory,
     uses_object_storage,
 )
 from sonik_pipeline.lakehouse.ingest import day_filter
@@ -99,3 +103,24 @@ def test_pyicebergs_environment_settings_are_read_when_the_catalog_opens(monkeyp
     assert properties["s3.access-key-id"] == "key"
     assert properties["warehouse"] == "s3://lake/w"
     assert properties["uri"] == "sqlite:////tmp/c.db?timeout=60"
+
+
+def _memory_settings(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
+    return con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+
+
+def _as_duckdb_shows(amount: str) -> str:
+    with duckdb.connect() as con:
+        con.execute(f"SET memory_limit = '{amount}'")
+        return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
+def test_every_connection_the_project_opens_is_held_to_a_memory_limit(tmp_path: Path) -> None:
+    # DuckDB's own default is 80% of the machine's memory, spilling to .tmp in the working folder
+    default = (_as_duckdb_shows(DEFAULT_MEMORY_LIMIT), spill_directory())
+
+    assert _memory_settings(bounded_connection()) == default
+    assert _memory_settings(lakehouse_connection(duckdb.connect(), {})) == default  # what the CLI opens
+    chosen = lakehouse_connection(duckdb.connect(), {}, "300MB", str(tmp_path / "spill"))
+    assert _memory_settings(chosen) == (_as_duckdb_shows("300MB"), str(tmp_path / "spill"))
+    assert _memory_settings(duckdb.connect())[0] != default[0]

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from sonik_pipeline.lakehouse import landing_source
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, SourceFile
+from sonik_pipeline.lakehouse.events import MAX_LINE_BYTES, ArrowRows, JsonLines, SourceFile
 from sonik_pipeline.lakehouse.json_lines import read_text_chunks, split_lines
 from sonik_pipeline.lakehouse.landing_source import landing_events
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
@@ -282,7 +282,7 @@ def test_a_generated_corpus_is_decided_line_for_line_as_before(
 @pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 1 << 20])
 def test_chunks_hold_whole_lines_and_split_them_as_readlines_does(chunk_bytes: int) -> None:
     text = every_mutation(seed=9)
-    pieces = list(read_text_chunks(io.BytesIO(text), chunk_bytes, max_lines=50))
+    pieces = list(read_text_chunks(io.BytesIO(text), chunk_bytes, max_lines=50, max_line_bytes=MAX_LINE_BYTES))
 
     assert b"".join(p for p, _ in pieces) == text
     assert all(bytes(p).count(b"\n") <= 50 for p, _ in pieces)

@@ -9,6 +9,7 @@ from sonik_pipeline.lakehouse.landing_source import (
     MissingLandingData,
     landing_events,
     list_all_days,
+    list_day,
     read_landing_file,
 )
 from sonik_pipeline.lakehouse.landing_writer import write_landing_day
@@ -92,4 +93,80 @@ def test_listing_every_day_sees_data_files_only(tmp_path: Path) -> None:
 
     assert list(days) == [other, DAY]
     assert [Path(f.path).name for f in days[other]] == ["part-000.parquet", "part-001.parquet"]
+    assert [Path(f.path).name for f in days[DAY]] == ["part-000.jsonl"]
+
+
+def _outside_file(tmp_path: Path, name: str = "secret.jsonl") -> Path:
+    """A file outside the landing zone holding a line that would parse as an event."""
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    secret = outside / name
+    secret.write_text('{"play_id": "SECRET", "title": "from outside"}\n')
+    return secret
+
+
+def test_a_file_linking_out_of_the_landing_zone_is_refused_naming_where_it_leads(tmp_path: Path) -> None:
+    # Given a day with a real file and a link to a file outside the landing zone
+    landing = tmp_path / "landing"
+    [real] = write_landing_day(landing, DAY, synthetic_batch(DAY, 10), files=1)
+    secret = _outside_file(tmp_path)
+    link = landing / "plays" / str(DAY) / "x.jsonl"
+    link.symlink_to(secret)
+
+    # When the day is read
+    batches = list(landing_events(landing, DAY))
+
+    # Then the link is announced, not read, and reported with where it leads; the real file is read
+    read = [b for b in batches if isinstance(b, JsonLines)]
+    assert [b.source_file for b in read] == [real]
+    assert not any("SECRET" in line for b in read for line in b.lines.to_pylist())
+    [refused] = [b for b in batches if isinstance(b, UnreadableFile)]
+    assert refused.source_file == str(link)
+    assert refused.error == f"link out of the landing zone: resolves to {secret}, outside {landing}; not read"
+    assert str(link) in [b.path for b in batches if isinstance(b, SourceFile)]
+
+
+def test_a_day_folder_linking_out_of_the_landing_zone_is_refused_and_listed_as_the_reader_reads_it(
+    tmp_path: Path,
+) -> None:
+    # Given a day folder that is a link to a folder outside the landing zone
+    landing = tmp_path / "landing"
+    write_landing_day(landing, DAY - dt.timedelta(days=1), synthetic_batch(DAY, 5), files=1)
+    secret = _outside_file(tmp_path, "part-000.jsonl")
+    (landing / "plays" / str(DAY)).symlink_to(secret.parent, target_is_directory=True)
+    zone = LandingZone.at(landing)
+
+    # When the day is read, and the sensor lists every day
+    batches = list(landing_events(landing, DAY))
+    days = list_all_days(zone)
+
+    # Then nothing of it is read, the file is reported, and the sweep lists what the day's reader announced
+    assert not [b for b in batches if isinstance(b, JsonLines)]
+    [refused] = [b for b in batches if isinstance(b, UnreadableFile)]
+    assert refused.source_file == f"{landing}/plays/{DAY}/part-000.jsonl"
+    assert refused.error == f"link out of the landing zone: resolves to {secret}, outside {landing}; not read"
+    assert days[DAY] == [b for b in batches if isinstance(b, SourceFile)] == [f for _, f in list_day(zone, DAY)]
+
+
+def test_a_link_that_stays_inside_the_landing_zone_is_read(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    other = DAY - dt.timedelta(days=1)
+    [kept] = write_landing_day(landing, other, synthetic_batch(DAY, 7), files=1)
+    (landing / "plays" / str(DAY)).mkdir()
+    (landing / "plays" / str(DAY) / "moved.jsonl").symlink_to(Path(kept))
+
+    [listed, batch] = list(landing_events(landing, DAY))
+
+    assert isinstance(batch, JsonLines) and len(batch.lines) == 7
+    assert listed.path == batch.source_file == str(landing / "plays" / str(DAY) / "moved.jsonl")
+
+
+def test_listing_every_day_does_not_follow_links_below_the_day_folders(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    write_landing_day(landing, DAY, synthetic_batch(DAY, 5), files=1)
+    # a loop: each level of plays/DAY/again/again/... would be listed again by a recursive listing
+    (landing / "plays" / str(DAY) / "again").symlink_to(landing / "plays", target_is_directory=True)
+
+    days = list_all_days(LandingZone.at(landing))
+
     assert [Path(f.path).name for f in days[DAY]] == ["part-000.jsonl"]

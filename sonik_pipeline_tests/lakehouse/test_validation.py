@@ -1,14 +1,22 @@
 import datetime as dt
 import json
+import re
 
 import duckdb
 import pyarrow as pa
 import pytest
 
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, UnreadableFile
+from sonik_pipeline.lakehouse.duckdb_extensions import spill_directory
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, LongLine, UnreadableFile
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
-from sonik_pipeline.lakehouse.validation import DUPLICATE_REASON, DayValidator, reason_group, reason_group_sql
+from sonik_pipeline.lakehouse.validation import (
+    DUPLICATE_REASON,
+    VALIDATION_MEMORY_LIMIT,
+    DayValidator,
+    reason_group,
+    reason_group_sql,
+)
 
 DAY = dt.date(2026, 4, 20)
 GOOD = {
@@ -229,3 +237,96 @@ def test_a_line_of_invalid_utf8_is_rejected_with_its_bytes_as_escapes_not_replac
     [reject] = rejected.to_pylist()
     assert reject["reason"] == "line is not valid UTF-8 (its bytes are kept in the payload as \\xNN escapes)"
     assert "Dr\\xffake" in reject["payload"] and "\ufffd" not in reject["payload"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("title", "x" * 4_097, "title longer than 4,096 bytes: 4,097 bytes"),
+        ("artist", "é" * 2_049, "artist longer than 4,096 bytes: 4,098 bytes"),  # bytes, not characters
+        ("play_id", "p" * 10_000, "play_id longer than 4,096 bytes: 10,000 bytes"),
+        ("country", "U" * 5_000, "country longer than 4,096 bytes: 5,000 bytes"),  # not quoted whole
+    ],
+)
+def test_a_text_field_over_the_bound_is_rejected_with_its_size(field: str, value: str, reason: str) -> None:
+    payload = _event(**{field: value})
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(payload))
+
+    assert valid.num_rows == 0
+    assert rejected.column("reason").to_pylist() == [reason]
+    assert rejected.column("payload").to_pylist() == [payload]  # a line within the line bound is kept whole
+
+
+def test_a_text_field_at_the_bound_is_kept() -> None:
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(_event(title="é" * 2_048)))
+
+    assert (valid.num_rows, rejected.num_rows) == (1, 0)
+
+
+def test_a_parquet_value_over_the_bounds_is_rejected_and_its_payload_kept_bounded() -> None:
+    rows = synthetic_batch(DAY, 3)
+    titles = rows.column("title").to_pylist()
+    titles[1] = "y" * 3_000_000
+    rows = rows.set_column(rows.schema.get_field_index("title"), "title", pa.array(titles, pa.large_string()))
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(ArrowRows(rows, "day.parquet"))
+
+    assert valid.num_rows == 2
+    [reject] = rejected.to_pylist()
+    assert reject["reason"] == "title longer than 4,096 bytes: 3,000,000 bytes"
+    assert reject["play_id"] == rows.column("play_id")[1].as_py()
+    payload = reject["payload"]
+    assert len(payload.encode()) < 4_096 + 100
+    assert payload.startswith('{"play_id": ')
+    note = re.search(r"… \[truncated: ([0-9,]+) bytes\]$", payload)
+    assert note and int(note.group(1).replace(",", "")) > 3_000_000
+
+
+def test_a_line_over_the_bound_is_quarantined_by_its_number_with_its_first_bytes() -> None:
+    validator = DayValidator(PLAYS_SCHEMA, DAY)
+    head = (GOOD_TEXT[:-1] + ', "lyrics": "' + "la" * 3_000).encode()[:4_096]
+
+    valid, rejected = validator.classify(LongLine("day.jsonl", 42, 5_000_000, head, 1_048_576))
+
+    assert valid.num_rows == 0
+    [reject] = rejected.to_pylist()
+    assert reject == {
+        "play_id": None,
+        "reason": "line longer than 1,048,576 bytes: 5,000,000 bytes",
+        "payload": head.decode() + "… [truncated: 5,000,000 bytes]",
+        "source_file": "day.jsonl",
+        "source_line": 42,
+    }
+    assert (validator.totals.seen, validator.totals.invalid) == (1, 1)
+    assert validator.totals.rejected_by_reason == {"line longer than 1,048,576 bytes": 1}
+
+
+def test_the_validators_duckdb_has_a_memory_limit_and_spills_outside_the_working_folder() -> None:
+    validator = DayValidator(PLAYS_SCHEMA, DAY)
+    validator.classify(_lines(_event(user_id="abc")))  # a reject: typed by DuckDB
+
+    [(limit, spill)] = (
+        validator._duckdb()
+        .execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')")
+        .fetchall()
+    )
+    validator.close()
+
+    with duckdb.connect() as con:
+        con.execute(f"SET memory_limit = '{VALIDATION_MEMORY_LIMIT}'")
+        assert limit == con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert spill == spill_directory()  # DuckDB's own default is .tmp in the working folder
+
+
+def test_long_lines_typed_exactly_stay_within_the_validators_memory_limit() -> None:
+    # 12 lines of 500 KB that DuckDB types (each holds a loose "Inf"): when each line was parsed once a
+    # field, 4 of them at once needed about 1 GB of DuckDB's memory
+    lines = [_event(title="Inf" + "t" * 500_000, play_id=f"p-{i}") for i in range(12)]
+
+    valid, rejected = DayValidator(PLAYS_SCHEMA, DAY).classify(_lines(*lines))
+
+    assert valid.num_rows == 0
+    assert rejected.column("play_id").to_pylist() == [f"p-{i}" for i in range(12)]
+    assert rejected.column("reason").to_pylist() == ["title longer than 4,096 bytes: 500,003 bytes"] * 12
+    assert rejected.column("source_line").to_pylist() == list(range(1, 13))
