@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sonik_pipeline.cli import last_complete_days
+from sonik_pipeline.cli import _tables_read, last_complete_days
 
 BIN = Path(sys.executable).parent
 
@@ -165,6 +165,28 @@ def test_sonik_errors_are_one_line(tmp_path: Path, user_env) -> None:
 
     assert result.returncode == 2
     assert result.stderr.strip() == "sonik: error: --end 2026-04-19 is before --start 2026-04-20"
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("SELECT 1", set()),
+        (
+            "SELECT * FROM music.plays JOIN Music_Marts.Daily_Top_Tracks USING (track_id)",  # binding would fail
+            {("music", "plays"), ("music_marts", "daily_top_tracks")},
+        ),
+        ('SELECT * FROM music."say ""hi""" WHERE x IN (SELECT x FROM plays)', {("music", 'say "hi"'), ("", "plays")}),
+        ("WITH recent AS (FROM music.plays) SELECT count(*) FROM recent", {("music", "plays"), ("", "recent")}),
+        ("DESCRIBE music.plays", {("music", "plays")}),
+        ("SHOW ALL TABLES", None),  # the catalog itself: every view
+        ("SELECT * FROM information_schema.tables", None),
+        ("SELECT * FROM duckdb_views()", None),
+        ("SELECT * FROM query_table('music.plays')", None),
+        ("SELEC 1", None),
+    ],
+)
+def test_sonik_sql_makes_views_of_the_tables_a_query_names(sql: str, reads: set | None) -> None:
+    assert _tables_read(sql) == reads
 
 
 def test_last_complete_days_end_yesterday() -> None:
@@ -330,7 +352,39 @@ def test_sonik_landing_wants_a_positive_count(tmp_path: Path, user_env, flag: st
 
 
 def test_an_unexpected_error_keeps_its_traceback_and_asks_for_a_report(tmp_path: Path, user_env) -> None:
-    # Given a table whose metadata files are gone: a damaged lakehouse, not a user's mistake
+    # Given a table property our own code wrote, garbled by hand: nothing a user can be told how to fix
+    _python(
+        """
+        import datetime as dt
+        from sonik_pipeline.lakehouse.catalog import open_catalog
+        from sonik_pipeline.lakehouse.events import ArrowRows
+        from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+        from sonik_pipeline.lakehouse.ingest import ingest_day
+        catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://lakehouse/warehouse")
+        ingest_day(catalog, dt.date(2026, 4, 20), [ArrowRows(synthetic_batch(dt.date(2026, 4, 20), 10), "a")])
+        with catalog.load_table("music.plays").transaction() as txn:
+            txn.set_properties({"sonik.expired-history": "{not json"})
+        """,
+        user_env,
+        tmp_path,
+    )
+    (tmp_path / "home").mkdir()  # where DuckDB installs its extensions
+
+    result = _fails(
+        [str(BIN / "sonik"), "sql", "SELECT 1 FROM music.plays", "--as-of", "2030-01-01"], user_env, tmp_path
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "JSONDecodeError" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "sonik: unexpected JSONDecodeError (traceback above): unless your setup explains it, "
+        "please report it as a bug with the traceback"
+    )
+
+
+def test_a_table_whose_metadata_files_are_gone_is_one_line_naming_it(tmp_path: Path, user_env) -> None:
+    # Given a table whose metadata files are gone: a damaged lakehouse, named rather than a traceback
     _python(
         """
         import datetime as dt
@@ -349,10 +403,7 @@ def test_an_unexpected_error_keeps_its_traceback_and_asks_for_a_report(tmp_path:
 
     result = _fails([str(BIN / "sonik"), "snapshots", "music.plays"], user_env, tmp_path)
 
-    assert result.returncode == 1
-    assert result.stderr.startswith("Traceback (most recent call last):")
-    assert "FileNotFoundError" in result.stderr
-    assert result.stderr.splitlines()[-1] == (
-        "sonik: unexpected FileNotFoundError (traceback above): unless your setup explains it, "
-        "please report it as a bug with the traceback"
-    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("sonik: error: music.plays: its current metadata file is missing ("), line
+    assert line.endswith(".metadata.json); restore it from a backup"), line

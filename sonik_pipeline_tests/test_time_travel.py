@@ -130,7 +130,7 @@ def test_rollback_asks_for_confirmation(catalog: Catalog, cli_env, monkeypatch: 
         (["snapshots", "music.nope"], "unknown table 'music.nope'"),
         (["rollback", "music.plays", "--to", "123", "--yes"], "unknown snapshot 123 for music.plays"),
         (["rollback", "music.plays", "--as-of", "2001-01-01", "--yes"], "music.plays did not exist yet at 2001-01-01"),
-        (["sql", "SELECT 1", "--as-of", "2001-01-01"], "no table existed yet at 2001-01-01"),
+        (["sql", "SELECT count(*) FROM music.plays", "--as-of", "2001-01-01"], "no table existed yet at 2001-01-01"),
         (["sql", "SELECT 1", "--as-of", "last tuesday"], "not a time: 'last tuesday'"),
         (["sql", "SELECT nothing FROM music.plays"], "SQL error: Binder Error"),
         (["sql", "DELETE FROM music.plays"], "sonik sql is read-only"),

@@ -6,13 +6,16 @@ import functools
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pydantic
+import sqlalchemy.event
 import sqlalchemy.exc
 from pydantic import ValidationError
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import RESTError
+from pyiceberg.exceptions import ValidationError as MetadataValidationError
 from pyiceberg.table import Table
 from pyiceberg.utils.config import Config
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 
 from sonik_pipeline.settings import catalog_uri_problem, redact
 
@@ -22,6 +25,14 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 60
 
 class CatalogUnavailable(Exception):  # noqa: N818 - reads as what it is
     """The catalog cannot be opened (bad URI, server down, unusable SQLite path): one line saying what to do."""
+
+
+class CatalogLocked(CatalogUnavailable):
+    """The SQLite catalog stayed locked by another process past its busy timeout: one line with the wait."""
+
+
+class TableUnreadable(Exception):  # noqa: N818 - reads as what it is
+    """A table the catalog has whose metadata cannot be read (missing, truncated, damaged): one line naming it."""
 
 
 def _with_sqlite_busy_timeout(uri: str) -> str:
@@ -57,12 +68,42 @@ def _first_line(exc: BaseException, password: str | None) -> str:
     return text.replace(password, "***") if password else text
 
 
+def _is_locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked": another connection held the lock past the busy timeout."""
+    return "database is locked" in str(getattr(exc, "orig", None) or exc)
+
+
+def locked_message(url: URL) -> str:
+    """What a SQLite catalog locked past its busy timeout says: the file, the wait, and what to do."""
+    waited = url.query.get("timeout") or "5"  # Python's sqlite3 default, for a URI opened without ours
+    waited = waited if isinstance(waited, str) else waited[-1]
+    return (
+        f"the SQLite catalog {url.database} stayed locked by another process for {waited} s (its busy timeout): "
+        f"a long write holds it; re-run when that has finished (`lsof {url.database}` lists the processes using it)"
+    )
+
+
+def _name_a_locked_catalog(context: ExceptionContext) -> BaseException | None:
+    """SQLAlchemy's ``handle_error`` hook: "database is locked" becomes ``CatalogLocked``, chained to the original.
+
+    On the catalog's engine, so every catalog operation is covered in one place: a commit, a table load,
+    ``ensure_table``, a sensor's read, a ``sonik`` command.
+    """
+    if _is_locked(context.original_exception):
+        return CatalogLocked(locked_message(context.engine.url))
+    return None
+
+
 @functools.cache
 def _catalog(name: str, properties: tuple[tuple[str, str], ...]) -> Catalog:
     """One catalog per configuration and process: its SQL engine and connection pool are reused by every
     step, check and command rather than opened (and left to the garbage collector) each time. A changed
     configuration (URI, warehouse, ``s3.*`` settings) is another key, so it is always seen."""
-    return load_catalog(name, **dict(properties))
+    catalog = load_catalog(name, **dict(properties))
+    engine = getattr(catalog, "engine", None)  # SQL catalogs only
+    if engine is not None and engine.dialect.name == "sqlite":
+        sqlalchemy.event.listen(engine, "handle_error", _name_a_locked_catalog)
+    return catalog
 
 
 def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
@@ -91,6 +132,8 @@ def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
         RESTError,  # a REST catalog that answers with an error
         ValidationError,  # an HTTP server that is not an Iceberg REST catalog
     ) as exc:
+        if uri.startswith("sqlite") and _is_locked(exc):
+            raise CatalogLocked(locked_message(make_url(catalog_properties(name, uri, warehouse)["uri"]))) from exc
         raise CatalogUnavailable(
             f"cannot open the Iceberg catalog {shown}: {_first_line(exc, urlsplit(uri).password)}; {_what_to_do(uri)}"
         ) from exc
@@ -99,3 +142,38 @@ def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
 def table_name(table: Table) -> str:
     """A table's name as people write it: ``music.plays``."""
     return ".".join(table.name())
+
+
+def _metadata_problem(exc: BaseException) -> str:
+    """What is wrong with a metadata file PyIceberg could not parse, in a few words."""
+    cause = exc.__cause__
+    if isinstance(cause, pydantic.ValidationError) and cause.errors():
+        return cause.errors()[0]["msg"]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def load_table(catalog: Catalog, name: str) -> Table:
+    """``catalog.load_table``; a current metadata file that cannot be read is one ``TableUnreadable`` naming the table.
+
+    The catalog only points at the file: missing (deleted by hand, a restore that missed it), truncated
+    (a full disk) or damaged, the table cannot be read until it is back. ``NoSuchTableError`` and the
+    catalog's own errors pass through.
+    """
+    try:
+        return catalog.load_table(name)
+    except FileNotFoundError as exc:
+        # PyArrow: "[Errno 2] Failed to open local file '/path'. Detail: ..."; name the path alone when it can.
+        text = str(exc)
+        start, end = text.find("'"), text.rfind("'. Detail")
+        where = text[start + 1 : end] if 0 <= start < end else _metadata_problem(exc)
+        raise TableUnreadable(
+            f"{name}: its current metadata file is missing ({where}); restore it from a backup"
+        ) from exc
+    except (MetadataValidationError, UnicodeDecodeError) as exc:
+        raise TableUnreadable(
+            f"{name}: its current metadata file is truncated or damaged ({_metadata_problem(exc)}); "
+            "restore it from a backup"
+        ) from exc
+    except OSError as exc:  # no permission, an object store that refuses
+        raise TableUnreadable(f"{name}: its current metadata file cannot be read ({_metadata_problem(exc)})") from exc

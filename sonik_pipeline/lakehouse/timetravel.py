@@ -19,16 +19,18 @@ import datetime as dt
 import enum
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.io import FileIO
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
+from pyiceberg.utils.concurrent import ExecutorFactory
 
-from sonik_pipeline.lakehouse.catalog import table_name
+from sonik_pipeline.lakehouse.catalog import TableUnreadable, load_table, table_name
 from sonik_pipeline.lakehouse.file_scan import empty_select
 from sonik_pipeline.lakehouse.marts import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
@@ -52,8 +54,9 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def load(catalog: Catalog, name: str) -> Table:
+    """The table ``name``: an unknown one is a ``TimeTravelError``, one with damaged metadata ``TableUnreadable``."""
     try:
-        return catalog.load_table(name)
+        return load_table(catalog, name)
     except (NoSuchTableError, NoSuchNamespaceError, ValueError):
         known = ", ".join(lakehouse_table_names(catalog)) or "none yet"
         raise TimeTravelError(f"unknown table {name!r} (tables: {known})") from None
@@ -271,12 +274,72 @@ def snapshot_rows(table: Table) -> list[SnapshotRow]:
     return rows
 
 
+def check_manifests(table: Table, snapshot: Snapshot) -> None:
+    """Refuse, as one ``TableUnreadable``, a snapshot whose manifests are missing or not their recorded size.
+
+    DuckDB 1.5.5's iceberg extension does not raise on a missing, truncated or damaged manifest: it
+    aborts the whole process (C++ ``terminate``, exit 134), so it must not be asked to read one. The
+    manifest list records each manifest's length: PyIceberg reads the list (whose own damage it
+    reports as an error) and one size per manifest is looked up, in parallel, before DuckDB opens any.
+    A manifest damaged in place without a change of size still gets past this check.
+    """
+    name = table_name(table)
+    try:
+        manifests = snapshot.manifests(table.io)
+    except Exception as exc:  # missing (OSError), cut short (EOFError), garbled (ValueError, zlib.error, ...)
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TableUnreadable(
+            f"{name}: its manifest list {snapshot.manifest_list} cannot be read ({problem}); restore it from a "
+            "backup, or roll the table back to a snapshot that does not use it"
+        ) from exc
+    sizes = ExecutorFactory.get_or_create().map(lambda m: _size(table.io, m.manifest_path), manifests)
+    for manifest, size in zip(manifests, sizes, strict=True):
+        if size == manifest.manifest_length:
+            continue
+        recorded = manifest.manifest_length
+        found = "is missing" if size is None else f"is {size:,} bytes, but the manifest list says {recorded:,}"
+        raise TableUnreadable(
+            f"{name}: its manifest {manifest.manifest_path} {found}: it is truncated or damaged, and DuckDB's "
+            "iceberg reader would abort on it; restore it from a backup, or roll the table back to a snapshot "
+            "that does not use it"
+        )
+
+
+def _size(io: FileIO, location: str) -> int | None:
+    """A file's size in bytes (a stat, or a HEAD on object storage), None when it is missing."""
+    try:
+        return len(io.new_input(location))
+    except FileNotFoundError:
+        return None
+
+
+def _duckdb_problem(table: Table, exc: duckdb.Error) -> str:
+    """What DuckDB could not do with a table, in one line naming it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Unterminated quote" in text:  # iceberg_scan tries its argument as a table name first
+        return (
+            f"{table_name(table)}: DuckDB's iceberg_scan cannot read a table whose metadata path holds an unpaired "
+            f'double quote ("): {table.metadata_location}; rename the table (and so its location) to read it here'
+        )
+    return f"{table_name(table)}: DuckDB cannot read it ({text})"
+
+
+def _is_read(name: str, reads: Collection[tuple[str, str]] | None) -> bool:
+    """Whether a query reading ``reads`` ((schema, table), schema "" when not written) reads table ``name``."""
+    if reads is None:
+        return True
+    namespace, short = name.lower().split(".", 1)
+    return any(table == short and schema in ("", namespace) for schema, table in reads)
+
+
 @dataclass(frozen=True)
 class Views:
-    """The snapshot each view reads and, for ``as_of``, the tables not read exactly as they were then."""
+    """The snapshot each view reads; for ``as_of``, the tables not read exactly as they were then; and the
+    tables that could not be read at all, each with its one-line problem (they have no view)."""
 
     pinned: dict[str, int]
     inexact: list[AsOf]
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def create_views(
@@ -284,20 +347,38 @@ def create_views(
     catalog: Catalog,
     as_of: dt.datetime | None = None,
     snapshot_id: int | None = None,
+    reads: Collection[tuple[str, str]] | None = None,
 ) -> Views:
-    """A DuckDB view per lakehouse table (``music.plays``, ``music_marts.daily_top_tracks``, ...).
+    """A DuckDB view per lakehouse table (``music.plays``, ``music_marts.daily_top_tracks``, ...) a query reads.
 
-    With ``as_of``, every table reads the snapshot current at that time (tables younger than that are
-    left out, and so are tables whose history then was expired, listed in ``inexact`` with those read
-    from an older snapshot); with ``snapshot_id``, the table holding that snapshot reads it and the
-    rest are current.
+    ``reads`` are the (schema, table) names the query reads, lower case, schema "" where it was not
+    written (``_tables_read`` in cli.py); None makes a view of every table. Only those tables are
+    opened at all, so a damaged table never stops a query of the others; a table that cannot be read
+    (its metadata or manifests damaged, a location DuckDB cannot take) gets no view and is listed in
+    ``unreadable`` with its problem. With ``as_of``, every table reads the snapshot current at that
+    time (tables younger than that are left out, and so are tables whose history then was expired,
+    listed in ``inexact`` with those read from an older snapshot); with ``snapshot_id``, the table
+    holding that snapshot reads it and the rest are current.
     """
-    tables = {name: load(catalog, name) for name in lakehouse_table_names(catalog)}
+    names = lakehouse_table_names(catalog)
+    wanted = [name for name in names if _is_read(name, reads)]
+    tables: dict[str, Table] = {}
+    unreadable: dict[str, str] = {}
+    for name in wanted if snapshot_id is None else names:  # the snapshot's holder is looked for everywhere
+        try:
+            tables[name] = load(catalog, name)
+        except TableUnreadable as exc:
+            unreadable[name] = str(exc)
     if snapshot_id is not None and not any(t.snapshot_by_id(snapshot_id) for t in tables.values()):
-        raise TimeTravelError(f"unknown snapshot {snapshot_id}: no lakehouse table has it")
+        unknown = f"unknown snapshot {snapshot_id}: no lakehouse table has it"
+        raise TimeTravelError(f"{unknown} ({'; '.join(unreadable.values())})" if unreadable else unknown)
+    unreadable = {name: problem for name, problem in unreadable.items() if name in wanted}
     pinned: dict[str, int] = {}
     inexact: list[AsOf] = []
-    for name, table in tables.items():
+    for name in wanted:
+        if name not in tables:
+            continue
+        table = tables[name]
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id):
             snapshot = snapshot_by_id(table, snapshot_id)
         elif as_of is not None:
@@ -312,18 +393,26 @@ def create_views(
             if snapshot is None:  # created, nothing committed yet: zero rows, with its columns
                 _view(con, name, empty_select(table.schema()))
                 continue
-        scan = f"iceberg_scan({sql_string(table.metadata_location)}, snapshot_from_id={snapshot.snapshot_id})"
-        _view(con, name, f"SELECT * FROM {scan}")
+        try:
+            check_manifests(table, snapshot)
+            scan = f"iceberg_scan({sql_string(table.metadata_location)}, snapshot_from_id={snapshot.snapshot_id})"
+            _view(con, name, f"SELECT * FROM {scan}")
+        except TableUnreadable as exc:
+            unreadable[name] = str(exc)
+            continue
+        except duckdb.Error as exc:  # binding reads the metadata and manifests: any error DuckDB does raise
+            unreadable[name] = _duckdb_problem(table, exc)
+            continue
         pinned[name] = snapshot.snapshot_id
     if as_of is None and snapshot_id is None:
         for table_def in CODE_TABLES:  # not created yet (no ingest, no reject, no mart run): zero rows too
-            if table_def.identifier not in tables:
+            if table_def.identifier not in names and _is_read(table_def.identifier, reads):
                 _view(con, table_def.identifier, empty_select(table_def.schema))
-    if as_of is not None and not pinned:
+    if as_of is not None and not pinned and not unreadable and tables.keys() & set(wanted):
         if inexact:
             raise TimeTravelError("; ".join(f.reason for f in inexact))
         raise TimeTravelError(f"no table existed yet at {as_of.isoformat()}")
-    return Views(pinned, inexact)
+    return Views(pinned, inexact, unreadable)
 
 
 # Every table the code defines, so each reads as a table (possibly empty) before it is first written.
