@@ -131,7 +131,8 @@ def build_marts_asset(name: str, marts: Sequence[Mart], partitions: dg.Partition
         previews = {}
         query_seconds = dict.fromkeys(rows_by_day, 0.0)
         chunks = chunk_days(per_day, first, last, config.max_rows_per_read, lookback.days)
-        with duckdb.get_connection() as con, _discard_on_error(list(stagers.values())):
+        uncommitted = list(stagers.values())  # discarded on any error, so a failed run leaves no staged file
+        with duckdb.get_connection() as con, _discard_on_error(uncommitted):
             for chunk_first, chunk_last in chunks:
                 started = time.monotonic()
                 read = load_plays_days(
@@ -153,10 +154,12 @@ def build_marts_asset(name: str, marts: Sequence[Mart], partitions: dg.Partition
                         previews[mart.name] = rows.filter(pc.equal(rows.column("day"), pa.scalar(last, pa.date32())))
         for mart in selected:
             started = time.monotonic()
-            files = stagers[mart.name].finish()
-            report = replace_mart_days(
-                tables[mart.name], first, last, files, src, {"dagster.run-id": context.run.run_id}
-            )
+            with _discard_on_error(uncommitted):
+                files = stagers[mart.name].finish()
+                uncommitted.remove(stagers[mart.name])  # from here its commit deletes them if it does not land
+                report = replace_mart_days(
+                    tables[mart.name], first, last, files, src, {"dagster.run-id": context.run.run_id}
+                )
             context.log.info(f"{mart.name} {first}..{last}: committed snapshot {report.snapshot_id}")
             for day, key in zip(days, context.partition_keys, strict=True):
                 day_rows = rows_by_day[mart.name].get(day, 0)

@@ -32,6 +32,8 @@ that renames or stops calling one fails that test by name instead of changing be
   times per commit, so a commit's cost grows with the table's history (apache/iceberg-python issue
   #2673). This caches it per state, keyed on the identity of ``_table.metadata`` and ``_updates`` (both
   are replaced, never mutated), exactly as upstream PR #3784 does; replaced by that PR once released.
+- ``discard_uncommitted_manifests``: ``_SnapshotProducer._clean_all_uncommitted``, what PyIceberg calls after
+  a conflict, called after a failure PyIceberg cannot judge once ``writes`` knows the commit did not land.
 - ``ArrowScan`` reads given data files (``FileScanTask``s) with schema evolution applied; public in
   name but not documented as API, so it is pinned here too.
 """
@@ -77,6 +79,7 @@ REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
     (_SnapshotProducer, "_validate_concurrency"),
     (_SnapshotProducer, "new_manifest_writer"),
     (_SnapshotProducer, "_refresh_for_retry"),
+    (_SnapshotProducer, "_clean_all_uncommitted"),
     (_OverwriteFiles, "_validate_concurrency"),
     (ArrowScan, "to_table"),
     (ArrowScan, "to_record_batches"),
@@ -95,6 +98,7 @@ REQUIRED_PRODUCER_ATTRIBUTES = (
     "_parent_snapshot_id",
     "_written_manifests",
     "_uncommitted_manifests",
+    "_written_manifest_lists",
 )
 
 
@@ -381,6 +385,19 @@ class CachingTransaction(Transaction):
             self._cached_metadata = Transaction.table_metadata.fget(self)
             self._cached_for = (base, updates)
         return self._cached_metadata
+
+
+SnapshotProducer = _SnapshotProducer  # for type hints elsewhere: the private class is named in this module only
+
+
+def discard_uncommitted_manifests(producer: _SnapshotProducer) -> None:
+    """Delete the manifests and manifest lists a producer wrote for a commit that did not land.
+
+    PyIceberg 0.12 does this itself only on a conflict (``CommitFailedException``, ``ValidationException``),
+    where it knows the commit did not land; on any other failure (a full disk, a catalog locked past its
+    timeout) it leaves them, as the outcome may be unknown. ``writes`` calls this once it knows.
+    """
+    producer._clean_all_uncommitted()
 
 
 def transaction(table: Table) -> Transaction:

@@ -25,7 +25,7 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
 from sonik_pipeline.lakehouse.days import day_bounds, partition_day
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, RawBatch, SourceFile, UnreadableFile
+from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines, LongLine, RawBatch, SourceFile, UnreadableFile
 from sonik_pipeline.lakehouse.sources_read import LateArrivals, late_arrivals, record_filter, record_rows, recorded_days
 from sonik_pipeline.lakehouse.tables import PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, SchemaChanges, ensure_table
 from sonik_pipeline.lakehouse.validation import DayValidator, ValidationTotals
@@ -263,7 +263,7 @@ def stage_day(
                     progress(f"{day}: {raw.source_file}: {raw.error}")
                 seen_before = validator.totals.seen
                 valid, rejected = validator.classify(raw)
-                if isinstance(raw, JsonLines | ArrowRows):  # events: a line or a row each
+                if isinstance(raw, JsonLines | ArrowRows | LongLine):  # events: a line or a row each
                     events = validator.totals.seen - seen_before
                     events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + events
                 rejected = _as_reject_rows(rejected, day, run_id, now)
@@ -380,7 +380,12 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
     quarantine_days = And(
         GreaterThanOrEqual("ingest_day", first.isoformat()), LessThanOrEqual("ingest_day", last.isoformat())
     )
-    replace_partition(rejected, quarantine_days, [f for s in staged for f in s.reject_files], properties)
+    try:
+        replace_partition(rejected, quarantine_days, [f for s in staged for f in s.reject_files], properties)
+    except BaseException:  # the quarantine's own files went with its failed commit; the days' never will land
+        for s in staged:
+            _discard(plays, s.plays_files)
+        raise
     if refused:
         for s in staged[refused[0] :]:
             _discard(plays, s.plays_files)
@@ -392,15 +397,11 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
             "dagster.partition": first.isoformat() if first == landing_last else f"{first}...{landing_last}",
             "sonik.events-read": str(sum(s.totals.seen for s in landing)),
         }
-        try:
-            report = replace_partition(
-                plays, days_filter(first, landing_last), [f for s in landing for f in s.plays_files],
-                landing_properties, guard=guard,
-            )  # fmt: skip
-        except DayWouldShrink:  # a concurrent writer grew a day after the first check
-            for s in landing:
-                _discard(plays, s.plays_files)
-            raise
+        # A commit that fails without landing (a concurrent writer grew a day, a full disk) deletes its files.
+        report = replace_partition(
+            plays, days_filter(first, landing_last), [f for s in landing for f in s.plays_files],
+            landing_properties, guard=guard,
+        )  # fmt: skip
         late = record_sources(tables, landing, properties)
         results = [
             DayIngestResult(

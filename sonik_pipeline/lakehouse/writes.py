@@ -5,6 +5,7 @@ ones, so readers see either the old day or the new day, never both and never nei
 other writers are retried by PyIceberg itself (``commit.retry.*`` table properties) on the refreshed
 table; only a concurrent change to the *same* partition makes the plan stale, and then the replace is
 planned again against the fresh table with the same staged files (last writer wins, one copy).
+A replace that fails without landing deletes what it wrote, staged data files included.
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
+import requests
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionKey
 from pyiceberg.table import Table, TableProperties
 
-from sonik_pipeline.lakehouse.catalog import table_name
+from sonik_pipeline.lakehouse.attachment import metadata_files_at, metadata_version, read_metadata
+from sonik_pipeline.lakehouse.catalog import CatalogLocked, table_name
 from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.iceberg_internals import DataFileWriter, split_by_partition, transaction
+from sonik_pipeline.lakehouse.iceberg_internals import (
+    DataFileWriter,
+    SnapshotProducer,
+    discard_uncommitted_manifests,
+    split_by_partition,
+    transaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +147,104 @@ def partition_rows(table: Table, partition_filter: BooleanExpression) -> int:
     return sum(f.record_count for f in _files_in(table, partition_filter))
 
 
+class CommitOfStagedFiles:
+    """One commit of staged files, over its attempts: if it fails without landing, nothing it wrote stays.
+
+    Used as ``with CommitOfStagedFiles(table, files) as commit:`` around the attempts; each attempt
+    registers its producer (``attempt``) and says when the transaction is about to ask the catalog
+    (``committing``). On failure, what the commit wrote (the staged data files, the attempts' manifests
+    and manifest lists, a metadata file the catalog wrote before its swap failed) is deleted when the
+    commit certainly did not land, and left (and said so) when that cannot be told: deleting the files of
+    a commit that did land would break the table.
+
+    PyIceberg 0.12 cleans a failed commit's manifests only after a conflict; a full disk or a catalog
+    locked past its timeout would otherwise leave the files until orphan removal's window, on a disk that
+    may already be full.
+    """
+
+    def __init__(self, table: Table, staged: Iterable[DataFile]):
+        self._table = table
+        self._staged = [f.file_path for f in staged]
+        self._attempts: list[SnapshotProducer] = []
+        self._base_metadata = table.metadata_location
+        self._catalog_asked = False  # a failure may have come after the catalog was asked to commit
+
+    def attempt(self, producer: SnapshotProducer) -> SnapshotProducer:
+        self._attempts.append(producer)
+        self._base_metadata = self._table.metadata_location
+        self._catalog_asked = False
+        return producer
+
+    def committing(self) -> None:
+        self._catalog_asked = True
+
+    def planned_again(self) -> None:
+        """The last attempt was refused while planning (a stale plan): the catalog was not asked."""
+        self._catalog_asked = False
+
+    def __enter__(self) -> CommitOfStagedFiles:
+        return self
+
+    def __exit__(self, kind, failure, trace) -> None:
+        if failure is None:
+            for stale in self._attempts[:-1]:  # stale plans' manifests, never committed
+                discard_uncommitted_manifests(stale)
+            return
+        try:
+            landed = self._landed(failure)
+        except Exception:  # noqa: BLE001 - never hide the commit's own failure behind the clean-up's
+            landed = None
+        name = table_name(self._table)
+        if landed is None:
+            log.warning("%s: the commit failed and whether it landed cannot be told; its files are left", name)
+        elif not landed:
+            try:
+                for attempt in self._attempts:
+                    discard_uncommitted_manifests(attempt)
+                delete_locations(self._table, [*self._metadata_written(), *self._staged])
+            except Exception as cleanup:  # noqa: BLE001 - as above
+                log.warning("%s: could not delete a failed commit's files (%s); orphan removal will", name, cleanup)
+            else:
+                log.info(
+                    "%s: the commit did not land; deleted its %d staged files and manifests", name, len(self._staged)
+                )
+
+    def _landed(self, failure: BaseException) -> bool | None:
+        """False or True when known, None when it cannot be told."""
+        if not self._attempts or not self._catalog_asked:
+            return False  # refused or failed before the catalog was asked
+        if isinstance(failure, CommitFailedException | ValidationException):
+            return False  # PyIceberg raises these only when nothing landed
+        if isinstance(failure, CatalogLocked):
+            return False  # SQLite: the statement did not run
+        if isinstance(failure, OSError) and not isinstance(failure, requests.RequestException):
+            return False  # writing a manifest or metadata file failed: the catalog's swap comes after both
+        try:
+            self._table.refresh()
+        except Exception:  # noqa: BLE001 - the catalog cannot say
+            return None
+        return self._table.snapshot_by_id(self._attempts[-1].snapshot_id) is not None
+
+    def _metadata_written(self) -> list[str]:
+        """The metadata JSON a SQL catalog wrote for an attempt before its swap failed: newer than the base,
+        and current at one of the attempts' snapshots (never another writer's)."""
+        base_version = metadata_version(self._base_metadata)
+        if not self._attempts or base_version is None:
+            return []
+        ours = {attempt.snapshot_id for attempt in self._attempts}
+        written = []
+        for file in metadata_files_at(self._table.catalog, self._table.location()):
+            if file.version is None or file.version <= base_version:
+                continue
+            try:
+                metadata = read_metadata(self._table.catalog, file.location)
+            except Exception:  # noqa: BLE001 - half-written: not provably ours
+                continue
+            if metadata.current_snapshot_id in ours:
+                written.append(file.location)
+        return written
+
+
 def replace_partition(
     table: Table,
     partition_filter: BooleanExpression,
@@ -149,40 +256,45 @@ def replace_partition(
 
     ``partition_filter`` must select whole partitions (for plays: one day of ``played_at``). ``guard``
     sees the partition as each attempt plans it, so a refusal also holds against a concurrent writer.
+    ``new_files`` are the caller's, staged for this commit: if it fails without landing they are deleted
+    with everything it wrote (``CommitOfStagedFiles``).
     """
     properties = {k: str(v) for k, v in snapshot_properties.items()}
-    for replans in range(MAX_REPLANS + 1):
-        table.refresh()
-        old_files = _files_in(table, partition_filter)
-        if guard is not None:
-            guard(old_files, new_files)
-        if not old_files and not new_files:
-            snapshot = table.current_snapshot()
-            return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
-        try:
-            with transaction(table) as txn:
-                # Always an overwrite producer, even for an empty day: unlike a fast append it validates
-                # that no other writer added files to this partition meanwhile (serializable isolation).
-                producer = txn.update_snapshot(snapshot_properties=properties).overwrite()
-                with producer:
-                    # Scopes conflict detection to this partition: writers of other days never conflict.
-                    producer.delete_by_predicate(partition_filter)
-                    for data_file in old_files:
-                        producer.delete_data_file(data_file)
-                    for data_file in new_files:
-                        producer.append_data_file(data_file)
+    with CommitOfStagedFiles(table, new_files) as commit:
+        for replans in range(MAX_REPLANS + 1):
+            table.refresh()
+            old_files = _files_in(table, partition_filter)
+            if guard is not None:
+                guard(old_files, new_files)
+            if not old_files and not new_files:
+                snapshot = table.current_snapshot()
+                return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
+            try:
+                with transaction(table) as txn:
+                    # Always an overwrite producer, even for an empty day: unlike a fast append it validates
+                    # that no other writer added files to this partition meanwhile (serializable isolation).
+                    producer = commit.attempt(txn.update_snapshot(snapshot_properties=properties).overwrite())
+                    with producer:
+                        # Scopes conflict detection to this partition: writers of other days never conflict.
+                        producer.delete_by_predicate(partition_filter)
+                        for data_file in old_files:
+                            producer.delete_data_file(data_file)
+                        for data_file in new_files:
+                            producer.append_data_file(data_file)
+                    commit.committing()  # the transaction commits as this block ends
                 snapshot_id = producer.snapshot_id
-        except ValidationException as stale_plan:
-            if replans == MAX_REPLANS:
-                raise CommitFailedException(
-                    f"{table_name(table)}: gave up replacing the partition after {MAX_REPLANS} concurrent changes "
-                    f"to it: {stale_plan}"
-                ) from stale_plan
-            log.warning(
-                "%s: partition changed concurrently (%s); planning the replace again", table_name(table), stale_plan
-            )
-            continue
-        return _report(table, snapshot_id)
+            except ValidationException as stale_plan:
+                commit.planned_again()
+                if replans == MAX_REPLANS:
+                    raise CommitFailedException(
+                        f"{table_name(table)}: gave up replacing the partition after {MAX_REPLANS} concurrent "
+                        f"changes to it: {stale_plan}"
+                    ) from stale_plan
+                log.warning(
+                    "%s: partition changed concurrently (%s); planning the replace again", table_name(table), stale_plan
+                )
+                continue
+            return _report(table, snapshot_id)
     raise AssertionError("unreachable")
 
 

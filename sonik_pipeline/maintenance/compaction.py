@@ -42,7 +42,7 @@ from sonik_pipeline.lakehouse.events import BATCH_ROWS
 from sonik_pipeline.lakehouse.file_scan import native_select
 from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches, transaction
 from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
-from sonik_pipeline.lakehouse.writes import FileStager, target_file_size
+from sonik_pipeline.lakehouse.writes import CommitOfStagedFiles, FileStager, target_file_size
 
 log = logging.getLogger(__name__)
 
@@ -295,13 +295,15 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
 
 
 def _commit(table: Table, replaced: list[DataFile], added: list[DataFile], properties: dict[str, str]) -> int:
-    with transaction(table) as txn:
-        rewrite_files = RewriteDataFiles(txn, table.io, properties)
+    """One rewrite commit; if it fails without landing, the rewritten files are deleted with all it wrote."""
+    with CommitOfStagedFiles(table, added) as commit, transaction(table) as txn:
+        rewrite_files = commit.attempt(RewriteDataFiles(txn, table.io, properties))
         with rewrite_files:
             for data_file in replaced:
                 rewrite_files.delete_data_file(data_file)
             for data_file in added:
                 rewrite_files.append_data_file(data_file)
+        commit.committing()
     return rewrite_files.snapshot_id
 
 
@@ -330,20 +332,21 @@ def compact_table(
     work_dir = Path(tempfile.mkdtemp(prefix="sonik-compaction-", dir=options.work_dir))
 
     def commit_pending() -> None:
-        replaced = [t.file for g, _ in pending for t in g.tasks]
-        added = [f for _, files in pending for f in files]
-        partitions = {g.partition.partition for g, _ in pending}
+        batch = list(pending)
+        pending.clear()  # from here the commit deletes their files if it does not land, and only then
+        replaced = [t.file for g, _ in batch for t in g.tasks]
+        added = [f for _, files in batch for f in files]
+        partitions = {g.partition.partition for g, _ in batch}
         snapshot_id = _commit(
             table, replaced, added, {**properties, "sonik.partitions-rewritten": str(len(partitions))}
         )
         report.snapshot_ids.append(snapshot_id)
-        report.groups_committed += len(pending)
-        for group, files in pending:
+        report.groups_committed += len(batch)
+        for group, files in batch:
             group.partition.files_after += len(files)
             group.partition.bytes_after += sum(f.file_size_in_bytes for f in files)
             group.partition.rows_verified += sum(f.record_count for f in files)
-        progress(f"{name}: committed {len(pending)} file groups in snapshot {snapshot_id}")
-        pending.clear()
+        progress(f"{name}: committed {len(batch)} file groups in snapshot {snapshot_id}")
 
     try:
         for number, group in enumerate(groups, start=1):
@@ -359,7 +362,8 @@ def compact_table(
         if pending:
             commit_pending()
     except BaseException:
-        # Never committed: remove them now rather than leave orphans (only inside the table and warehouse).
+        # Groups never handed to a commit: remove them now rather than leave orphans (only inside the table
+        # and warehouse). A commit that failed has dealt with its own files.
         delete_locations(table, [f.file_path for _, files in pending for f in files])
         if report.snapshot_ids:
             progress(f"{name}: failed after committing {report.groups_committed} of {len(groups)} file groups")

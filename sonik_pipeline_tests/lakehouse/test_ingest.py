@@ -45,7 +45,8 @@ def test_write_behind_runs_one_write_at_a_time_in_order() -> None:
     with WriteBehind() as writer:
         for n in range(5):
             writer.submit(write, n)
-            assert order == list(range(n))  # the previous write finished before this one was handed over
+            # the previous writes finished before this one was handed over (this one may have finished too)
+            assert order[:n] == list(range(n))
 
     assert order == [0, 1, 2, 3, 4]  # leaving the block waited for the last one
 
