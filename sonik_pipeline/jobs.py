@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from sonik_pipeline.maintenance_executor import pool_waiting_executor
 from sonik_pipeline.ops.maintenance import (
     MAINTENANCE_POOL,
     MAINTENANCE_TAG,
@@ -15,6 +16,7 @@ from sonik_pipeline.ops.rollback import rollback_table
 __all__ = ["MAINTENANCE_POOL", "MAINTENANCE_TAG"]
 
 ROLLBACK_PRIORITY = 10
+MAINTENANCE_EXECUTOR = pool_waiting_executor(MAINTENANCE_POOL)
 
 
 def build_asset_jobs(plays: dg.AssetsDefinition, freshness_checks) -> tuple:
@@ -37,7 +39,12 @@ def build_asset_jobs(plays: dg.AssetsDefinition, freshness_checks) -> tuple:
 def _maintenance_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
     """A job of one maintenance op, tagged so the instance runs one maintenance job at a time."""
 
-    @dg.job(name=f"{name}_job", tags={MAINTENANCE_TAG: name}, description=description)
+    @dg.job(
+        name=f"{name}_job",
+        tags={MAINTENANCE_TAG: name},
+        description=description,
+        executor_def=MAINTENANCE_EXECUTOR,  # waits for the pool slot itself, naming its holder, freeing a dead one's
+    )
     def _job() -> None:
         op()
 

@@ -16,9 +16,11 @@ fails if an upgrade changes either.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +28,12 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import JobFailureData, RunFailureReason
+from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 CHECK_INTERVAL_SECONDS = 30
+# The host a run executed in a terminal runs on (set by the maintenance executor): its pid is judged only there.
+HOST_TAG = "sonik/host"
 # DefaultRunLauncher starts runs on the code server's host; the daemon's own code servers say "localhost".
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # The worker reports its pid as its first engine event; a process at that pid that started later is another
@@ -61,10 +66,13 @@ class RunHealth:
     dead: tuple[tuple[dg.DagsterRun, RunWorker], ...] = ()
 
     def summary(self) -> str:
-        if self.launcher != dg.DefaultRunLauncher.__name__:
-            return f"runs are launched by {self.launcher}, whose workers Dagster's run monitoring health-checks"
+        if self.launcher != dg.DefaultRunLauncher.__name__ and not self.checked:
+            return (
+                f"runs are launched by {self.launcher}, whose workers Dagster's run monitoring health-checks; "
+                "no started run executed in a terminal on this host"
+            )
         if not self.checked:
-            return "no started run with a local run worker"
+            return "no started run with a local process"
         failed = ", ".join(f"{run.run_id} (pid {worker.pid})" for run, worker in self.dead)
         alive = len(self.checked) - len(self.dead)
         return f"started runs checked: {len(self.checked)}, workers alive: {alive}" + (
@@ -103,14 +111,32 @@ def worker_is_gone(worker: RunWorker, started_at: Callable[[int], float | None] 
     return started is None or started > worker.reported_at + PID_REUSE_MARGIN_SECONDS
 
 
-def local_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunWorker | None:
-    """The worker of a run DefaultRunLauncher started on this host, from the worker's own first engine event.
+def _storage_is_local(instance: dg.DagsterInstance) -> bool:
+    """Run storage in files of this machine (DAGSTER_HOME's SQLite) or in memory: its runs ran here."""
+    return isinstance(instance.run_storage, SqliteRunStorage | InMemoryRunStorage)
 
-    None for a run launched elsewhere or not launched at all (``dagster job execute`` in a terminal):
-    its pid, if any, is not one this host can judge.
+
+def runs_on_this_host(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether the run's process is on this host, so its pid can be judged here.
+
+    A launched run: its launcher's code server said "localhost". A run executed where it was created
+    (``dagster job execute``, ``dagster asset materialize``): the host the maintenance executor tagged
+    it with, or, untagged, this host when the run storage is local files (the default instance).
     """
-    grpc_info = run.tags.get(GRPC_INFO_TAG)
-    if not grpc_info or json.loads(grpc_info).get("host") not in LOCAL_HOSTS:
+    if grpc_info := run.tags.get(GRPC_INFO_TAG):
+        return json.loads(grpc_info).get("host") in LOCAL_HOSTS
+    if host := run.tags.get(HOST_TAG):
+        return host == socket.gethostname()
+    return _storage_is_local(instance)
+
+
+def local_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunWorker | None:
+    """The process of a run on this host, from the first engine event that reports a pid.
+
+    That is the run worker's "Started process for run" for a launched run, and "Executing steps in
+    process" for one executed in a terminal. None for a run elsewhere or one that reported no pid.
+    """
+    if not runs_on_this_host(instance, run):
         return None
     records = instance.event_log_storage.get_records_for_run(
         run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=ENGINE_EVENTS_TO_SCAN
@@ -128,10 +154,11 @@ def find_dead_runs(
 ) -> RunHealth:
     """The STARTED runs whose local run worker is gone; reads the instance and changes nothing."""
     launcher = instance.run_launcher
-    if not isinstance(launcher, dg.DefaultRunLauncher):
-        return RunHealth(type(launcher).__name__)
+    judges_launched = isinstance(launcher, dg.DefaultRunLauncher)  # others are health-checked by Dagster
     checked, dead = [], []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        if GRPC_INFO_TAG in run.tags and not judges_launched:
+            continue
         worker = local_run_worker(instance, run)
         if worker is None:
             continue
@@ -155,6 +182,58 @@ def fail_dead_run(instance: dg.DagsterInstance, run: dg.DagsterRun, worker: RunW
     # Failing a run frees its queue place but not its op slots (run monitoring would, a while later).
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """A run holding a slot of a pool, with when it started and, on this host, its process."""
+
+    run: dg.DagsterRun
+    started_at: float | None
+    worker: RunWorker | None
+
+    def describe(self, now: float) -> str:
+        where = f", pid {self.worker.pid} on this host" if self.worker else ""
+        when = "since an unknown time"
+        if self.started_at is not None:
+            started = dt.datetime.fromtimestamp(self.started_at, dt.UTC)
+            when = f"since {started:%Y-%m-%d %H:%M:%S} UTC ({(now - self.started_at) / 60:.0f} min)"
+        return f"run {self.run.run_id} ({self.run.job_name}, {self.run.status.value}{where}) {when}"
+
+
+def pool_holders(instance: dg.DagsterInstance, pool: str, except_run_id: str) -> list[SlotHolder]:
+    """The other runs holding slots of ``pool``, each once."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    holders = []
+    for run_id in dict.fromkeys(slot.run_id for slot in info.claimed_slots if slot.run_id != except_run_id):
+        record = instance.get_run_record_by_id(run_id)
+        if record is None:  # a deleted run's slot: nobody can free it but us
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            continue
+        run = record.dagster_run
+        holders.append(SlotHolder(run, record.start_time, local_run_worker(instance, run)))
+    return holders
+
+
+def release_dead_holders(
+    instance: dg.DagsterInstance,
+    holders: list[SlotHolder],
+    started_at: Callable[[int], float | None] = process_started_at,
+) -> tuple[list[SlotHolder], list[SlotHolder]]:
+    """(released, alive): a finished run's slots are freed; a started run whose local process is gone is failed
+    (as ``dead_run_sensor`` fails it) and its slots freed; every other holder is alive, as far as can be told."""
+    released, alive = [], []
+    for holder in holders:
+        run = holder.run
+        if run.is_finished:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            released.append(holder)
+        elif run.status == dg.DagsterRunStatus.STARTED and holder.worker and worker_is_gone(holder.worker, started_at):
+            fail_dead_run(instance, run, holder.worker)
+            released.append(holder)
+        else:
+            alive.append(holder)
+    return released, alive
 
 
 @dg.sensor(
