@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -150,10 +151,20 @@ def _freeze_tree(pid: int) -> set[int]:
 
 
 def _compaction_holding_the_pool(local: LocalDagster) -> tuple[str, set[int]]:
-    """A compaction_job run whose step has claimed the maintenance slot, frozen there with its worker tree."""
-    compaction = local.queued(local.launch("compaction_job", COMPACT_PAST_DAYS))
-    local.wait_for("compaction step holding the pool", lambda: compaction in local.slot_holders(), 120)
-    frozen = _freeze_tree(local.worker_pid(compaction))
+    """A compaction_job run whose step has claimed the maintenance slot, frozen there with its worker tree.
+
+    The catalog is locked until the freeze, so the step (in the run worker's own process) waits on it
+    inside the step rather than finishing before it is frozen.
+    """
+    lock = sqlite3.connect(Path(local.env["SONIK_HOME"]) / "catalog.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        compaction = local.queued(local.launch("compaction_job", COMPACT_PAST_DAYS))
+        local.wait_for("compaction step holding the pool", lambda: compaction in local.slot_holders(), 120)
+        frozen = _freeze_tree(local.worker_pid(compaction))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
     assert not local.instance.all_logs(compaction, of_type=DagsterEventType.STEP_SUCCESS), "compaction ran too fast"
     assert local.status(compaction) == dg.DagsterRunStatus.STARTED
     return compaction, frozen
