@@ -12,14 +12,21 @@ import traceback
 from collections.abc import Sequence
 
 import duckdb
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError, TableAlreadyExistsError
 
-from sonik_pipeline.lakehouse import rejects, timetravel
-from sonik_pipeline.lakehouse.catalog import CatalogUnavailable, catalog_properties, open_catalog
+from sonik_pipeline.lakehouse import attachment, rejects, timetravel
+from sonik_pipeline.lakehouse.catalog import (
+    CatalogUnavailable,
+    TableUnreadable,
+    catalog_properties,
+    load_table,
+    open_catalog,
+)
 from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.landing_source import LandingZone
 from sonik_pipeline.lakehouse.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import lakehouse_table_names
+from sonik_pipeline.lakehouse.tables import PLAYS_REJECTED, lakehouse_table_names
 from sonik_pipeline.lakehouse.validation import reason_group
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
@@ -28,9 +35,10 @@ class UsageError(ValueError):  # noqa: N818 - reads as what it is
     """Bad input from the user: printed as one line, never a stack trace."""
 
 
-# The failures a user causes and can fix, each printed as one line; anything else is a bug and keeps
-# its traceback, so it is reported rather than hidden behind a message.
-USER_ERRORS = (UsageError, SettingsError, CatalogUnavailable, timetravel.TimeTravelError)
+# The failures a user causes or can fix (bad input or settings, a catalog unreachable or locked, a table
+# whose files are damaged, named), each printed as one line; anything else is a bug and keeps its
+# traceback, so it is reported rather than hidden behind a message.
+USER_ERRORS = (UsageError, SettingsError, CatalogUnavailable, TableUnreadable, timetravel.TimeTravelError)
 
 
 def _date(text: str) -> dt.date:
@@ -93,6 +101,11 @@ def _catalog():
     return open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
 
 
+def _duckdb(catalog) -> duckdb.DuckDBPyConnection:
+    """DuckDB on the lakehouse, held to SONIK_DUCKDB_MEMORY_LIMIT as the Dagster steps are."""
+    return lakehouse_connection(duckdb.connect(), catalog.properties, Settings.from_env().duckdb_memory_limit)
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""
@@ -122,11 +135,18 @@ def print_rows(columns: list[str], rows: list[tuple], fmt: str, out=None) -> Non
         out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
 
 
-def cmd_tables(args: argparse.Namespace) -> None:
+def cmd_tables(args: argparse.Namespace) -> int:
     catalog = _catalog()
-    rows = []
-    for name in lakehouse_table_names(catalog):
-        table = catalog.load_table(name)
+    rows: list[tuple] = []
+    unreadable = []
+    names = lakehouse_table_names(catalog)
+    for name in names:
+        try:
+            table = load_table(catalog, name)
+        except TableUnreadable as exc:  # listed with empty figures; the others still are
+            rows.append((name, None, None, None, None))
+            unreadable.append(str(exc))
+            continue
         current = table.current_snapshot()
         summary = current.summary if current else None
         rows.append(
@@ -139,6 +159,58 @@ def cmd_tables(args: argparse.Namespace) -> None:
             )
         )
     print_rows(["table", "rows", "data_files", "snapshots", "last_commit"], rows, args.format)
+    for problem in unreadable:
+        print(f"sonik: error: {problem}", file=sys.stderr)
+    # Only the tables the catalog does not list can be lost (and loading a listed one again would fail
+    # again on damaged metadata).
+    unlisted = [t.identifier for t in timetravel.CODE_TABLES if t.identifier not in names]
+    lost = attachment.unattached_tables(catalog, unlisted)
+    for table in lost:
+        print(f"sonik: error: {table.describe()}", file=sys.stderr)
+    if lost:
+        print(f"sonik: error: the catalog lost {len(lost)} tables: {attachment.REATTACH_HINT}", file=sys.stderr)
+        return 1
+    return 1 if unreadable else 0
+
+
+def cmd_reattach(args: argparse.Namespace) -> None:
+    """Register lost tables' newest metadata in the catalog: every snapshot and its time travel come back."""
+    catalog = _catalog()
+    wanted = args.tables or [t.identifier for t in timetravel.CODE_TABLES]
+    if args.metadata and len(wanted) != 1:
+        raise UsageError("--metadata names one table's metadata file: name that one table too")
+    if args.replace:
+        found = []
+        for identifier in wanted:
+            location = attachment.expected_location(catalog, identifier)
+            files = attachment.metadata_files_at(catalog, location) if location else []
+            found.append(attachment.Unattached(identifier, location or "", tuple(files)))
+    else:
+        found = attachment.unattached_tables(catalog, wanted)
+    if not found and not args.metadata:
+        print("Nothing to re-attach: the catalog has every table whose files are in the warehouse.")
+        return
+    rows = []
+    for table in found or [attachment.Unattached(wanted[0], "", ())]:
+        try:
+            metadata = args.metadata or _newest_of_table(catalog, table, args.replace)
+            done = attachment.reattach(catalog, table.identifier, metadata, replace=args.replace)
+        except (attachment.AmbiguousMetadata, TableAlreadyExistsError) as refused:
+            raise UsageError(str(refused)) from None
+        rows.append((done.identifier, done.snapshots, done.current_snapshot_id, done.replaced_uuid or "", metadata))
+    print_rows(["table", "snapshots", "current_snapshot", "replaced_uuid", "metadata"], rows, args.format)
+
+
+def _newest_of_table(catalog, table: attachment.Unattached, replace: bool) -> str:
+    """The newest metadata file at the table's location; with --replace, the newest of another table than the
+    catalog's (the one created over it)."""
+    if not replace or not catalog.table_exists(table.identifier):
+        return attachment.newest_metadata(table)
+    current = str(catalog.load_table(table.identifier).metadata.table_uuid)
+    others = [f for f in table.metadata if str(attachment.read_metadata(catalog, f.location).table_uuid) != current]
+    if not others:
+        raise UsageError(f"{table.identifier}: no other table's metadata is at {table.location}: nothing to replace")
+    return attachment.newest_metadata(dataclasses.replace(table, metadata=tuple(others)))
 
 
 def cmd_snapshots(args: argparse.Namespace) -> None:
@@ -163,27 +235,62 @@ def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str
         raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
 
 
-def _tables_read(sql: str) -> set[str] | None:
-    """The table names (unqualified) a query reads, or None when DuckDB cannot tell.
+# What looks at the catalog rather than at named tables (SHOW TABLES, information_schema.tables,
+# duckdb_views(), query_table('music.plays')): such a query sees every table's view.
+_CATALOG_SCHEMAS = ("information_schema", "pg_catalog")
+_CATALOG_FUNCTIONS = ("query", "query_table")
 
-    Asked of an empty connection: where the views exist, DuckDB expands them and names none.
+
+def _tables_read(sql: str) -> set[tuple[str, str]] | None:
+    """The (schema, table) names a query reads, lower case, schema "" where not written; None for "every table".
+
+    From DuckDB's parse tree (``json_serialize_sql``), never bound: binding would need the tables (and
+    ``get_table_names`` binds, so a ``JOIN ... USING`` of tables it does not have fails). A CTE's name
+    reads as a table too, which only costs a view. None where DuckDB cannot tell (a statement that
+    does not serialize) and for a query of the catalog itself (``SHOW TABLES``, ``information_schema``).
     """
     try:
         with duckdb.connect() as con:
-            return con.get_table_names(sql)
+            [text] = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     except duckdb.Error:
         return None
+    tree = json.loads(text)
+    if tree.get("error"):
+        return None
+    found: set[tuple[str, str]] = set()
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "SHOW_REF" and not node.get("query"):  # SHOW TABLES; DESCRIBE/SUMMARIZE x carry x's query
+                return None
+            if kind == "TABLE_FUNCTION":
+                function = str((node.get("function") or {}).get("function_name", "")).lower()
+                if function in _CATALOG_FUNCTIONS or function.startswith(("duckdb_", "pragma_")):
+                    return None
+            if kind == "BASE_TABLE" and "table_name" in node:
+                schema = (node.get("schema_name") or "").lower()
+                if schema in _CATALOG_SCHEMAS:
+                    return None
+                found.add((schema, node["table_name"].lower()))
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    return found
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
     catalog = _catalog()
-    con = lakehouse_connection(duckdb.connect(), catalog.properties)
+    con = _duckdb(catalog)
     as_of = timetravel.parse_time(args.as_of) if args.as_of else None
-    views = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot)
-    read = _tables_read(args.query)
+    reads = _tables_read(args.query)
+    views = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot, reads=reads)
+    if views.unreadable and reads is not None:  # the query reads them: no answer without them
+        raise TableUnreadable("\n".join(views.unreadable.values()))
+    for problem in views.unreadable.values():  # which tables the query reads is unknown: maybe not these
+        print(f"sonik: warning: {problem}", file=sys.stderr)
     for found in views.inexact:  # only the tables this query reads: the others do not change its answer
-        if read is not None and found.table.split(".", 1)[1] not in read:
-            continue
         if found.snapshot is None:  # its history then was expired: nothing to read, so no answer
             raise UsageError(found.reason)
         if args.strict:
@@ -204,9 +311,20 @@ def _events(n: int) -> str:
     return f"{n:,} event{'s' if n != 1 else ''}"
 
 
+def _check_quarantine(catalog) -> None:
+    """A damaged quarantine is one line naming it, before PyIceberg plans it or DuckDB reads it."""
+    try:
+        table = load_table(catalog, PLAYS_REJECTED.identifier)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return
+    if (current := table.current_snapshot()) is not None:
+        timetravel.check_manifests(table, current)
+
+
 def cmd_rejects(args: argparse.Namespace) -> None:
     catalog = _catalog()
-    con = lakehouse_connection(duckdb.connect(), catalog.properties)
+    _check_quarantine(catalog)
+    con = _duckdb(catalog)
     groups = rejects.quarantine_groups(catalog, con, args.day, args.reason)
     if not groups and args.format == "table":  # programs get an empty table; people get an answer
         print(f"no quarantined events{_scope(args.day, args.reason)}")
@@ -219,7 +337,8 @@ def cmd_rejects_replay(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     properties = catalog_properties(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
     catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
-    con = lakehouse_connection(duckdb.connect(), catalog.properties)
+    _check_quarantine(catalog)
+    con = _duckdb(catalog)
     zone = LandingZone.at(settings.landing_dir, properties)
     if args.dry_run:
         plan = rejects.replay_plan(catalog, con, args.day, args.reason)
@@ -303,12 +422,27 @@ def build_parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", parents=[formats], help="list the lakehouse tables")
     tables.set_defaults(func=cmd_tables)
 
+    reattach = sub.add_parser(
+        "reattach",
+        parents=[formats],
+        help="give the catalog back tables whose files are in the warehouse (after a lost or replaced catalog)",
+    )
+    reattach.add_argument("tables", nargs="*", help="e.g. music.plays (default: every lakehouse table it lacks)")
+    reattach.add_argument("--metadata", help="the metadata.json to register (default: the table's newest)")
+    reattach.add_argument(
+        "--replace",
+        action="store_true",
+        help="the catalog has a new table created over the lost one: put the lost one back in its place "
+        "(the new table's files become orphans)",
+    )
+    reattach.set_defaults(func=cmd_reattach)
+
     snapshots = sub.add_parser("snapshots", parents=[formats], help="a table's snapshots, with their Dagster run")
     snapshots.add_argument("table", help="e.g. music.plays")
     snapshots.set_defaults(func=cmd_snapshots)
 
     sql = sub.add_parser(
-        "sql", parents=[formats], help="run one read-only SELECT in DuckDB over views of every lakehouse table"
+        "sql", parents=[formats], help="run one read-only SELECT in DuckDB over views of the lakehouse tables it reads"
     )
     sql.add_argument("query", help='e.g. "SELECT artist, count(*) FROM music.plays GROUP BY 1 ORDER BY 2 DESC"')
     when = sql.add_mutually_exclusive_group()
@@ -350,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         Settings.from_env()  # every SONIK_* value checked before any command runs
-        args.func(args)
+        code = args.func(args)  # a command that found something wrong returns 1
     except USER_ERRORS as exc:
         for line in str(exc).splitlines():
             print(f"sonik: error: {line}", file=sys.stderr)
@@ -363,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from sonik_pipeline.assets.metadata import table_preview
+from sonik_pipeline.lakehouse.attachment import TableLocationTaken
 from sonik_pipeline.lakehouse.ingest import (
     DEFAULT_DAYS_PER_COMMIT,
     DEFAULT_MAX_REJECT_SHARE,
@@ -124,7 +125,7 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 )
                 done.append(key)
                 rows += result.rows_written
-        except (IngestError, FileNotFoundError) as exc:
+        except (IngestError, FileNotFoundError, TableLocationTaken) as exc:
             # Days committed before the failing one did land: record them, then fail with the reason.
             for committed in done:  # yielded, not logged: events logged by a step that then fails are dropped
                 yield dg.AssetMaterialization(asset_key=PLAYS_KEY, partition=committed, metadata=metadata[committed])

@@ -1,8 +1,9 @@
 """The lakehouse tables as code: schemas, partition specs, properties, and how a table follows its code.
 
-The code is the source of truth. ``ensure_table`` creates a missing table, and evolves an existing
-one additively when the code gained optional columns; any change that is not safe to apply without
-rewriting data (a narrowing, a new required column) fails before anything is written.
+The code is the source of truth. ``ensure_table`` creates a missing table (never where a table the
+catalog lost still lives: see ``attachment``), and evolves an existing one additively when the code
+gained optional columns; any change that is not safe to apply without rewriting data (a narrowing, a
+new required column) fails before anything is written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from sonik_pipeline.lakehouse.attachment import create_table_where_none_lives
 from sonik_pipeline.lakehouse.iceberg_internals import DICTIONARY_COLUMNS_PROPERTY
 from sonik_pipeline.lakehouse.migrations import MIGRATIONS, Migration, apply_migrations
 
@@ -261,11 +263,9 @@ def ensure_table(
     try:
         table = catalog.load_table(table_def.identifier)
     except NoSuchTableError:
-        table = catalog.create_table_if_not_exists(
-            table_def.identifier,
-            schema=table_def.schema,
-            partition_spec=table_def.spec,
-            properties=table_def.properties,
+        # Never over a lost table's files: a catalog that lost it gets it back with `sonik reattach`.
+        table = create_table_where_none_lives(
+            catalog, table_def.identifier, table_def.schema, table_def.spec, table_def.properties
         )
         return table, SchemaChanges()
     apply_migrations(table, migrations)
