@@ -23,6 +23,12 @@ What it measures, all in the same run:
   days ingested right after each of the old table's last 30, so a machine shared with other work slows
   both alike; the old table's own days 1-30, timed at the start of the build, are shown too. The
   nightly maintenance time, first 30 nights against the last 30, is reported with no target.
+* **Expiry's nightly cost at age**: the median ``expire_snapshots`` time of the old table's last 30
+  nights against a same-time baseline: a year-old table (its own catalog, same maintenance) given the
+  events of days 1-365, one of its days operated right after each of the old table's last 365, so that
+  its nights 336-365 run alongside the old table's last 30; in wall-clock time and in this process's CPU
+  time. The old table's own nights 336-365, timed during the build, are shown too. Runs of fewer than
+  395 days skip it (n/a).
 * **Table metadata at age**: ``metadata.json`` bytes (the current metadata file), manifest-list
   bytes (the current snapshot's), the data manifests and their bytes, and the snapshots, read after
   the night's maintenance on day 7, 30, 365, 730 and the last day; and the last night's manifest
@@ -55,10 +61,11 @@ What it measures, all in the same run:
   commits and the median time per commit. Our day commits are ``overwrite`` producers, which PyIceberg
   never merges; this shows whether the setting does anything for them.
 
-Targets: per-day ingest of the last 30 days <= 1.5x the first 30; the one-day query on the old table
-after maintenance <= 1.5x the 7-day table (``iceberg_scan`` and the planned read, each against its own
-7-day figure); the ``plays`` checks for 365 days <= 60 s; the daily marts for 365 days at 10,000
-events/day <= 3 min (a run with other sizes is reported against the same numbers).
+Targets: per-day ingest of the last 30 days <= 1.5x the first 30; expiry a night at the end <= 1.2x
+year 1's; the one-day query on the old table after maintenance <= 1.5x the 7-day table (``iceberg_scan``
+and the planned read, each against its own 7-day figure); the ``plays`` checks for 365 days <= 60 s; the
+daily marts for 365 days at 10,000 events/day <= 3 min (a run with other sizes is reported against the
+same numbers).
 
 The exit code is 0 whether or not the targets are met (this is a report); it is non-zero if an ingest,
 maintenance or a Dagster run fails, or if a row is lost: the table must hold exactly days x events rows
@@ -120,6 +127,7 @@ RETENTION_DAYS = DEFAULT_RETENTION.days
 RUN_ID = "bench-history"
 
 INGEST_RATIO_TARGET = 1.5
+EXPIRY_RATIO_TARGET = 1.2
 QUERY_RATIO_TARGET = 1.5
 CHECKS_TARGET_SECONDS = 60.0
 MARTS_TARGET_SECONDS = 180.0
@@ -159,6 +167,7 @@ class Night:
 
     rewrite_seconds: float
     expiry_seconds: float
+    expiry_cpu_seconds: float  # this process's CPU time: what a machine shared with other work slows least
     manifests_before: int
     manifests_after: int
     snapshots_expired: int
@@ -184,6 +193,7 @@ class DayQuery:
 class History:
     old: DailyTable  # the table operated for --days days
     young: DailyTable  # its same-time baseline: a fresh table's first 30 days, run during the old one's last 30
+    year_one: DailyTable | None  # expiry's: a fresh table's first 365 days, run during the old one's last 365
     load_before: float  # the machine's 1-minute load average when the build started and ended
     load_after: float = 0.0
     early_query: DayQuery | None = None  # the old table at 7 days, at the start of the build
@@ -194,6 +204,7 @@ class History:
     old_planned: DayQuery | None = None
     rows: int = 0
     young_rows: int = 0
+    year_one_rows: int = 0
     seconds: float = 0.0
 
 
@@ -267,11 +278,14 @@ def nightly_maintenance(table: Table, commits_by_day: deque[int]) -> Night:
     commits_by_day[-1] += table.metadata.last_sequence_number - sequence_before
     retain_last = max(DEFAULT_RETAIN_LAST, sum(commits_by_day))
     options = ExpiryOptions(retention=dt.timedelta(0), retain_last=retain_last)
+    cpu_started = time.process_time()
     expiry_seconds, expiry = timed(lambda: expire_snapshots(table, options))
+    expiry_cpu_seconds = time.process_time() - cpu_started
     table.refresh()
     return Night(
         rewrite_seconds=rewrite_seconds,
         expiry_seconds=expiry_seconds,
+        expiry_cpu_seconds=expiry_cpu_seconds,
         manifests_before=rewrite.manifests_before,
         manifests_after=rewrite.manifests_after,
         snapshots_expired=len(expiry.snapshots_expired),
@@ -306,18 +320,23 @@ class DailyTable:
         return seconds
 
 
-def build_history(catalog: Catalog, young_catalog: Catalog, args: argparse.Namespace) -> History:
-    """Operate music.plays for ``args.days`` days; over its last 30, a young table's first 30 alongside.
+def build_history(
+    catalog: Catalog, young_catalog: Catalog, year_one_catalog: Catalog, args: argparse.Namespace
+) -> History:
+    """Operate music.plays for ``args.days`` days; over its last 30, a young table's first 30 alongside,
+    and over its last 365 (if it has 395), a year-old table's first 365.
 
-    The young table gets the same days' events as the old one's first days, and its day and the old
-    table's day are ingested one after the other, so a machine shared with other work slows both alike.
+    The baselines get the same days' events as the old one's first days, and their day and the old
+    table's day are operated one after the other, so a machine shared with other work slows all alike.
     """
     days = bench_days(args.days)
     old = DailyTable(catalog, args.events, args.maintain_every, {a for a in CHECKPOINTS if a < args.days} | {args.days})
     young_days = days[: min(WINDOW, args.days)]
     young_query_age = min(QUERY_AGE, len(young_days))
     young = DailyTable(young_catalog, args.events, args.maintain_every, {young_query_age})
-    history = History(old=old, young=young, load_before=os.getloadavg()[0])
+    year_one_days = days[:YEAR] if args.days >= YEAR + WINDOW else []
+    year_one = DailyTable(year_one_catalog, args.events, args.maintain_every, {YEAR}) if year_one_days else None
+    history = History(old=old, young=young, year_one=year_one, load_before=os.getloadavg()[0])
     started = time.perf_counter()
     for age, day in enumerate(days, start=1):
         seconds = old.operate(day)
@@ -329,6 +348,8 @@ def build_history(catalog: Catalog, young_catalog: Catalog, args: argparse.Names
                 history.young_query, history.young_planned = time_day_queries(
                     young, young_days[young.age - 1], args.repeat
                 )
+        if year_one is not None and age > args.days - YEAR:
+            year_one.operate(year_one_days[year_one.age])
         if age % 50 == 0 or age == args.days:
             progress(
                 f"day {age}/{args.days} ({day}): ingest {seconds:.2f}s, {table_state(old.table, age).manifests} "
@@ -339,6 +360,7 @@ def build_history(catalog: Catalog, young_catalog: Catalog, args: argparse.Names
     history.load_after = os.getloadavg()[0]
     history.rows = old.table.scan().count()
     history.young_rows = young.table.scan().count()
+    history.year_one_rows = year_one.table.scan().count() if year_one is not None else 0
     return history
 
 
@@ -587,7 +609,7 @@ def print_history(args: argparse.Namespace, history: History) -> None:
     for age in sorted(old.states):
         state = old.states[age]
         ingest = old.ingest_seconds[max(0, age - WINDOW) : age]
-        nights_to_age = [n for a, n in old.nights.items() if age - WINDOW < a <= age]
+        nights_to_age = nights_before(old, age)
         print(
             f"    {age:>6} {state.metadata_json_bytes:>14,} {state.manifest_list_bytes:>14,} {state.manifests:>10} "
             f"{state.manifest_bytes:>11,} {state.snapshots:>10} {state.data_files:>11,} {median_ms(ingest):>10} "
@@ -595,6 +617,7 @@ def print_history(args: argparse.Namespace, history: History) -> None:
             f"{median_ms([n.rewrite_seconds for n in nights_to_age]):>10} "
             f"{median_ms([n.expiry_seconds for n in nights_to_age]):>10}"
         )
+    print_expiry_ratio(history)
     young_age = min(QUERY_AGE, len(young_days))
     query_ratio = ratio(history.old_query.median, history.young_query.median)
     print(
@@ -625,6 +648,39 @@ def print_history(args: argparse.Namespace, history: History) -> None:
         f"                        (against the old table at {young_age} days, at the start of the build: "
         f"{median_ms(history.early_planned.seconds).strip()}, "
         f"{ratio(history.old_planned.median, history.early_planned.median):.2f}x)"
+    )
+
+
+def nights_before(daily: DailyTable, age: int) -> list[Night]:
+    """The maintenance nights of the ``WINDOW`` days up to ``age``."""
+    return [n for a, n in daily.nights.items() if age - WINDOW < a <= age]
+
+
+def print_expiry_ratio(history: History) -> None:
+    """Expiry's nightly cost at the end against a year-old table's, operated alongside (and the build's own year 1)."""
+    old, year_one = history.old, history.year_one
+    if year_one is None:
+        print(f"  expiry ratio          n/a (needs at least {YEAR + WINDOW} days to compare with year 1)")
+        return
+    last, baseline, early = nights_before(old, old.age), nights_before(year_one, YEAR), nights_before(old, YEAR)
+
+    def median_of(nights: list[Night], cpu: bool = False) -> float:
+        return statistics.median(n.expiry_cpu_seconds if cpu else n.expiry_seconds for n in nights)
+
+    expiry_ratio = ratio(median_of(last), median_of(baseline))
+    cpu_ratio = ratio(median_of(last, cpu=True), median_of(baseline, cpu=True))
+    print(
+        f"  expiry a night        old table, last {len(last)} nights: {median_of(last) * 1000:7.1f} ms (CPU "
+        f"{median_of(last, cpu=True) * 1000:.1f} ms)   year-old table, nights {YEAR - WINDOW + 1}-{YEAR} (operated "
+        f"alongside): {median_of(baseline) * 1000:.1f} ms (CPU {median_of(baseline, cpu=True) * 1000:.1f} ms)"
+    )
+    print(
+        f"  expiry ratio          {expiry_ratio:7.2f} x    old / year-old, target <= {EXPIRY_RATIO_TARGET}x   "
+        f"{verdict(expiry_ratio <= EXPIRY_RATIO_TARGET)}   (CPU time: {cpu_ratio:.2f}x)"
+    )
+    print(
+        f"                        (against the old table's own nights {YEAR - WINDOW + 1}-{YEAR}, during the build: "
+        f"{median_of(early) * 1000:.1f} ms, {ratio(median_of(last), median_of(early)):.2f}x)"
     )
 
 
@@ -719,6 +775,8 @@ def row_errors(history: History, backfill: Backfill | None, args: argparse.Names
     errors = []
     if history.rows != expected:
         errors.append(f"music.plays holds {history.rows:,} rows after the build, expected {expected:,}")
+    if history.year_one is not None and history.year_one_rows != YEAR * args.events:
+        errors.append(f"the year-old table holds {history.year_one_rows:,} rows, expected {YEAR * args.events:,}")
     young_rows = history.young_rows
     if young_rows != len(history.young.ingest_seconds) * args.events:
         errors.append(
@@ -760,7 +818,11 @@ def main(argv: list[str] | None = None) -> int:
         catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
         young = root / "young"
         young_catalog = open_catalog(CATALOG_NAME, f"sqlite:///{young / 'catalog.db'}", (young / "warehouse").as_uri())
-        history = build_history(catalog, young_catalog, args)
+        year_one = root / "year-one"
+        year_one_catalog = open_catalog(
+            CATALOG_NAME, f"sqlite:///{year_one / 'catalog.db'}", (year_one / "warehouse").as_uri()
+        )
+        history = build_history(catalog, young_catalog, year_one_catalog, args)
         print_history(args, history)
 
         defs = build_definitions(settings)

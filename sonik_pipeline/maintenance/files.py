@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
+import functools
+import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from pyarrow import fs as pafs
+from pyiceberg.expressions import (
+    AlwaysFalse,
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    In,
+    IsNaN,
+    IsNull,
+    LessThanOrEqual,
+    Or,
+)
+from pyiceberg.expressions.visitors import IN_PREDICATE_LIMIT, manifest_evaluator
 from pyiceberg.io.pyarrow import PyArrowFileIO
-from pyiceberg.manifest import DataFileContent, ManifestContent
+from pyiceberg.manifest import DataFileContent, ManifestContent, ManifestFile
+from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
+from sonik_pipeline.lakehouse.attachment import SUPERSEDED_TABLES_PROPERTY
 from sonik_pipeline.lakehouse.deletion import check_deletable
 
 DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS = (
@@ -42,15 +58,6 @@ def location_of(table: Table, key: str) -> str:
     return f"{scheme}://{netloc}{key}" if scheme in ("hdfs", "viewfs") else f"{scheme}://{key}"
 
 
-_METADATA_NAME = re.compile(r"(\d+)-[^/]*\.metadata\.json")  # what PyIceberg's location provider writes
-
-
-def metadata_version(key: str) -> int | None:
-    """The version in a metadata file's name (``00022-<uuid>.metadata.json`` -> 22); None for other names."""
-    match = _METADATA_NAME.fullmatch(key.rsplit("/", 1)[-1])
-    return int(match.group(1)) if match else None
-
-
 def snapshot_files(table: Table, snapshots: Iterable[Snapshot], known: Mapping[str, str] = EMPTY) -> dict[str, str]:
     """Every file the given snapshots reach (manifest lists, manifests, data and delete files): key -> kind.
 
@@ -69,10 +76,83 @@ def snapshot_files(table: Table, snapshots: Iterable[Snapshot], known: Mapping[s
                 continue
             seen_manifests.add(manifest.manifest_path)
             reached[file_key(manifest.manifest_path)] = MANIFEST
-            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-                is_data = manifest.content == ManifestContent.DATA and entry.data_file.content == DataFileContent.DATA
-                reached[file_key(entry.data_file.file_path)] = DATA if is_data else DELETE
+            reached.update(live_files(table, manifest))
     return reached
+
+
+def live_files(table: Table, manifest: ManifestFile) -> dict[str, str]:
+    """The data and delete files a manifest holds live (added or existing, not deleted): key -> kind."""
+    return live_contents(table, manifest)[0]
+
+
+def live_contents(table: Table, manifest: ManifestFile) -> tuple[dict[str, str], set[tuple]]:
+    """``live_files``, and the partitions those files are in (tuples of the manifest's spec)."""
+    entries = manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+    is_data = manifest.content == ManifestContent.DATA
+    files = {
+        file_key(e.data_file.file_path): DATA if is_data and e.data_file.content == DataFileContent.DATA else DELETE
+        for e in entries
+    }
+    return files, {tuple(e.data_file.partition) for e in entries}
+
+
+def listed_manifests(table: Table, snapshots: Iterable[Snapshot]) -> dict[str, ManifestFile]:
+    """The manifests the snapshots' manifest lists name, by path: only the lists are read, no manifest."""
+    return {m.manifest_path: m for snapshot in snapshots for m in snapshot.manifests(table.io)}
+
+
+def manifests_that_may_hold(
+    table: Table, manifests: Iterable[ManifestFile], partitions: Mapping[int, Collection[tuple]]
+) -> list[ManifestFile]:
+    """Of ``manifests``, those that may hold a file in one of ``partitions`` (spec id -> partition tuples).
+
+    Decided from the manifest list's partition summaries alone (PyIceberg's ``manifest_evaluator``, as a
+    scan prunes manifests), so the manifests left out are never opened. When in doubt a manifest is kept:
+    one of a spec not in ``partitions``, one without summaries, or any whose spec cannot be evaluated.
+    """
+    evaluators = {spec_id: _partition_evaluator(table, spec_id, values) for spec_id, values in partitions.items()}
+    kept = []
+    for manifest in manifests:
+        evaluator = evaluators.get(manifest.partition_spec_id)
+        if evaluator is None or _may_match(evaluator, manifest):
+            kept.append(manifest)
+    return kept
+
+
+def _partition_evaluator(
+    table: Table, spec_id: int, values: Collection[tuple]
+) -> Callable[[ManifestFile], bool] | None:
+    """A test of a manifest's summaries against ``values``, per field (a box around them); None if not possible."""
+    try:
+        spec = table.specs()[spec_id]
+        fields = spec.partition_type(table.schema()).fields
+        predicates = [_field_predicate(f.name, [v[i] for v in values]) for i, f in enumerate(fields)]
+        return manifest_evaluator(spec, table.schema(), functools.reduce(And, predicates, AlwaysTrue()))
+    except Exception:  # noqa: BLE001 - an unreadable spec prunes nothing: every manifest of it is read
+        return None
+
+
+def _field_predicate(name: str, column: list) -> BooleanExpression:
+    """The values one partition field takes: In (or their range, past PyIceberg's In limit), null, NaN."""
+    nan = {v for v in column if isinstance(v, float) and math.isnan(v)}
+    present = {v for v in column if v is not None} - nan
+    predicates: list[BooleanExpression] = []
+    if present:
+        many = len(present) > IN_PREDICATE_LIMIT  # PyIceberg's evaluator would not prune a longer In
+        in_range = And(GreaterThanOrEqual(name, min(present)), LessThanOrEqual(name, max(present)))
+        predicates.append(in_range if many else In(name, present))
+    if None in column:
+        predicates.append(IsNull(name))
+    if nan:
+        predicates.append(IsNaN(name))
+    return functools.reduce(Or, predicates, AlwaysFalse())
+
+
+def _may_match(evaluator: Callable[[ManifestFile], bool], manifest: ManifestFile) -> bool:
+    try:
+        return evaluator(manifest)
+    except Exception:  # noqa: BLE001 - summaries that cannot be compared prove nothing: read the manifest
+        return True
 
 
 def metadata_files(table: Table, metadata: TableMetadata | None = None, location: str | None = None) -> dict[str, str]:
@@ -97,6 +177,27 @@ def metadata_references(
     return {**snapshot_files(table, metadata.snapshots, known), **metadata_files(table, metadata, location)}
 
 
+def other_tables_metadata(table: Table, keys: Iterable[str], committed_only: bool = True) -> dict[str, list[str]]:
+    """Of the metadata JSON files ``keys`` under the table's location, those of other tables that recorded a
+    commit: table uuid -> keys. Such files mean the table was created over a table the catalog lost
+    (``lakehouse.attachment``); they and everything they reach are that table's, not orphans. Tables this one
+    was re-attached in place of (``sonik reattach --replace``) are not others: their files are its orphans.
+
+    With ``committed_only=False``, also other tables' files that recorded no commit (a creation that never
+    held data). A file that cannot be read (half-written) is left to the callers' own rules for such files.
+    """
+    own = {str(table.metadata.table_uuid), *table.properties.get(SUPERSEDED_TABLES_PROPERTY, "").split(",")}
+    others: dict[str, list[str]] = {}
+    for key in keys:
+        try:
+            metadata = FromInputFile.table_metadata(table.io.new_input(location_of(table, key)))
+        except Exception:  # noqa: BLE001 - unreadable: not evidence of another table
+            continue
+        if str(metadata.table_uuid) not in own and (metadata.snapshots or not committed_only):
+            others.setdefault(str(metadata.table_uuid), []).append(key)
+    return others
+
+
 @dataclass(frozen=True)
 class StoredFile:
     key: str
@@ -112,15 +213,32 @@ def _filesystem(table: Table, location: str) -> tuple[pafs.FileSystem, str]:
     return io.fs_by_scheme(scheme, netloc), path
 
 
+def stat_files(table: Table, keys: Iterable[str]) -> list[StoredFile]:
+    """Those of ``keys`` that exist, with size and time: one look-up each, whatever else the table stores."""
+    filesystem, _ = _filesystem(table, table.location())
+    infos = filesystem.get_file_info(list(keys))
+    return [_stored(info) for info in infos if info.type == pafs.FileType.File]
+
+
+def list_folders(table: Table, folders: Iterable[str]) -> list[StoredFile]:
+    """The files directly in ``folders`` (keys), not in their sub-folders; a missing folder lists nothing."""
+    filesystem, _ = _filesystem(table, table.location())
+    stored: list[StoredFile] = []
+    for folder in folders:
+        infos = filesystem.get_file_info(pafs.FileSelector(folder, recursive=False, allow_not_found=True))
+        stored += [_stored(info) for info in infos if info.type == pafs.FileType.File]
+    return stored
+
+
+def _stored(info: pafs.FileInfo) -> StoredFile:
+    return StoredFile(info.path, info.size or 0, info.mtime or dt.datetime.now(dt.UTC))
+
+
 def list_table_files(table: Table) -> list[StoredFile]:
     """Every file stored under the table's location (data/ and metadata/)."""
     filesystem, root = _filesystem(table, table.location())
     infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    return [
-        StoredFile(info.path, info.size or 0, info.mtime or dt.datetime.now(dt.UTC))
-        for info in infos
-        if info.type == pafs.FileType.File
-    ]
+    return [_stored(info) for info in infos if info.type == pafs.FileType.File]
 
 
 def kind_of_unreferenced(key: str) -> str:

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.attachment import metadata_version
 from sonik_pipeline.lakehouse.catalog import table_name
+from sonik_pipeline.lakehouse.deletion import UnsafeDeletion
 from sonik_pipeline.maintenance.files import (
     DeletionReport,
     StoredFile,
@@ -34,7 +36,7 @@ from sonik_pipeline.maintenance.files import (
     list_table_files,
     location_of,
     metadata_references,
-    metadata_version,
+    other_tables_metadata,
     referenced_files,
 )
 
@@ -46,6 +48,10 @@ DEFAULT_SAFETY_WINDOW = dt.timedelta(days=3)
 # times come from the storage server's clock, not the maintenance host's (minutes of skew). 24 hours
 # covers both with room, and is the floor Iceberg's Spark remove_orphan_files procedure enforces.
 MINIMUM_SAFETY_WINDOW = dt.timedelta(hours=24)
+
+
+class OtherTableAtLocation(UnsafeDeletion):
+    """The table's location also holds another table's committed metadata: nothing is an orphan there."""
 
 
 class OrphanWindowTooShort(ValueError):
@@ -105,8 +111,26 @@ def _in_flight(table: Table, stored: list[StoredFile], referenced: Mapping[str, 
         except Exception:  # half-written or unreadable, whatever the error: keep all that may belong to it
             kept |= {k for k, when in modified.items() if when >= since and k not in referenced}
             continue
+        if str(pending.table_uuid) != str(table.metadata.table_uuid):
+            kept.discard(key)  # a superseded table's (``sonik reattach --replace``): no commit of this one
+            continue
         kept |= set(metadata_references(table, pending, location_of(table, key), known=referenced))
     return kept - referenced.keys()
+
+
+def _refuse_other_tables(table: Table, unreferenced_metadata: list[StoredFile]) -> None:
+    """Stop before deleting anything when another table's metadata shares the location (a lost catalog)."""
+    others = other_tables_metadata(table, [f.key for f in unreferenced_metadata])
+    if not others:
+        return
+    uuid, keys = max(others.items(), key=lambda item: len(item[1]))
+    raise OtherTableAtLocation(
+        f"{table_name(table)} (uuid {table.metadata.table_uuid}) shares its location {table.location()} with "
+        f"another table (uuid {uuid}: {len(keys)} metadata files, the newest {max(keys).rsplit('/', 1)[-1]}): "
+        "the catalog was lost or replaced and this table created over that one, whose files are not orphans; "
+        f"nothing was deleted; get it back with `sonik reattach {table_name(table)} --replace` (this table's "
+        "files then become its orphans), or move its files away"
+    )
 
 
 def remove_orphan_files(
@@ -121,6 +145,7 @@ def remove_orphan_files(
     referenced = referenced_files(table)
     cutoff = (options.now or dt.datetime.now(dt.UTC)) - options.older_than
     unreferenced = [f for f in stored if f.key not in referenced]
+    _refuse_other_tables(table, [f for f in unreferenced if f.key.endswith(".metadata.json")])
     in_flight = _in_flight(table, stored, referenced) if unreferenced else set()
     orphans = [f for f in unreferenced if f.key not in in_flight and _utc(f.modified) < cutoff]
     # A commit may have landed while this ran: what the newest metadata references is not an orphan.

@@ -8,18 +8,24 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pyiceberg.catalog import Catalog
+from pyiceberg.expressions.visitors import IN_PREDICATE_LIMIT
+from pyiceberg.manifest import ManifestFile
 
 from sonik_pipeline.lakehouse import timetravel
-from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.days import partition_day
+from sonik_pipeline.lakehouse.events import ArrowRows
+from sonik_pipeline.lakehouse.ingest import day_filter, ingest_day
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
 from sonik_pipeline.maintenance import expiry, orphans
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
-from sonik_pipeline.maintenance.files import referenced_files
+from sonik_pipeline.maintenance.files import file_key, manifests_that_may_hold, referenced_files
+from sonik_pipeline.maintenance.manifests import rewrite_manifests
 from sonik_pipeline.maintenance.orphans import (
     MINIMUM_SAFETY_WINDOW,
     OrphanOptions,
@@ -258,16 +264,16 @@ def test_a_rollback_landing_while_expiry_plans_keeps_its_snapshot_and_the_main_b
     table = _write_snapshots(catalog, 8)
     target = table.snapshots()[1]
     rows = table.scan(snapshot_id=target.snapshot_id).count()
-    real_snapshot_files = expiry.snapshot_files
+    real_plan_cleanup = expiry.plan_cleanup
     rolled_back = []
 
-    def rollback_meanwhile(tbl, snapshots, **kwargs):
+    def rollback_meanwhile(tbl, expired_ids):
         if not rolled_back:  # between planning and commit, as `sonik rollback` or rollback_job would
             timetravel.rollback(catalog.load_table("music.plays"), target)
             rolled_back.append(target.snapshot_id)
-        return real_snapshot_files(tbl, snapshots, **kwargs)
+        return real_plan_cleanup(tbl, expired_ids)
 
-    monkeypatch.setattr(expiry, "snapshot_files", rollback_meanwhile)
+    monkeypatch.setattr(expiry, "plan_cleanup", rollback_meanwhile)
 
     # When expiry commits
     report = expire_snapshots(table, ExpiryOptions(retention=NO_RETENTION, retain_last=2))
@@ -278,3 +284,174 @@ def test_a_rollback_landing_while_expiry_plans_keeps_its_snapshot_and_the_main_b
     assert table.metadata.refs["main"].snapshot_id == target.snapshot_id
     assert target.snapshot_id not in report.snapshots_expired and report.snapshots_expired
     assert table.scan().count() == rows
+
+
+# Incremental cleanup: expiry opens the manifests the expired snapshots dropped and the retained ones that
+# may hold the same partitions, never the rest; none of that may cost a file a retained snapshot reads.
+
+MONTH_DAYS = [dt.date(2026, m, d) for m in (2, 3, 4) for d in (10, 11)]  # two days in each of three months
+APRIL_11, APRIL_12 = dt.date(2026, 4, 11), dt.date(2026, 4, 12)
+DAY_EVENTS = 50
+KEEP_HEAD = ExpiryOptions(retention=NO_RETENTION, retain_last=1)
+
+
+def _ingest(catalog: Catalog, day: dt.date, batch: int = 0) -> None:
+    ingest_day(catalog, day, [ArrowRows(synthetic_batch(day, DAY_EVENTS, batch=batch), "test")])
+
+
+def _live_data_files(table) -> dict[dt.date, str]:
+    """The current snapshot's data files, by day (one a day here)."""
+    return {
+        partition_day(table.spec(), table.schema(), t.file.partition): file_key(t.file.file_path)
+        for t in table.scan().plan_files()
+    }
+
+
+def _manifest_paths(table) -> set[str]:
+    return {m.manifest_path for m in table.current_snapshot().manifests(table.io)}
+
+
+def _record_manifest_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every manifest opened from now on (its entries read), in order."""
+    reads: list[str] = []
+    real_fetch = ManifestFile.fetch_manifest_entry
+
+    def recording_fetch(self, io, discard_deleted=True):
+        reads.append(self.manifest_path)
+        return real_fetch(self, io, discard_deleted=discard_deleted)
+
+    monkeypatch.setattr(ManifestFile, "fetch_manifest_entry", recording_fetch)
+    return reads
+
+
+def _clustered_months(catalog: Catalog):
+    """Six days in three months, a manifest a day, then rewritten into one manifest a month."""
+    for day in MONTH_DAYS:
+        _ingest(catalog, day)
+    day_manifests = _manifest_paths(catalog.load_table("music.plays"))
+    rewrite_manifests(catalog.load_table("music.plays"))
+    return catalog.load_table("music.plays"), day_manifests
+
+
+def test_files_a_dropped_manifest_holds_that_a_rewritten_manifest_still_holds_live_are_kept(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given six days, whose day manifests only old snapshots list since the rewrite clustered them by month
+    table, day_manifests = _clustered_months(catalog)
+    month_manifests = _manifest_paths(table)
+    files = _live_data_files(table)
+    assert len(day_manifests) == 6 and len(month_manifests) == 3 and len(files) == 6
+
+    # When every snapshot but the head expires
+    reads = _record_manifest_reads(monkeypatch)
+    report = expire_snapshots(table, KEEP_HEAD)
+    reads = list(reads)  # what expiry read, not the checks below
+
+    # Then the day manifests are gone, but every data file they held is kept: the month manifests hold them live
+    table = catalog.load_table("music.plays")
+    assert report.files_deleted["data_files"] == 0
+    assert all(Path(key).exists() for key in files.values())
+    assert not any(Path(file_key(p)).exists() for p in day_manifests)
+    assert all(Path(file_key(p)).exists() for p in month_manifests)
+    assert report.files_deleted["manifests"] == 6
+    assert table.scan().to_arrow().num_rows == 6 * DAY_EVENTS
+    assert _all_referenced_exist(table, Path(table.location().removeprefix("file://")))
+    # The cost of a night after a full rewrite: every dropped manifest and every retained one is read once
+    assert sorted(reads) == sorted(day_manifests | month_manifests)
+
+
+def test_a_night_reads_only_the_manifests_of_the_months_it_changed_and_deletes_what_only_expired_snapshots_read(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three clustered months with their history expired
+    table, _ = _clustered_months(catalog)
+    expire_snapshots(table, KEEP_HEAD)
+    before = _live_data_files(catalog.load_table("music.plays"))
+
+    # When a night's work lands in April (a day re-ingested, a new day, April's manifest rewritten), then expiry
+    _ingest(catalog, APRIL_11, batch=1)
+    _ingest(catalog, APRIL_12)
+    rewrite_manifests(catalog.load_table("music.plays"))
+    table = catalog.load_table("music.plays")
+    head = _manifest_paths(table)
+    settled = {m.manifest_path for m in table.current_snapshot().manifests(table.io) if _months(table, m) != {4}}
+    expired_ids = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != table.current_snapshot().snapshot_id]
+    plan = expiry.plan_cleanup(table, expired_ids)
+    reads = _record_manifest_reads(monkeypatch)
+    report = expire_snapshots(table, KEEP_HEAD)
+    reads = list(reads)
+
+    # Then February's and March's manifests were never opened: only April's dropped ones and its new one
+    assert len(settled) == 2 and not settled & set(reads)
+    assert set(plan.checked) == head - settled
+    assert sorted(reads) == sorted([*plan.dropped, *(head - settled)]) and report.manifests_read == len(reads)
+    assert all(Path(file_key(p)).exists() for p in head)
+    assert not any(Path(file_key(p)).exists() for p in plan.dropped)
+    # And April 11's replaced file, which only expired snapshots read, is deleted; every live file is there
+    table = catalog.load_table("music.plays")
+    after = _live_data_files(table)
+    assert after[APRIL_11] != before[APRIL_11]
+    assert not Path(before[APRIL_11]).exists() and before[APRIL_11] in report.deleted
+    assert report.files_deleted["data_files"] == 1
+    assert all(Path(key).exists() for key in after.values()) and len(after) == 7
+    assert table.scan().to_arrow().num_rows == 7 * DAY_EVENTS
+    assert _all_referenced_exist(table, Path(table.location().removeprefix("file://")))
+
+
+def _months(table, manifest: ManifestFile) -> set[int]:
+    entries = ManifestFile.fetch_manifest_entry(manifest, table.io)
+    return {partition_day(table.spec(), table.schema(), e.data_file.partition).month for e in entries}
+
+
+def test_a_file_a_writer_registers_again_just_after_the_expiry_commit_is_kept(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a re-ingested day, whose first file only expired snapshots reach
+    _ingest(catalog, APRIL_11)
+    _ingest(catalog, APRIL_12)
+    replaced = _live_data_files(catalog.load_table("music.plays"))[APRIL_11]
+    _ingest(catalog, APRIL_11, batch=1)
+    table = catalog.load_table("music.plays")
+    assert replaced in expire_snapshots(table, replace(KEEP_HEAD, dry_run=True)).deleted
+
+    # And a writer that registers that file again right after the expiry commits
+    real_commit = expiry._commit_expiry
+
+    def commit_then_register(tbl, snapshot_ids, history):
+        real_commit(tbl, snapshot_ids, history)
+        catalog.load_table("music.plays").add_files([replaced])
+
+    monkeypatch.setattr(expiry, "_commit_expiry", commit_then_register)
+
+    # When snapshots expire
+    report = expire_snapshots(table, KEEP_HEAD)
+
+    # Then the file is kept, as the writer's snapshot reads it; what nothing reaches is still deleted
+    table = catalog.load_table("music.plays")
+    assert report.snapshots_expired and replaced not in report.deleted and Path(replaced).exists()
+    assert report.files_deleted["manifest_lists"] == len(report.snapshots_expired)
+    assert table.scan().to_arrow().num_rows == 3 * DAY_EVENTS
+    assert _all_referenced_exist(table, Path(table.location().removeprefix("file://")))
+
+
+def test_a_manifest_is_left_unread_only_when_its_partition_summaries_rule_every_candidate_out(
+    catalog: Catalog,
+) -> None:
+    # Given one manifest a month, and a candidate partition in April
+    table, _ = _clustered_months(catalog)
+    manifests = table.current_snapshot().manifests(table.io)
+    [april] = [m for m in manifests if _months(table, m) == {4}]
+    spec_id = table.spec().spec_id
+    april_day = {tuple(e.data_file.partition) for e in april.fetch_manifest_entry(table.io)}
+
+    # Then April's manifest may hold it; the others may not
+    assert manifests_that_may_hold(table, manifests, {spec_id: april_day}) == [april]
+    # Partitions of another spec prune nothing of this one, nor do manifests without summaries
+    assert manifests_that_may_hold(table, manifests, {spec_id + 1: april_day}) == manifests
+    unsummarised = SimpleNamespace(manifest_path="x.avro", partition_spec_id=spec_id, partitions=None)
+    assert manifests_that_may_hold(table, [unsummarised], {spec_id: april_day}) == [unsummarised]
+    # More than PyIceberg's In limit of days is pruned by their range
+    many = {(d,) for d in range(IN_PREDICATE_LIMIT + 1)}  # days since 1970: all long before February 2026
+    assert manifests_that_may_hold(table, manifests, {spec_id: many}) == []
+    # A null partition value is pruned only by a summary that says no null is there
+    assert manifests_that_may_hold(table, manifests, {spec_id: {(None,)}}) == []
