@@ -15,13 +15,7 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.deletion import UnsafeDeletion, check_table_location
 from sonik_pipeline.lakehouse.tables import lakehouse_table_names
-from sonik_pipeline.maintenance.compaction import (
-    DEFAULT_MAX_FILE_GROUP_SIZE_BYTES,
-    DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS,
-    DEFAULT_SORT_MEMORY_LIMIT,
-    CompactionOptions,
-    compact_table,
-)
+from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, rewrite_manifests
 from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanWindowTooShort, remove_orphan_files
@@ -73,13 +67,21 @@ def _run_properties(context: dg.OpExecutionContext) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
+# The compaction policy lives in CompactionOptions; the launchpad's defaults are read from it.
+COMPACTION_DEFAULTS = CompactionOptions()
+
+
 class CompactionConfig(dg.Config):
     tables: list[str] = Field(default=[], description="Tables to compact, e.g. music.plays; empty: all tables.")
     target_file_size_mb: int | None = Field(
         default=None, description="Target file size in MiB; empty: the table's write.target-file-size-bytes."
     )
-    min_input_files: int = Field(default=5, description="Rewrite a partition only with this many small files.")
-    small_file_ratio: float = Field(default=0.75, description="A file is small below this share of the target.")
+    min_input_files: int = Field(
+        default=COMPACTION_DEFAULTS.min_input_files, description="Rewrite a partition only with this many small files."
+    )
+    small_file_ratio: float = Field(
+        default=COMPACTION_DEFAULTS.small_file_ratio, description="A file is small below this share of the target."
+    )
     skip_recent_days: int = Field(
         default=1, description="Leave partitions of the last N days alone (1: only days before today; 0: all)."
     )
@@ -87,7 +89,7 @@ class CompactionConfig(dg.Config):
         default=["artist", "track_id"], description="Sort rows within files by these columns, where a table has them."
     )
     max_file_group_size_mb: int = Field(
-        default=DEFAULT_MAX_FILE_GROUP_SIZE_BYTES // MIB,
+        default=COMPACTION_DEFAULTS.max_file_group_size_bytes // MIB,
         description="Rewrite a partition's small files in groups of at most this many MiB, each verified on its own.",
     )
     partial_progress: bool = Field(
@@ -96,10 +98,12 @@ class CompactionConfig(dg.Config):
         "commit per table).",
     )
     partial_progress_max_commits: int = Field(
-        default=DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS, description="With partial_progress: at most this many commits."
+        default=COMPACTION_DEFAULTS.partial_progress_max_commits,
+        description="With partial_progress: at most this many commits.",
     )
     sort_memory_limit: str = Field(
-        default=DEFAULT_SORT_MEMORY_LIMIT, description="DuckDB memory for sorting a group; beyond it, it spills."
+        default=COMPACTION_DEFAULTS.sort_memory_limit,
+        description="DuckDB memory for sorting a group; beyond it, it spills.",
     )
     dry_run: bool = Field(default=False, description="Only report what would be rewritten.")
 
