@@ -44,7 +44,7 @@ def wait_for_pool(
         info = instance.event_log_storage.get_concurrency_info(pool)
         if info.limit is None:  # no limit on this pool: nothing to wait for
             return checks
-        released, alive = release_dead_holders(instance, pool_holders(instance, pool, run_id))
+        released, alive = release_dead_holders(instance, pool_holders(instance, info, run_id))
         now = time.time()
         for holder in released:
             log(f"freed the {pool} slot held by {holder.describe(now)}: that run can no longer run")

@@ -30,6 +30,7 @@ import dagster as dg
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
 from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._utils.concurrency import ConcurrencyKeyInfo
 
 CHECK_INTERVAL_SECONDS = 30
 # The host a run executed in a terminal runs on (set by the maintenance executor): its pid is judged only there.
@@ -201,9 +202,8 @@ class SlotHolder:
         return f"run {self.run.run_id} ({self.run.job_name}, {self.run.status.value}{where}) {when}"
 
 
-def pool_holders(instance: dg.DagsterInstance, pool: str, except_run_id: str) -> list[SlotHolder]:
-    """The other runs holding slots of ``pool``, each once."""
-    info = instance.event_log_storage.get_concurrency_info(pool)
+def pool_holders(instance: dg.DagsterInstance, info: ConcurrencyKeyInfo, except_run_id: str) -> list[SlotHolder]:
+    """The other runs holding slots of the pool ``info`` describes, each once."""
     holders = []
     for run_id in dict.fromkeys(slot.run_id for slot in info.claimed_slots if slot.run_id != except_run_id):
         record = instance.get_run_record_by_id(run_id)

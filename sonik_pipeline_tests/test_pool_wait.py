@@ -87,15 +87,21 @@ def _holds_the_slot(env: dict[str, str]) -> bool:
         return bool(instance.event_log_storage.get_concurrency_info(MAINTENANCE_POOL).claimed_slots)
 
 
+def _orphans_job_holding_the_slot(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """(the catalog's lock holder, orphans_job executed in a terminal), once the job's op holds the slot."""
+    holder = _hold_catalog(env, 120)
+    first = _execute(env, "orphans_job", tmp_path / "first.log")
+    _wait_until(lambda: _holds_the_slot(env))
+    return holder, first
+
+
 @pytest.mark.slow
 def test_a_killed_dagster_job_execute_run_lets_the_next_maintenance_run_through(
     terminal: dict[str, str], tmp_path: Path
 ) -> None:
     # Given orphans_job started in a terminal, in its op (holding the slot), killed with -9
-    holder = _hold_catalog(terminal, 120)
-    first = _execute(terminal, "orphans_job", tmp_path / "first.log")
+    holder, first = _orphans_job_holding_the_slot(terminal, tmp_path)
     try:
-        _wait_until(lambda: _holds_the_slot(terminal))
         first.kill()
         first.wait()
     finally:
@@ -130,11 +136,8 @@ def test_a_run_waiting_on_an_alive_holder_names_it_sleeps_and_stops_on_sigterm(
     terminal: dict[str, str], tmp_path: Path
 ) -> None:
     # Given orphans_job alive in its op, holding the slot
-    holder = _hold_catalog(terminal, 120)
-    first = _execute(terminal, "orphans_job", tmp_path / "first.log")
+    holder, first = _orphans_job_holding_the_slot(terminal, tmp_path)
     try:
-        _wait_until(lambda: _holds_the_slot(terminal))
-
         # When expiry_job is started and waits
         second = _execute(terminal, "expiry_job", tmp_path / "second.log")
         _wait_until(lambda: "waiting for the" in (tmp_path / "second.log").read_text())
