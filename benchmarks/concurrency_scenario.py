@@ -48,8 +48,18 @@ def _ingest_run(settings: Settings, day: str, results) -> None:
         result = defs.resolve_job_def("plays_job").execute_in_process(
             partition_key=day, instance=instance, raise_on_error=False
         )
-    error = None if result.success else str(result.failure_data_for_node("plays").error.message)[:500]
+    error = None if result.success else _error_chain(result.failure_data_for_node("plays").error)
     results.put(("ingest", day, result.success, counter.count, error))
+
+
+def _error_chain(error) -> str:
+    """The step's error with its causes: Dagster's wrapper names the op, the cause says what went wrong."""
+    parts = []
+    while error is not None and len(parts) < 4:
+        parts.append(f"{error.cls_name}: {error.message.strip()}")
+        error = error.cause
+    return " <- ".join(parts)[-1500:]
+
 
 
 def _compaction_loop(settings: Settings, stop, results) -> None:

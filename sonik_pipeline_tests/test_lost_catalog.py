@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,8 @@ from sqlalchemy.engine import make_url
 
 from sonik_pipeline import cli
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.attachment import TableLocationTaken
+from sonik_pipeline.lakehouse import attachment
+from sonik_pipeline.lakehouse.attachment import TableLocationTaken, expected_location
 from sonik_pipeline.lakehouse.catalog import open_catalog
 from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
 from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
@@ -221,5 +224,49 @@ def test_a_table_created_with_commits_over_its_location_is_refused_even_without_
 
     # When the table is to be created again, then it is refused and the catalog stays without it
     with pytest.raises(TableLocationTaken, match=r"cannot create music\.plays: .* nothing was created"):
+        ensure_table(catalog, PLAYS)
+    assert not catalog.table_exists(PLAYS.identifier)
+
+
+def _half_written_creation(catalog: Catalog) -> Path:
+    """The version-0 file of a creation caught mid-write: the catalog row does not exist yet."""
+    location = Path(expected_location(catalog, PLAYS.identifier).removeprefix("file://"))
+    (location / "metadata").mkdir(parents=True)
+    half = location / "metadata" / f"00000-{uuid.uuid4()}.metadata.json"
+    half.write_text('{"format-version": 2, "table-uuid": "')
+    return half
+
+
+def test_a_concurrent_creation_caught_mid_write_is_waited_for_and_used(catalog: Catalog) -> None:
+    # Given another run's creation of the table, its metadata file half-written and no catalog row yet
+    catalog.create_namespace_if_not_exists(PLAYS.namespace)
+    half = _half_written_creation(catalog)
+
+    def the_other_run_finishes() -> None:
+        time.sleep(0.5)
+        catalog.create_table(PLAYS.identifier, PLAYS.schema, partition_spec=PLAYS.spec, properties=PLAYS.properties)
+        half.unlink()
+
+    other = threading.Thread(target=the_other_run_finishes)
+    other.start()
+
+    # When this run ensures the table meanwhile
+    table, _ = ensure_table(catalog, PLAYS)
+    other.join()
+
+    # Then it waited and took the other run's table, not refusing it as a lost one
+    assert table.metadata.table_uuid == catalog.load_table(PLAYS.identifier).metadata.table_uuid
+
+
+def test_an_unreadable_version_0_file_that_never_becomes_a_table_is_refused_after_the_wait(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an unreadable version-0 file that no run is about to register
+    catalog.create_namespace_if_not_exists(PLAYS.namespace)
+    _half_written_creation(catalog)
+    monkeypatch.setattr(attachment, "CREATION_SETTLE_SECONDS", 0.3)
+
+    # When the table is to be created, then it is refused once the wait is over (it cannot be told from a table)
+    with pytest.raises(TableLocationTaken, match=r"cannot create music\.plays"):
         ensure_table(catalog, PLAYS)
     assert not catalog.table_exists(PLAYS.identifier)

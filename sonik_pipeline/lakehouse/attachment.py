@@ -20,7 +20,9 @@ data (a crashed or concurrent first run), and a new table may be created over it
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +41,9 @@ _METADATA_NAME = re.compile(r"(\d+)-[^/]*\.metadata\.json")  # what PyIceberg's 
 # Table uuids a re-attached table took the place of (comma-separated): their files at its location are its
 # orphans, which orphan removal may take, where any other table's committed files stop it.
 SUPERSEDED_TABLES_PROPERTY = "sonik.superseded-table-uuids"
+
+# How long an unreadable version-0 metadata file is given to become a concurrent creation's catalog row.
+CREATION_SETTLE_SECONDS = 10.0
 
 REATTACH_HINT = (
     "re-attach it with `sonik reattach` (Iceberg's register_table), or point SONIK_CATALOG_URI at its catalog"
@@ -125,17 +130,31 @@ def read_metadata(catalog: Catalog, location: str) -> TableMetadata:
     return FromInputFile.table_metadata(PyArrowFileIO(dict(catalog.properties)).new_input(location))
 
 
-def holds_a_table(catalog: Catalog, files: Sequence[MetadataFile]) -> bool:
-    """Whether these metadata files record a commit: a table with data (or history) lives there."""
+class Holding(enum.Enum):
+    """What a location's metadata files say about a table living there."""
+
+    NONE = "none"  # no file, or version-0 files without a snapshot: a creation that never held data
+    TABLE = "table"  # a commit was recorded: a table with data (or history) lives there
+    UNSURE = "unsure"  # only unreadable version-0 files: a creation being written right now, or a damaged one
+
+
+def holding(catalog: Catalog, files: Sequence[MetadataFile]) -> Holding:
+    """Whether these metadata files record a commit, and how sure that is."""
+    verdict = Holding.NONE
     for file in files:
         if file.version != 0:  # a later version, or a name we cannot read a version from: assume a table
-            return True
+            return Holding.TABLE
         try:
             if read_metadata(catalog, file.location).snapshots:
-                return True
-        except Exception:  # unreadable (half-written): it cannot be told apart from a table, so it counts
-            return True
-    return False
+                return Holding.TABLE
+        except Exception:  # noqa: BLE001 - half-written by a concurrent creation, or damaged: told apart by waiting
+            verdict = Holding.UNSURE
+    return verdict
+
+
+def holds_a_table(catalog: Catalog, files: Sequence[MetadataFile]) -> bool:
+    """Whether these metadata files record a commit; an unreadable file counts, as it cannot be told apart."""
+    return holding(catalog, files) is not Holding.NONE
 
 
 def expected_location(catalog: Catalog, identifier: str) -> str | None:
@@ -174,15 +193,19 @@ def create_table_where_none_lives(
             identifier, schema=schema, partition_spec=partition_spec, properties=properties
         )
     location = create.table_metadata.location.rstrip("/")
-    existing = metadata_files_at(catalog, location)
-    if existing and holds_a_table(catalog, existing):
+    settle_by = time.monotonic() + CREATION_SETTLE_SECONDS
+    while (verdict := holding(catalog, existing := metadata_files_at(catalog, location))) is not Holding.NONE:
         try:
             return catalog.load_table(identifier)  # created by a concurrent run after we looked
         except NoSuchTableError:
-            raise TableLocationTaken(
-                f"cannot create {Unattached(identifier, location, tuple(existing)).describe()}: the catalog was "
-                f"lost or is not the one this warehouse was written with; nothing was created; {REATTACH_HINT}"
-            ) from None
+            # A concurrent creation writes its version-0 file before the catalog row: while that file
+            # cannot be read yet, wait for the row rather than take the creation for a lost table.
+            if verdict is Holding.TABLE or time.monotonic() > settle_by:
+                raise TableLocationTaken(
+                    f"cannot create {Unattached(identifier, location, tuple(existing)).describe()}: the catalog was "
+                    f"lost or is not the one this warehouse was written with; nothing was created; {REATTACH_HINT}"
+                ) from None
+            time.sleep(0.1)
     try:
         create.commit_transaction()
     except TableAlreadyExistsError:
