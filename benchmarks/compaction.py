@@ -42,10 +42,10 @@ import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
+from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.maintenance.compaction import CompactionOptions, CompactionReport, compact_table
 
 LAST_DAY = dt.date(2026, 4, 20)

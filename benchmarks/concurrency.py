@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks/ is importable
 
 from benchmarks.concurrency_scenario import prepare, run_scenario  # noqa: E402
-from sonik_pipeline.lakehouse.catalog import open_catalog  # noqa: E402
-from sonik_pipeline.lakehouse.ingest import day_filter  # noqa: E402
+from sonik_pipeline.lakehouse.ingest.run import day_filter  # noqa: E402
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog  # noqa: E402
 from sonik_pipeline.settings import CATALOG_NAME, Settings  # noqa: E402
 
 

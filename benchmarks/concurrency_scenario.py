@@ -61,9 +61,8 @@ def _error_chain(error) -> str:
     return " <- ".join(parts)[-1500:]
 
 
-
 def _compaction_loop(settings: Settings, stop, results) -> None:
-    from sonik_pipeline.lakehouse.catalog import open_catalog
+    from sonik_pipeline.lakehouse.tables.catalog import open_catalog
     from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
 
     counter = _count_retries()
@@ -90,9 +89,9 @@ class ScenarioResult:
 
 def prepare(settings: Settings, small_days: list[dt.date], batches: int = 6) -> None:
     """A table with some days written as micro-batches, so compaction has work while writers run."""
-    from sonik_pipeline.lakehouse.catalog import open_catalog
-    from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-    from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+    from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+    from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+    from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 
     catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
     table, _ = ensure_table(catalog, PLAYS)

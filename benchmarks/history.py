@@ -101,14 +101,14 @@ from pyiceberg.table import Table
 from sonik_pipeline.assets.checks import PLAYS_CHECKS
 from sonik_pipeline.assets.plays import PLAYS_KEY
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.ingest import ingest_day
-from sonik_pipeline.lakehouse.marts import DAILY_MARTS
-from sonik_pipeline.lakehouse.plays_days import PlaysSnapshot, played_between
-from sonik_pipeline.lakehouse.sql import sql_string
-from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch, synthetic_events
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
+from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
+from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS
+from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot, played_between
+from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch, synthetic_events
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.maintenance.expiry import DEFAULT_RETAIN_LAST, DEFAULT_RETENTION, ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.manifests import rewrite_manifests
 from sonik_pipeline.settings import CATALOG_NAME, Settings

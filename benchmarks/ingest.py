@@ -40,12 +40,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.events import BATCH_ROWS
-from sonik_pipeline.lakehouse.ingest import ingest_day
-from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch, synthetic_events
-from sonik_pipeline.lakehouse.tables import PLAYS_SCHEMA
-from sonik_pipeline.lakehouse.validation import DayValidator
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
+from sonik_pipeline.lakehouse.ingest.validation import DayValidator
+from sonik_pipeline.lakehouse.sources.events import BATCH_ROWS
+from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch, synthetic_events
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS_SCHEMA
 
 DAY = dt.date(2024, 5, 1)
 DEFAULT_EVENTS = 1_000_000

@@ -53,12 +53,12 @@ from scale import (
     warehouse,
 )
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.ingest import day_filter, ingest_day
-from sonik_pipeline.lakehouse.landing_source import landing_events
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch, synthetic_events
-from sonik_pipeline.lakehouse.tables import PLAYS
+from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
+from sonik_pipeline.lakehouse.sources.landing import landing_events
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch, synthetic_events
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS
 from sonik_pipeline.settings import CATALOG_NAME
 
 FILES = 8

@@ -76,10 +76,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.events import BATCH_ROWS
-from sonik_pipeline.lakehouse.ingest import day_filter, ingest_day
-from sonik_pipeline.lakehouse.marts import (
+from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
+from sonik_pipeline.lakehouse.marts.queries import (
     DAILY_COUNTRY_LISTENING,
     DAILY_MARTS,
     DEFAULT_TOP_N,
@@ -87,11 +86,12 @@ from sonik_pipeline.lakehouse.marts import (
     mart_rows,
     replace_mart_days,
 )
-from sonik_pipeline.lakehouse.plays_days import PLAYS_DAYS, PlaysSnapshot, load_plays_days
-from sonik_pipeline.lakehouse.sql import sql_string
-from sonik_pipeline.lakehouse.synthetic_source import catalogue, synthetic_batch, synthetic_events
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
-from sonik_pipeline.lakehouse.writes import FileStager
+from sonik_pipeline.lakehouse.reads.plays_days import PLAYS_DAYS, PlaysSnapshot, load_plays_days
+from sonik_pipeline.lakehouse.sources.events import BATCH_ROWS
+from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch, synthetic_events
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.tables.writes import FileStager
 from sonik_pipeline.settings import CATALOG_NAME
 
 DAY = dt.date(2024, 5, 1)

@@ -14,20 +14,22 @@ from collections.abc import Sequence
 import duckdb
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError, TableAlreadyExistsError
 
-from sonik_pipeline.lakehouse import attachment, rejects, timetravel
-from sonik_pipeline.lakehouse.catalog import (
+from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.ingest import rejects
+from sonik_pipeline.lakehouse.ingest.validation import reason_group
+from sonik_pipeline.lakehouse.reads import timetravel
+from sonik_pipeline.lakehouse.sources.landing import LandingZone
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables import attachment
+from sonik_pipeline.lakehouse.tables.catalog import (
     CatalogUnavailable,
     TableUnreadable,
     catalog_properties,
     load_table,
     open_catalog,
 )
-from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.landing_source import LandingZone
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS_REJECTED, lakehouse_table_names
-from sonik_pipeline.lakehouse.validation import reason_group
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS_REJECTED, lakehouse_table_names
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
 

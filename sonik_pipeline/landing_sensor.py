@@ -17,10 +17,10 @@ import datetime as dt
 import dagster as dg
 
 from sonik_pipeline.lakehouse.days import days_between
-from sonik_pipeline.lakehouse.landing_changes import WatchCursor, plan_tick
-from sonik_pipeline.lakehouse.landing_source import LandingZone
-from sonik_pipeline.lakehouse.sources_read import recorded_days
-from sonik_pipeline.lakehouse.tables import PLAYS_SOURCES
+from sonik_pipeline.lakehouse.sources.ingested_files import recorded_days
+from sonik_pipeline.lakehouse.sources.landing import LandingZone
+from sonik_pipeline.lakehouse.sources.landing_changes import WatchCursor, plan_tick
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS_SOURCES
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LandingWatch, PlaySource
 

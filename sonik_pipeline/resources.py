@@ -12,12 +12,12 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
-from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.events import RawBatch
-from sonik_pipeline.lakehouse.landing_changes import WatchSettings
-from sonik_pipeline.lakehouse.landing_source import landing_events
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
+from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.sources.events import RawBatch
+from sonik_pipeline.lakehouse.sources.landing import landing_events
+from sonik_pipeline.lakehouse.sources.landing_changes import WatchSettings
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_events
+from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, open_catalog
 from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_EVENTS_PER_DAY, SourceKind
 
 
@@ -65,7 +65,7 @@ class PlaySource(dg.ConfigurableResource):
 
 
 class LandingWatch(dg.ConfigurableResource):
-    """How the landing sensor watches the landing zone (``lakehouse/landing_changes.py`` says why)."""
+    """How the landing sensor watches the landing zone (``lakehouse/sources/landing_changes.py`` says why)."""
 
     settle_seconds: int = Field(
         default=WatchSettings.settle_seconds,

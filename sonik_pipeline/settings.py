@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from sonik_pipeline.lakehouse.duckdb_extensions import DEFAULT_MEMORY_LIMIT
-from sonik_pipeline.lakehouse.landing_changes import WatchSettings
+from sonik_pipeline.lakehouse.duckdb_io.extensions import DEFAULT_MEMORY_LIMIT
+from sonik_pipeline.lakehouse.sources.landing_changes import WatchSettings
 
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"

@@ -16,7 +16,7 @@ from pyiceberg.catalog import Catalog
 from sqlalchemy.engine import make_url
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 DAY = dt.date(2026, 4, 20)

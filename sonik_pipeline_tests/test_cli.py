@@ -93,7 +93,7 @@ def test_a_partition_range_writes_each_day_in_its_own_directory(tmp_path: Path, 
     # The tutorial's read side works unchanged on what the pipeline wrote (DuckDB's extension installed
     # once from the local wheel files, after which the tutorial's own `INSTALL iceberg` needs no network).
     _python(
-        "import duckdb; from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg; "
+        "import duckdb; from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg; "
         "load_iceberg(duckdb.connect())",
         user_env,
         tmp_path,
@@ -202,8 +202,8 @@ MART_TABLES = [
 
 TOTALS = """
     import json, duckdb
-    from sonik_pipeline.lakehouse.catalog import open_catalog
-    from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
+    from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+    from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
     catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://./lakehouse/warehouse")
     con = load_iceberg(duckdb.connect())
     def query(sql, table):
@@ -356,10 +356,10 @@ def test_an_unexpected_error_keeps_its_traceback_and_asks_for_a_report(tmp_path:
     _python(
         """
         import datetime as dt
-        from sonik_pipeline.lakehouse.catalog import open_catalog
-        from sonik_pipeline.lakehouse.events import ArrowRows
-        from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-        from sonik_pipeline.lakehouse.ingest import ingest_day
+        from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+        from sonik_pipeline.lakehouse.sources.events import ArrowRows
+        from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+        from sonik_pipeline.lakehouse.ingest.run import ingest_day
         catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://lakehouse/warehouse")
         ingest_day(catalog, dt.date(2026, 4, 20), [ArrowRows(synthetic_batch(dt.date(2026, 4, 20), 10), "a")])
         with catalog.load_table("music.plays").transaction() as txn:
@@ -388,10 +388,10 @@ def test_a_table_whose_metadata_files_are_gone_is_one_line_naming_it(tmp_path: P
     _python(
         """
         import datetime as dt
-        from sonik_pipeline.lakehouse.catalog import open_catalog
-        from sonik_pipeline.lakehouse.events import ArrowRows
-        from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-        from sonik_pipeline.lakehouse.ingest import ingest_day
+        from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+        from sonik_pipeline.lakehouse.sources.events import ArrowRows
+        from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+        from sonik_pipeline.lakehouse.ingest.run import ingest_day
         catalog = open_catalog("sonik", "sqlite:///lakehouse/catalog.db", "file://lakehouse/warehouse")
         ingest_day(catalog, dt.date(2026, 4, 20), [ArrowRows(synthetic_batch(dt.date(2026, 4, 20), 10), "a")])
         """,

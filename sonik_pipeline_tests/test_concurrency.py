@@ -6,7 +6,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from benchmarks.concurrency_scenario import prepare, run_scenario
-from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.ingest.run import day_filter
 from sonik_pipeline.settings import Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
 

@@ -26,12 +26,12 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.cli import main
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.events import ArrowRows
-from sonik_pipeline.lakehouse.ingest import ingest_day
-from sonik_pipeline.lakehouse.landing_source import landing_events
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
+from sonik_pipeline.lakehouse.sources.events import ArrowRows
+from sonik_pipeline.lakehouse.sources.landing import landing_events
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import run_asset_job
 

@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.ingest import day_filter
+from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline_tests.conftest import POSTGRES_SKIP_REASON, private_postgres_database
 
 REPO = Path(__file__).resolve().parents[1]

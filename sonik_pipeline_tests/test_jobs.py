@@ -9,11 +9,11 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.jobs import MAINTENANCE_JOBS, MAINTENANCE_POOL, MAINTENANCE_TAG, rollback_job
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.ingest import day_filter
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
-from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.tables.writes import replace_partition, stage_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import copied_lakehouse, op_output_metadata
 

@@ -12,11 +12,11 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline import landing_sensor as sensor_module
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.ingest import ingest_days
-from sonik_pipeline.lakehouse.landing_changes import WatchCursor, day_ranges
-from sonik_pipeline.lakehouse.landing_source import landing_events
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.ingest.run import ingest_days
+from sonik_pipeline.lakehouse.sources.landing import landing_events
+from sonik_pipeline.lakehouse.sources.landing_changes import WatchCursor, day_ranges
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.settings import Settings
 from sonik_pipeline_tests.conftest import run_asset_job
 
@@ -118,7 +118,7 @@ def test_the_sensor_requests_exactly_the_changed_days(settings: Settings, landin
 
 
 def _day_counts(settings: Settings) -> dict[dt.date, int]:
-    from sonik_pipeline.lakehouse.catalog import open_catalog
+    from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 
     catalog = open_catalog("sonik", settings.catalog_uri, settings.warehouse)
     days = catalog.load_table("music.plays").scan(selected_fields=("played_at",)).to_arrow().column("played_at")

@@ -18,9 +18,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 REPO = Path(__file__).resolve().parents[1]

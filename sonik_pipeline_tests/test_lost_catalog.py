@@ -19,11 +19,11 @@ from sqlalchemy.engine import make_url
 
 from sonik_pipeline import cli
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse import attachment
-from sonik_pipeline.lakehouse.attachment import TableLocationTaken, expected_location
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables import attachment
+from sonik_pipeline.lakehouse.tables.attachment import TableLocationTaken, expected_location
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, op_output_metadata, private_postgres_database, run_asset_job
 

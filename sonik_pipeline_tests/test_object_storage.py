@@ -26,13 +26,13 @@ from pyarrow import fs as pafs
 from pyiceberg.expressions import In
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.catalog import catalog_properties, open_catalog
-from sonik_pipeline.lakehouse.duckdb_extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.ingest import ingest_day
-from sonik_pipeline.lakehouse.landing_source import landing_events
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.rejects import replay_file_name
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.ingest.rejects import replay_file_name
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
+from sonik_pipeline.lakehouse.sources.landing import landing_events
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, open_catalog
 from sonik_pipeline.maintenance.files import referenced_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, op_output_metadata, private_postgres_database
@@ -240,7 +240,7 @@ def test_the_landing_sensor_sees_a_late_file_in_an_s3_landing_zone(
     s3_settings: Settings, bucket: pafs.S3FileSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sonik_pipeline import landing_sensor
-    from sonik_pipeline.lakehouse.landing_writer import write_landing_day
+    from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
 
     monkeypatch.setattr(landing_sensor, "now", lambda: dt.datetime(2026, 4, 21, 12, tzinfo=dt.UTC))
     defs = build_definitions(s3_settings)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from sonik_pipeline.lakehouse.events import ArrowRows, JsonLines
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.sources.events import ArrowRows, JsonLines
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, PlaySource
 from sonik_pipeline.settings import Settings
 

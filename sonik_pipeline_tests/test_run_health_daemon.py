@@ -26,9 +26,9 @@ import yaml
 from dagster._core.events import DagsterEventType
 
 from sonik_pipeline.jobs import MAINTENANCE_POOL
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.run_health import WORKER_GONE
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 

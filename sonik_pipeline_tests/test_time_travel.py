@@ -13,12 +13,12 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.cli import main
-from sonik_pipeline.lakehouse import timetravel
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.events import ArrowRows
-from sonik_pipeline.lakehouse.ingest import ingest_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.timetravel import rollback
+from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
+from sonik_pipeline.lakehouse.reads import timetravel
+from sonik_pipeline.lakehouse.reads.timetravel import rollback
+from sonik_pipeline.lakehouse.sources.events import ArrowRows
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 
 DAY = dt.date(2026, 4, 20)

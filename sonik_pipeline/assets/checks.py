@@ -1,7 +1,7 @@
 """Asset checks: plays must be clean before marts are built on it, and marts must add up to plays.
 
 The checks are partitioned like their assets, so Dagster records a result per day. A run over N days
-measures them all with a few grouped queries (``lakehouse/quality.py``) and logs one evaluation per
+measures them all with a few grouped queries (``lakehouse/reads/quality.py``) and logs one evaluation per
 day and check; a blocking check that fails on any day then fails its step, so no mart of the run is
 built on it, and the failing days are the ones marked failed.
 """
@@ -14,16 +14,16 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.assets.plays import PLAYS_KEY
 from sonik_pipeline.lakehouse.days import days_between
-from sonik_pipeline.lakehouse.marts import (
+from sonik_pipeline.lakehouse.marts.queries import (
     DAILY_COUNTRY_LISTENING,
     DAILY_DEVICE_MIX,
     DAILY_TIER_LISTENING,
     DAILY_USER_STATS,
     plays_snapshots_behind,
 )
-from sonik_pipeline.lakehouse.plays_days import PlaysSnapshot
-from sonik_pipeline.lakehouse.quality import mart_totals_by_day, plays_quality, plays_totals_by_day
-from sonik_pipeline.lakehouse.tables import PLAYS
+from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
+from sonik_pipeline.lakehouse.reads.quality import mart_totals_by_day, plays_quality, plays_totals_by_day
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 
 PLAY_ID_UNIQUE = "play_id_unique"

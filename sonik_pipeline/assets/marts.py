@@ -20,7 +20,7 @@ from pydantic import Field
 from sonik_pipeline.assets.metadata import table_preview
 from sonik_pipeline.assets.plays import PLAYS_KEY
 from sonik_pipeline.lakehouse.days import days_between
-from sonik_pipeline.lakehouse.marts import (
+from sonik_pipeline.lakehouse.marts.queries import (
     DAILY_MARTS,
     DEFAULT_TOP_N,
     MART_COLUMNS,
@@ -30,15 +30,15 @@ from sonik_pipeline.lakehouse.marts import (
     replace_mart_days,
     window_start,
 )
-from sonik_pipeline.lakehouse.plays_days import (
+from sonik_pipeline.lakehouse.reads.plays_days import (
     DEFAULT_MAX_ROWS_PER_READ,
     PlaysSnapshot,
     chunk_days,
     load_plays_days,
     rows_per_day,
 )
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
-from sonik_pipeline.lakehouse.writes import FileStager
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.tables.writes import FileStager
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 

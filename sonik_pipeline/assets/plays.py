@@ -7,8 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from sonik_pipeline.assets.metadata import table_preview
-from sonik_pipeline.lakehouse.attachment import TableLocationTaken
-from sonik_pipeline.lakehouse.ingest import (
+from sonik_pipeline.lakehouse.ingest.run import (
     DEFAULT_DAYS_PER_COMMIT,
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_MAX_SHRINK_SHARE,
@@ -16,6 +15,7 @@ from sonik_pipeline.lakehouse.ingest import (
     IngestError,
     ingest_days,
 )
+from sonik_pipeline.lakehouse.tables.attachment import TableLocationTaken
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, PlaySource
 

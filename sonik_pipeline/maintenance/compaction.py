@@ -34,15 +34,15 @@ from pyiceberg.transforms import DayTransform
 from pyiceberg.typedef import Record
 
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
-from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import EPOCH, partition_day
-from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.duckdb_extensions import configure_storage
-from sonik_pipeline.lakehouse.events import BATCH_ROWS
-from sonik_pipeline.lakehouse.file_scan import native_select
-from sonik_pipeline.lakehouse.iceberg_internals import RewriteDataFiles, iter_data_file_batches, transaction
-from sonik_pipeline.lakehouse.sql import sql_identifier, sql_string
-from sonik_pipeline.lakehouse.writes import CommitOfStagedFiles, FileStager, target_file_size
+from sonik_pipeline.lakehouse.duckdb_io.extensions import configure_storage
+from sonik_pipeline.lakehouse.duckdb_io.file_scan import native_select
+from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
+from sonik_pipeline.lakehouse.sources.events import BATCH_ROWS
+from sonik_pipeline.lakehouse.tables.catalog import table_name
+from sonik_pipeline.lakehouse.tables.deletion import delete_locations
+from sonik_pipeline.lakehouse.tables.iceberg_internals import RewriteDataFiles, iter_data_file_batches, transaction
+from sonik_pipeline.lakehouse.tables.writes import CommitOfStagedFiles, FileStager, target_file_size
 
 log = logging.getLogger(__name__)
 

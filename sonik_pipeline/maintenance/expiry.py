@@ -37,11 +37,11 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import ManifestFile
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.catalog import table_name
-from sonik_pipeline.lakehouse.deletion import is_within
-from sonik_pipeline.lakehouse.iceberg_internals import expire_snapshots_in, transaction
-from sonik_pipeline.lakehouse.snapshots import lineage
-from sonik_pipeline.lakehouse.timetravel import EXPIRED_HISTORY, expired_history_after
+from sonik_pipeline.lakehouse.reads.timetravel import EXPIRED_HISTORY, expired_history_after
+from sonik_pipeline.lakehouse.tables.catalog import table_name
+from sonik_pipeline.lakehouse.tables.deletion import is_within
+from sonik_pipeline.lakehouse.tables.iceberg_internals import expire_snapshots_in, transaction
+from sonik_pipeline.lakehouse.tables.snapshots import lineage
 from sonik_pipeline.maintenance.files import (
     MANIFEST,
     MANIFEST_LIST,
@@ -62,7 +62,7 @@ from sonik_pipeline.maintenance.files import (
 
 log = logging.getLogger(__name__)
 
-# Iceberg's own retention properties, set on every table (lakehouse/tables.py) and read here.
+# Iceberg's own retention properties, set on every table (lakehouse/tables/definitions.py) and read here.
 MAX_SNAPSHOT_AGE_PROPERTY = "history.expire.max-snapshot-age-ms"
 MIN_SNAPSHOTS_PROPERTY = "history.expire.min-snapshots-to-keep"
 DEFAULT_RETENTION = dt.timedelta(days=30)

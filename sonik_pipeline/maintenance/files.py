@@ -31,8 +31,8 @@ from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
-from sonik_pipeline.lakehouse.attachment import SUPERSEDED_TABLES_PROPERTY
-from sonik_pipeline.lakehouse.deletion import check_deletable
+from sonik_pipeline.lakehouse.tables.attachment import SUPERSEDED_TABLES_PROPERTY
+from sonik_pipeline.lakehouse.tables.deletion import check_deletable
 
 DATA, DELETE, MANIFEST, MANIFEST_LIST, METADATA, STATISTICS = (
     "data_files",

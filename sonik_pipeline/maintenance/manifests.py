@@ -32,10 +32,10 @@ from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.types import DateType
 
-from sonik_pipeline.lakehouse.catalog import table_name
 from sonik_pipeline.lakehouse.days import as_day, is_day_field, partition_day
-from sonik_pipeline.lakehouse.deletion import delete_locations
-from sonik_pipeline.lakehouse.iceberg_internals import ReplaceManifests, transaction
+from sonik_pipeline.lakehouse.tables.catalog import table_name
+from sonik_pipeline.lakehouse.tables.deletion import delete_locations
+from sonik_pipeline.lakehouse.tables.iceberg_internals import ReplaceManifests, transaction
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.attachment import metadata_version
-from sonik_pipeline.lakehouse.catalog import table_name
-from sonik_pipeline.lakehouse.deletion import UnsafeDeletion
+from sonik_pipeline.lakehouse.tables.attachment import metadata_version
+from sonik_pipeline.lakehouse.tables.catalog import table_name
+from sonik_pipeline.lakehouse.tables.deletion import UnsafeDeletion
 from sonik_pipeline.maintenance.files import (
     DeletionReport,
     StoredFile,

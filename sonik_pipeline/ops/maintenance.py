@@ -13,8 +13,8 @@ from pydantic import Field
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.deletion import UnsafeDeletion, check_table_location
-from sonik_pipeline.lakehouse.tables import lakehouse_table_names
+from sonik_pipeline.lakehouse.tables.definitions import lakehouse_table_names
+from sonik_pipeline.lakehouse.tables.deletion import UnsafeDeletion, check_table_location
 from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, rewrite_manifests

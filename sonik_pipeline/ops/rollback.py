@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from sonik_pipeline.lakehouse import timetravel
+from sonik_pipeline.lakehouse.reads import timetravel
 from sonik_pipeline.resources import LakehouseCatalog
 
 

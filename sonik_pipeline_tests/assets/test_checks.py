@@ -8,9 +8,9 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo
 
 from sonik_pipeline.assets.checks import PLAY_ID_UNIQUE, RECONCILES_WITH_PLAYS
-from sonik_pipeline.lakehouse.ingest import day_filter
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.writes import replace_partition, stage_files
 from sonik_pipeline_tests.conftest import check_results, run_asset_job
 
 DAYS = [f"2026-04-{d}" for d in range(14, 21)]

@@ -2,8 +2,8 @@ import dagster as dg
 import duckdb
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.marts import DAILY_MARTS, ROLLING_MARTS
+from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
+from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, check_results, run_asset_job
 
 DAYS = [f"2026-04-{d}" for d in range(14, 21)]

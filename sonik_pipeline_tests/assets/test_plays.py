@@ -9,10 +9,10 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import NestedField, StringType
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse import ingest as ingest_module
-from sonik_pipeline.lakehouse.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS, TableDef
+from sonik_pipeline.lakehouse.ingest import run as ingest_module
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, TableDef
 from sonik_pipeline.settings import Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from sonik_pipeline.lakehouse import arrow_memory
-from sonik_pipeline.lakehouse.ingest import PREVIEW_ROWS, ingest_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_events
+from sonik_pipeline.lakehouse.ingest.run import PREVIEW_ROWS, ingest_day
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_events
 
 DAY = dt.date(2026, 3, 14)
 

@@ -15,13 +15,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions.visitors import IN_PREDICATE_LIMIT
 from pyiceberg.manifest import ManifestFile
 
-from sonik_pipeline.lakehouse import timetravel
 from sonik_pipeline.lakehouse.days import partition_day
-from sonik_pipeline.lakehouse.events import ArrowRows
-from sonik_pipeline.lakehouse.ingest import day_filter, ingest_day
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.tables import PLAYS, ensure_table
-from sonik_pipeline.lakehouse.writes import replace_partition, stage_files
+from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
+from sonik_pipeline.lakehouse.reads import timetravel
+from sonik_pipeline.lakehouse.sources.events import ArrowRows
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.tables.writes import replace_partition, stage_files
 from sonik_pipeline.maintenance import expiry, orphans
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.files import file_key, manifests_that_may_hold, referenced_files
@@ -122,7 +122,7 @@ def test_expiry_respects_retention_refs_and_dry_run(catalog: Catalog, sonik_home
 def test_metadata_files_beyond_previous_versions_max_are_deleted(
     catalog: Catalog, sonik_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The code sets every table's properties (lakehouse/tables.py), so the test sets it there
+    # The code sets every table's properties (lakehouse/tables/definitions.py), so the test sets it there
     monkeypatch.setitem(PLAYS.properties, "write.metadata.previous-versions-max", "4")
     table = _write_snapshots(catalog, 10)
     metadata_dir = sonik_home / "warehouse" / "music" / "plays" / "metadata"
@@ -138,9 +138,9 @@ def test_metadata_files_beyond_previous_versions_max_are_deleted(
 
 KILLED_WRITER = """
 import datetime as dt, sys, time
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
-from sonik_pipeline.lakehouse.writes import FileStager
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.writes import FileStager
 catalog = open_catalog("sonik", sys.argv[1], sys.argv[2])
 table = catalog.load_table("music.plays")
 stager = FileStager(table)

@@ -7,12 +7,12 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse import iceberg_internals
 from sonik_pipeline.lakehouse.days import partition_day
-from sonik_pipeline.lakehouse.duckdb_extensions import load_iceberg
-from sonik_pipeline.lakehouse.events import ArrowRows
-from sonik_pipeline.lakehouse.ingest import ingest_day, ingest_days
-from sonik_pipeline.lakehouse.synthetic_source import synthetic_batch
+from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
+from sonik_pipeline.lakehouse.ingest.run import ingest_day, ingest_days
+from sonik_pipeline.lakehouse.sources.events import ArrowRows
+from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables import iceberg_internals
 from sonik_pipeline.maintenance import manifests
 from sonik_pipeline.maintenance.manifests import ManifestRewriteAborted, ManifestRewriteOptions, rewrite_manifests
 

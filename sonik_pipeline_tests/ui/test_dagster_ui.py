@@ -28,8 +28,8 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.catalog import open_catalog
-from sonik_pipeline.lakehouse.marts import DAILY_MARTS, MARTS, ROLLING_MARTS
+from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, MARTS, ROLLING_MARTS
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.settings import CATALOG_NAME
 
 if TYPE_CHECKING:

@@ -1,0 +1,105 @@
+"""The exact set of 64-bit hashes behind duplicate detection: membership through merges, memory per id."""
+
+import mmap
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from sonik_pipeline.lakehouse.ingest import dedupe
+from sonik_pipeline.lakehouse.ingest.dedupe import HashSet64
+
+
+def _random(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, np.iinfo(np.uint64).max, n, dtype=np.uint64, endpoint=True)
+
+
+@pytest.fixture
+def small_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Merges after a few thousand ids, so the tests cross many merges and compactions quickly."""
+    monkeypatch.setattr(dedupe, "MIN_RECENT", 3_000)
+    monkeypatch.setattr(dedupe, "MAX_RUNS", 3)
+
+
+def test_every_added_hash_is_found_and_no_other_through_merges(small_runs: None) -> None:
+    seen = HashSet64()
+    added = []
+    for batch in range(40):
+        hashes = _random(1_000, seed=batch)
+        assert not seen.contains(hashes).any()
+        seen.add(hashes)
+        added.append(hashes)
+        everything = np.concatenate(added)
+        assert seen.contains(everything).all()
+    assert len(seen) == 40_000
+    assert not seen.contains(_random(5_000, seed=999)).any()
+
+
+def test_a_mixed_batch_is_answered_per_hash(small_runs: None) -> None:
+    seen = HashSet64()
+    old = _random(10_000, seed=1)
+    seen.add(old)
+    new = _random(10, seed=2)
+    mixed = np.concatenate([new[:5], old[[3, 7_000]], new[5:]])
+
+    assert seen.contains(mixed).tolist() == [False] * 5 + [True, True] + [False] * 5
+
+
+def test_extreme_hashes_land_in_the_first_and_last_groups() -> None:
+    seen = HashSet64()
+    edges = np.array([0, 1, np.iinfo(np.uint64).max - 1, np.iinfo(np.uint64).max], dtype=np.uint64)
+    seen.add(edges)
+    seen.merge_runs()
+
+    assert seen.contains(edges).all()
+    assert not seen.contains(np.array([2, np.iinfo(np.uint64).max - 2], dtype=np.uint64)).any()
+
+
+def test_memory_is_8_bytes_an_id() -> None:
+    seen = HashSet64()
+    for batch in range(20):
+        seen.add(_random(250_000, seed=batch))
+
+    assert len(seen) == 5_000_000
+    assert seen.nbytes == 8 * 5_000_000
+
+
+def test_a_merge_needs_one_group_of_extra_memory_not_a_copy_of_the_recent_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recent runs are merged group by group: at 100M ids a whole-set merge held a copy and a sorted copy
+    of every recent id (up to a fifth of the set, twice) at once."""
+    monkeypatch.setattr(dedupe, "MIN_RECENT", 1 << 16)
+    # Merged arrays are memory maps, which tracemalloc does not see: traced here as heap arrays instead.
+    monkeypatch.setattr(dedupe, "_allocate", lambda n: np.empty(n, dtype=np.uint64))
+    seen = HashSet64()
+    batch_bytes = 100_000 * 8
+    worst_extra = 0
+    tracemalloc.start()
+    try:
+        for batch in range(40):
+            hashes = np.sort(_random(100_000, seed=batch))
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            seen.add(hashes, already_sorted=True)
+            after, peak = tracemalloc.get_traced_memory()
+            worst_extra = max(worst_extra, peak - after - batch_bytes)
+    finally:
+        tracemalloc.stop()
+
+    assert len(seen) == 4_000_000
+    assert seen.nbytes == 8 * 4_000_000
+    # One group is 1/64 of the set (~1.6%), and it is copied once while merged.
+    assert worst_extra <= seen.nbytes * 0.06, f"a merge needed {worst_extra:,} bytes beyond the set"
+
+
+def test_merged_arrays_live_in_their_own_memory_maps_so_replacing_them_frees_their_memory() -> None:
+    seen = HashSet64()
+    for batch in range(4):
+        seen.add(_random(50_000, seed=batch))
+    seen.merge_runs()
+
+    merged = [group.merged for group in seen._groups]
+    assert all(isinstance(array.base.obj, mmap.mmap) for array in merged)
+    assert sum(len(array) for array in merged) == len(seen) == 200_000
+    assert seen.contains(_random(50_000, seed=3)).all()
