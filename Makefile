@@ -6,7 +6,7 @@ DAYS ?= 7
 export SONIK_HOME ?= $(CURDIR)/lakehouse
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: install demo dev test lint
+.PHONY: install demo dev test test-fast lint
 
 $(BIN)/dagster: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ dev: install
 test: install
 	$(BIN)/ruff check sonik_pipeline sonik_pipeline_tests benchmarks
 	$(BIN)/pytest
+
+## For iterating: the same, without the tests marked slow (CLI subprocesses, races). `make test` runs everything.
+test-fast: install
+	$(BIN)/ruff check sonik_pipeline sonik_pipeline_tests benchmarks
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check sonik_pipeline sonik_pipeline_tests benchmarks

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks/ is importable
 
-from benchmarks.concurrency_scenario import prepare, run_scenario  # noqa: E402
-from sonik_pipeline.lakehouse.ingest.run import day_filter  # noqa: E402
-from sonik_pipeline.lakehouse.tables.catalog import open_catalog  # noqa: E402
-from sonik_pipeline.settings import CATALOG_NAME, Settings  # noqa: E402
+from benchmarks.concurrency_scenario import prepare, run_scenario
+from sonik_pipeline.lakehouse.days import parse_day, played_at_filter
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 
 @contextlib.contextmanager
@@ -70,7 +70,7 @@ def iteration(backend: str, events: int) -> tuple[bool, int, int, float, list[st
         result = run_scenario(settings, DAYS, same_day_twice=SAME_DAY)
         catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
         table = catalog.load_table("music.plays")
-        counts = {d: table.scan(row_filter=day_filter(dt.date.fromisoformat(d))).count() for d in [*DAYS, SAME_DAY]}
+        counts = {d: table.scan(row_filter=played_at_filter(parse_day(d))).count() for d in [*DAYS, SAME_DAY]}
         wrong = [f"{d}: {n} rows" for d, n in counts.items() if n != events]
         return (
             not (result.failures or wrong),

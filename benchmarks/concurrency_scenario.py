@@ -73,7 +73,7 @@ def _compaction_loop(settings: Settings, stop, results) -> None:
             report = compact_table(catalog.load_table("music.plays"), CompactionOptions(min_input_files=2))
             rewritten += len(report.partitions)
             rounds += 1
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
+    except Exception as exc:  # reported to the parent
         error = repr(exc)[:500]
     results.put(("compaction", f"{rounds} rounds, {rewritten} partitions", error is None, counter.count, error))
 

@@ -101,11 +101,12 @@ from pyiceberg.table import Table
 from sonik_pipeline.assets.checks import PLAYS_CHECKS
 from sonik_pipeline.assets.plays import PLAYS_KEY
 from sonik_pipeline.definitions import build_definitions
+from sonik_pipeline.lakehouse.days import played_at_sql
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS
-from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot, played_between
+from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
 from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch, synthetic_events
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -392,7 +393,7 @@ def run_day_query(source: DaySource, day: dt.date) -> tuple[float, int, str]:
     try:
         started = time.perf_counter()
         relation = source(con)
-        sqls = [q.format(source=relation, day=played_between(day, day)) for q in DAY_QUERIES]
+        sqls = [q.format(source=relation, day=played_at_sql(day)) for q in DAY_QUERIES]
         counted = con.execute(sqls[0]).fetchone()[0]
         con.execute(sqls[1]).fetchall()
         reader = PLANNED_READER if relation.startswith("(") and f"{PLANNED_READER}(" in relation else "iceberg_scan"

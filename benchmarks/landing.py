@@ -53,7 +53,8 @@ from scale import (
     warehouse,
 )
 
-from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
+from sonik_pipeline.lakehouse.days import played_at_filter
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.sources.landing import landing_events
 from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch, synthetic_events
@@ -195,7 +196,7 @@ class Bench:
         if measured.returncode != 0:
             raise RuntimeError(f"dagster {name} failed:\n{measured.tail()}")
         plays = open_catalog(CATALOG_NAME, catalog_uri(home), warehouse(home)).load_table(PLAYS.identifier)
-        rows = sum(t.file.record_count for t in plays.scan(row_filter=day_filter(DAY)).plan_files())
+        rows = sum(t.file.record_count for t in plays.scan(row_filter=played_at_filter(DAY)).plan_files())
         shutil.rmtree(home)
         shutil.rmtree(dagster_home)
         steps = step_seconds(measured.log.read_text(errors="replace"))

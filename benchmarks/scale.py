@@ -76,16 +76,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
-from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.marts.queries import (
     DAILY_COUNTRY_LISTENING,
     DAILY_MARTS,
     DEFAULT_TOP_N,
     MART_COLUMNS,
     mart_rows,
-    replace_mart_days,
 )
+from sonik_pipeline.lakehouse.marts.run import replace_mart_days
 from sonik_pipeline.lakehouse.reads.plays_days import PLAYS_DAYS, PlaysSnapshot, load_plays_days
 from sonik_pipeline.lakehouse.sources.events import BATCH_ROWS
 from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch, synthetic_events
@@ -160,12 +161,13 @@ def open_home(home: Path) -> Catalog:
 def day_files(catalog: Catalog) -> list[str]:
     """Local paths of the day's data files in music.plays, as planned by PyIceberg."""
     plays = catalog.load_table(PLAYS.identifier)
-    return [task.file.file_path.removeprefix("file://") for task in plays.scan(row_filter=day_filter(DAY)).plan_files()]
+    tasks = plays.scan(row_filter=played_at_filter(DAY)).plan_files()
+    return [task.file.file_path.removeprefix("file://") for task in tasks]
 
 
 def plays_shape(catalog: Catalog) -> dict[str, int]:
     plays = catalog.load_table(PLAYS.identifier)
-    files = [task.file for task in plays.scan(row_filter=day_filter(DAY)).plan_files()]
+    files = [task.file for task in plays.scan(row_filter=played_at_filter(DAY)).plan_files()]
     return {
         "rows": sum(f.record_count for f in files),
         "files": len(files),
@@ -341,7 +343,7 @@ def child_pandas(home: Path) -> dict[str, Any]:
     rss_after_imports = _current_rss_mib()
     plays = open_home(home).load_table(PLAYS.identifier)
     started = time.perf_counter()
-    frame = plays.scan(row_filter=day_filter(DAY)).to_pandas()
+    frame = plays.scan(row_filter=played_at_filter(DAY)).to_pandas()
     scanned = time.perf_counter()
 
     def totals(groups) -> pd.DataFrame:

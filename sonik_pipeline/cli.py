@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import duckdb
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError, TableAlreadyExistsError
 
+from sonik_pipeline.lakehouse.days import parse_day
 from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.ingest import rejects
 from sonik_pipeline.lakehouse.ingest.validation import reason_group
@@ -29,11 +30,11 @@ from sonik_pipeline.lakehouse.tables.catalog import (
     load_table,
     open_catalog,
 )
-from sonik_pipeline.lakehouse.tables.definitions import PLAYS_REJECTED, lakehouse_table_names
+from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES, PLAYS_REJECTED, lakehouse_table_names
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
 
 
-class UsageError(ValueError):  # noqa: N818 - reads as what it is
+class UsageError(ValueError):
     """Bad input from the user: printed as one line, never a stack trace."""
 
 
@@ -45,7 +46,7 @@ USER_ERRORS = (UsageError, SettingsError, CatalogUnavailable, TableUnreadable, t
 
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        return parse_day(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
@@ -165,7 +166,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
         print(f"sonik: error: {problem}", file=sys.stderr)
     # Only the tables the catalog does not list can be lost (and loading a listed one again would fail
     # again on damaged metadata).
-    unlisted = [t.identifier for t in timetravel.CODE_TABLES if t.identifier not in names]
+    unlisted = [t.identifier for t in CODE_TABLES if t.identifier not in names]
     lost = attachment.unattached_tables(catalog, unlisted)
     for table in lost:
         print(f"sonik: error: {table.describe()}", file=sys.stderr)
@@ -178,7 +179,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 def cmd_reattach(args: argparse.Namespace) -> None:
     """Register lost tables' newest metadata in the catalog: every snapshot and its time travel come back."""
     catalog = _catalog()
-    wanted = args.tables or [t.identifier for t in timetravel.CODE_TABLES]
+    wanted = args.tables or [t.identifier for t in CODE_TABLES]
     if args.metadata and len(wanted) != 1:
         raise UsageError("--metadata names one table's metadata file: name that one table too")
     if args.replace:

@@ -12,7 +12,7 @@ from sonik_pipeline.assets.marts import build_mart_assets
 from sonik_pipeline.assets.plays import build_plays_asset
 from sonik_pipeline.jobs import MAINTENANCE_JOBS, build_asset_jobs, rollback_job
 from sonik_pipeline.partitions import build_daily_partitions
-from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, LandingWatch, PlaySource
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, LakehouseEngine, LandingWatch, PlaySource
 from sonik_pipeline.schedules import build_schedules
 from sonik_pipeline.sensors import build_sensors
 from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
@@ -48,6 +48,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "duckdb": LakehouseDuckDB(
                 database=":memory:", lakehouse=lakehouse, memory_limit=settings.duckdb_memory_limit
             ),
+            "engine": LakehouseEngine(
+                kind=settings.engine,
+                lakehouse=lakehouse,
+                spark_master=settings.spark_master,
+                spark_remote=settings.spark_remote,
+                spark_jars=list(settings.spark_jars),
+                spark_packages=list(settings.spark_packages),
+                spark_conf=dict(settings.spark_conf),
+            ),
             "lakehouse": lakehouse,
             "landing_watch": LandingWatch(
                 settle_seconds=settings.landing_settle_seconds,
@@ -64,7 +73,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
-class InvalidSettings(SettingsError, click.ClickException):  # noqa: N818 - reads as what it is
+class InvalidSettings(SettingsError, click.ClickException):
     """A ``SettingsError`` raised while Dagster loads the code location, shown as its message alone.
 
     What Dagster 1.13 shows for a load error: ``dagster dev`` logs the exception's message first, then

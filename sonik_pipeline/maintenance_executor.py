@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import dagster as dg
-from dagster._core.errors import raise_execution_interrupts
 
+from sonik_pipeline.dagster_internals import raise_execution_interrupts
 from sonik_pipeline.run_health import HOST_TAG, pool_holders, release_dead_holders
 
 CHECK_SECONDS = 5.0

@@ -6,6 +6,8 @@ import datetime as dt
 
 import dagster as dg
 
+from sonik_pipeline.lakehouse.days import parse_day
+
 
 def build_daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
     """Days in UTC from ``start_date``; the newest partition is the last complete day."""
@@ -13,4 +15,5 @@ def build_daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
 
 
 def day_of(partition_key: str) -> dt.date:
-    return dt.date.fromisoformat(partition_key)
+    """The day a partition key names (``lakehouse.days`` reads it, as it reads every day)."""
+    return parse_day(partition_key)

@@ -5,20 +5,29 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.engines.base import Engine
+from sonik_pipeline.engines.local import LocalEngine
 from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
 from sonik_pipeline.lakehouse.sources.events import RawBatch
 from sonik_pipeline.lakehouse.sources.landing import landing_events
 from sonik_pipeline.lakehouse.sources.landing_changes import WatchSettings
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_events
 from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, open_catalog
-from sonik_pipeline.settings import CATALOG_NAME, DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_EVENTS_PER_DAY, SourceKind
+from sonik_pipeline.settings import (
+    CATALOG_NAME,
+    DEFAULT_DUCKDB_MEMORY_LIMIT,
+    DEFAULT_EVENTS_PER_DAY,
+    EngineKind,
+    SourceKind,
+)
 
 
 class LakehouseCatalog(dg.ConfigurableResource):
@@ -36,6 +45,65 @@ class LakehouseCatalog(dg.ConfigurableResource):
     def properties(self) -> dict[str, str]:
         """The catalog's full configuration, including PyIceberg's ``s3.*`` settings from the environment."""
         return catalog_properties(self.catalog_name, self.catalog_uri, self.warehouse)
+
+
+class LakehouseEngine(dg.ConfigurableResource):
+    """What does the heavy work the assets and ops ask for: ingest, marts and table maintenance.
+
+    ``local``: PyIceberg and DuckDB in the run's own process. ``spark``: table maintenance by Iceberg's
+    Spark procedures, in a session started on first use through dagster-pyspark's lazy session (Spark
+    Connect with ``spark_remote``, else ``spark_master``); ingest and the marts stay local for now.
+    """
+
+    kind: EngineKind = Field(default="local", description="local (PyIceberg + DuckDB) or spark.")
+    lakehouse: LakehouseCatalog = Field(description="The catalog the engine's own session opens, under the same name.")
+    spark_master: str = Field(default="local[*]", description="Spark master: local[N], spark://, k8s://, yarn.")
+    spark_remote: str = Field(
+        default="", description="A Spark Connect URL (sc://host:15002); set, it wins over master."
+    )
+    spark_jars: list[str] = Field(
+        default=[], description="Jar paths for the session (empty: the offline Iceberg runtime and JDBC driver)."
+    )
+    spark_packages: list[str] = Field(
+        default=[], description="Maven coordinates for spark.jars.packages (production), e.g. the Iceberg runtime."
+    )
+    spark_conf: dict[str, str] = Field(default={}, description="More Spark configuration, applied last.")
+    _spark: Any = PrivateAttr(default=None)
+
+    def engine(self) -> Engine:
+        if self.kind == "spark":
+            from sonik_pipeline.engines.spark import SparkEngine
+
+            return SparkEngine(lambda: self._spark_resource().spark_session, self.lakehouse.catalog_name)
+        return LocalEngine()
+
+    def _spark_resource(self) -> Any:
+        """dagster-pyspark's lazily started session, configured for this lakehouse (built once per run)."""
+        if self._spark is None:
+            from dagster_pyspark import LazyPySparkResource
+
+            from sonik_pipeline.engines.spark_session import session_conf, share_sqlite_catalog
+
+            lakehouse = self.lakehouse
+            share_sqlite_catalog(lakehouse.catalog_uri)
+            conf = session_conf(
+                catalog_name=lakehouse.catalog_name,
+                catalog_uri=lakehouse.catalog_uri,
+                warehouse=lakehouse.warehouse,
+                properties=lakehouse.properties(),
+                master=self.spark_master,
+                remote=self.spark_remote or None,
+                jars=self.spark_jars,
+                packages=self.spark_packages,
+                extra=self.spark_conf,
+            )
+            self._spark = LazyPySparkResource(spark_config=conf)
+        return self._spark
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Stop a session the run started: the next run's session opens the catalog as configured then."""
+        if self._spark is not None and self._spark._spark_session is not None:
+            self._spark._spark_session.stop()
 
 
 class PlaySource(dg.ConfigurableResource):

@@ -9,9 +9,10 @@ killer) nobody notices: the run stays STARTED, holds its ``iceberg_maintenance``
 ``sonik/maintenance`` queue place, and every later maintenance run waits forever. ``dead_run_sensor``
 closes that gap from the daemon.
 
-Two Dagster internals are read here only: the ``.dagster/grpc_info`` tag DefaultRunLauncher puts on the
-runs it starts, and the failure reason types. test_run_health_daemon, on runs the real launcher started,
-fails if an upgrade changes either.
+Dagster internals read here (``dagster_internals``): the ``.dagster/grpc_info`` tag DefaultRunLauncher puts on
+the runs it starts, the run storage classes that are local, and the failure reason types.
+test_dagster_internals pins the names; test_run_health_daemon, on runs the real launcher started, fails if
+an upgrade changes what they mean.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import JobFailureData, RunFailureReason
-from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
-from dagster._core.storage.tags import GRPC_INFO_TAG
-from dagster._utils.concurrency import ConcurrencyKeyInfo
+
+from sonik_pipeline.dagster_internals import (
+    GRPC_INFO_TAG,
+    ConcurrencyKeyInfo,
+    InMemoryRunStorage,
+    JobFailureData,
+    RunFailureReason,
+    SqliteRunStorage,
+)
 
 CHECK_INTERVAL_SECONDS = 30
 # The host a run executed in a terminal runs on (set by the maintenance executor): its pid is judged only there.

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from sonik_pipeline.lakehouse.duckdb_io.extensions import DEFAULT_MEMORY_LIMIT
 from sonik_pipeline.lakehouse.sources.landing_changes import WatchSettings
+from sonik_pipeline.lakehouse.tables.catalog import catalog_uri_problem, redact
 
 CATALOG_NAME = "sonik"
 DEFAULT_START_DATE = "2025-01-01"
@@ -22,10 +24,12 @@ DEFAULT_DUCKDB_MEMORY_LIMIT = DEFAULT_MEMORY_LIMIT
 # Where play events come from; the one definition (PlaySource.kind and SONIK_SOURCE use it).
 SourceKind = Literal["synthetic", "landing"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
+# What does the heavy work (LakehouseEngine.kind and SONIK_ENGINE use it).
+EngineKind = Literal["local", "spark"]
+ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 T = TypeVar("T")
 # The object stores PyIceberg opens with PyArrowFileIO (pyiceberg.io.SCHEMA_TO_FILE_IO; a contract test pins it).
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n", "gs", "oss", "abfs", "abfss", "wasb", "wasbs", "hdfs", "viewfs")
-SQL_DRIVERS = ("", "psycopg", "psycopg2", "pg8000")  # postgresql[+driver]://; "" is SQLAlchemy's default
 
 _WHOLE_NUMBER = re.compile(r"[0-9]+(_[0-9]+)*")  # 50000 or 1_000_000, as Python writes it
 _MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)  # as DuckDB reads it
@@ -36,44 +40,8 @@ class SettingsError(ValueError):
     """Bad SONIK_* values: one line per variable, naming it, its value and what is expected."""
 
 
-class _Invalid(Exception):  # noqa: N818 - internal: "what was expected", raised by one parser
+class _Invalid(Exception):  # internal: "what was expected", raised by one parser
     pass
-
-
-def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``, fit for messages and logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def catalog_uri_problem(uri: str) -> str | None:
-    """What is wrong with a catalog URI (PyIceberg infers SQL or REST from its scheme), or None."""
-    expected = (
-        "expected an Iceberg catalog URI: sqlite:///path/to/catalog.db, "
-        "postgresql+psycopg://user:password@host:5432/database or https://host/path (REST)"
-    )
-    scheme, sep, rest = uri.partition("://")
-    scheme = scheme.lower()
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return expected
-    if not sep:
-        return expected
-    if scheme == "sqlite":
-        return None if rest.startswith("/") and len(rest) > 1 else "expected sqlite:///path/to/catalog.db"
-    if scheme == "postgresql" or scheme.startswith("postgresql+"):
-        driver = scheme.partition("+")[2]
-        if driver not in SQL_DRIVERS:
-            return f"expected postgresql://, or postgresql+DRIVER:// with DRIVER one of {', '.join(SQL_DRIVERS[1:])}"
-        return None
-    if scheme in ("http", "https"):
-        return None if parts.netloc else "expected a REST catalog URL such as https://host/path"
-    return expected
 
 
 def _whole_positive(text: str) -> int:
@@ -131,6 +99,33 @@ def _source(text: str) -> str:
     if text not in SOURCE_KINDS:
         raise _Invalid(f"expected one of {', '.join(SOURCE_KINDS)}")
     return text
+
+
+def _engine(text: str) -> str:
+    if text not in ENGINE_KINDS:
+        raise _Invalid(f"expected one of {', '.join(ENGINE_KINDS)}")
+    return text
+
+
+def _spark_remote(text: str) -> str:
+    if text and not text.startswith("sc://"):
+        raise _Invalid("expected a Spark Connect URL, e.g. sc://spark-connect.internal:15002")
+    return text
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list (jar paths, Maven coordinates); empty: none."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _spark_conf(text: str) -> tuple[tuple[str, str], ...]:
+    try:
+        conf = json.loads(text or "{}")
+    except ValueError:
+        conf = None
+    if not isinstance(conf, dict) or not all(isinstance(v, str | int | float | bool) for v in conf.values()):
+        raise _Invalid('expected a JSON object of Spark settings, e.g. {"spark.executor.memory": "4g"}')
+    return tuple((str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in conf.items())
 
 
 def _home(base: Path) -> Callable[[str], Path]:
@@ -197,6 +192,13 @@ class Settings:
     landing_settle_seconds: int = WatchSettings.settle_seconds
     landing_recent_days: int = WatchSettings.recent_days
     landing_sweep_hours: float = WatchSettings.sweep_hours
+    # The engine (SONIK_ENGINE) and, for Spark, where its session runs and what it loads.
+    engine: str = "local"
+    spark_master: str = "local[*]"
+    spark_remote: str = ""  # a Spark Connect URL; set, it wins over spark_master
+    spark_jars: tuple[str, ...] = ()  # empty: the offline Iceberg runtime and JDBC driver
+    spark_packages: tuple[str, ...] = ()  # Maven coordinates, e.g. org.apache.iceberg:iceberg-spark-runtime-...
+    spark_conf: tuple[tuple[str, str], ...] = ()  # more Spark settings, applied last
 
     @classmethod
     def from_env(
@@ -242,6 +244,12 @@ class Settings:
                 "SONIK_LANDING_RECENT_DAYS", _whole(1, "days, e.g. 7"), str(WatchSettings.recent_days)
             ),
             landing_sweep_hours=read("SONIK_LANDING_SWEEP_HOURS", _hours, str(WatchSettings.sweep_hours)),
+            engine=read("SONIK_ENGINE", _engine, "local"),
+            spark_master=read("SONIK_SPARK_MASTER", str.strip, "local[*]"),
+            spark_remote=read("SONIK_SPARK_REMOTE", _spark_remote, ""),
+            spark_jars=read("SONIK_SPARK_JARS", _names, ""),
+            spark_packages=read("SONIK_SPARK_PACKAGES", _names, ""),
+            spark_conf=read("SONIK_SPARK_CONF", _spark_conf, ""),
         )
         if problems:
             raise SettingsError("\n".join(problems))

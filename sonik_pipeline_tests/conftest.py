@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from pyiceberg.catalog import Catalog
+from pyiceberg.manifest import ManifestFile
 from sqlalchemy.engine import make_url
 
 from sonik_pipeline.definitions import build_definitions
@@ -41,6 +42,19 @@ def run_asset_job(
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,
     )
+
+
+def record_manifest_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every manifest opened from now on (its entries read), in order: what a metadata read cost."""
+    reads: list[str] = []
+    real_fetch = ManifestFile.fetch_manifest_entry
+
+    def recording_fetch(self, io, discard_deleted=True):
+        reads.append(self.manifest_path)
+        return real_fetch(self, io, discard_deleted=discard_deleted)
+
+    monkeypatch.setattr(ManifestFile, "fetch_manifest_entry", recording_fetch)
+    return reads
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:

@@ -6,7 +6,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from benchmarks.concurrency_scenario import prepare, run_scenario
-from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.days import parse_day, played_at_filter
 from sonik_pipeline.settings import Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS
 
@@ -15,7 +15,7 @@ SMALL_FILE_DAYS = [dt.date(2026, 4, 1), dt.date(2026, 4, 2)]
 
 
 def _count(catalog: Catalog, day: str) -> int:
-    return catalog.load_table("music.plays").scan(row_filter=day_filter(dt.date.fromisoformat(day))).count()
+    return catalog.load_table("music.plays").scan(row_filter=played_at_filter(parse_day(day))).count()
 
 
 @pytest.mark.slow
@@ -33,6 +33,6 @@ def test_eight_runs_and_a_compaction_at_once_lose_nothing(settings: Settings, ca
     assert result.failures == []
     assert [_count(catalog, d) for d in DAYS] == [SMALL_DAY_EVENTS] * len(DAYS)
     assert _count(catalog, "2026-04-20") == SMALL_DAY_EVENTS
-    ids = catalog.load_table("music.plays").scan(row_filter=day_filter(dt.date(2026, 4, 20))).to_arrow()
+    ids = catalog.load_table("music.plays").scan(row_filter=played_at_filter(dt.date(2026, 4, 20))).to_arrow()
     assert len(set(ids.column("play_id").to_pylist())) == SMALL_DAY_EVENTS
     assert [_count(catalog, str(d)) for d in SMALL_FILE_DAYS] == [600, 600]

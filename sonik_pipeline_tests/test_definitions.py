@@ -6,10 +6,44 @@ from sonik_pipeline.definitions import defs as lazy_defs
 from sonik_pipeline.resources import LakehouseCatalog
 from sonik_pipeline.settings import SettingsError
 
+# Every job, schedule and sensor of the code location, by name (the README and docs/operating.md name them too):
+# adding or removing one without updating these fails the test below.
+JOBS = {
+    "plays_job",
+    "daily_job",
+    "compaction_job",
+    "manifests_job",
+    "expiry_job",
+    "orphans_job",
+    "rollback_job",
+}
+SCHEDULES = {  # schedule -> the job it runs
+    "daily_schedule": "daily_job",
+    "compaction_schedule": "compaction_job",
+    "manifests_schedule": "manifests_job",
+    "expiry_schedule": "expiry_job",
+    "orphans_schedule": "orphans_job",
+}
+SENSORS = {"landing_sensor", "marts_follow_plays", "plays_freshness_sensor", "dead_run_sensor"}
 
-def test_every_job_resolves(defs: dg.Definitions) -> None:
+
+def test_every_job_schedule_and_sensor_resolves(defs: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(defs)
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"plays_job"}
+
+    assert {job.name for job in defs.jobs} == JOBS
+    # Resolved, the repository holds exactly these plus Dagster's own implicit asset job (``__ASSET_JOB``).
+    assert {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")} == JOBS
+    for name in JOBS:
+        assert defs.resolve_job_def(name).name == name
+
+    assert {schedule.name for schedule in defs.schedules} == set(SCHEDULES)
+    for name, job in SCHEDULES.items():
+        schedule = defs.resolve_schedule_def(name)
+        assert (schedule.name, schedule.job_name) == (name, job)
+
+    assert {sensor.name for sensor in defs.sensors} == SENSORS
+    for name in SENSORS:
+        assert defs.resolve_sensor_def(name).name == name
 
 
 def test_the_code_location_loads_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline_tests.conftest import POSTGRES_SKIP_REASON, private_postgres_database
 
@@ -106,4 +106,4 @@ def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: 
 
     catalog = open_catalog("sonik", production["SONIK_CATALOG_URI"], production["SONIK_WAREHOUSE"])
     table = catalog.load_table("music.plays")
-    assert [table.scan(row_filter=day_filter(d)).count() for d in DAYS] == [500] * len(DAYS)
+    assert [table.scan(row_filter=played_at_filter(d)).count() for d in DAYS] == [500] * len(DAYS)

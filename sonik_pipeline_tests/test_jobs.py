@@ -9,7 +9,7 @@ from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.jobs import MAINTENANCE_JOBS, MAINTENANCE_POOL, MAINTENANCE_TAG, rollback_job
-from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -145,7 +145,8 @@ class PausedCommit:
 
             catalog._write_metadata = write_then_wait
             table = catalog.load_table("music.plays")
-            replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 500, batch=9)]), {})
+            rows = synthetic_batch(day, 500, batch=9)
+            replace_partition(table, played_at_filter(day), stage_files(table, [rows]), {})
         except BaseException as error:  # reported to the test thread
             self.errors.append(error)
         finally:
@@ -212,7 +213,7 @@ def test_maintenance_on_a_copied_lakehouse_leaves_the_original_untouched(
     table, _ = ensure_table(catalog, PLAYS)
     for i in range(6):
         day = DAY - dt.timedelta(days=i % 3)
-        replace_partition(table, day_filter(day), stage_files(table, [synthetic_batch(day, 200, batch=i)]), {})
+        replace_partition(table, played_at_filter(day), stage_files(table, [synthetic_batch(day, 200, batch=i)]), {})
     table = catalog.load_table("music.plays")
     (Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet").write_bytes(b"x" * 1000)
     original = _fingerprint(sonik_home)

@@ -270,3 +270,23 @@ def test_an_unreadable_version_0_file_that_never_becomes_a_table_is_refused_afte
     with pytest.raises(TableLocationTaken, match=r"cannot create music\.plays"):
         ensure_table(catalog, PLAYS)
     assert not catalog.table_exists(PLAYS.identifier)
+
+
+def test_a_table_created_by_another_run_between_our_look_and_our_commit_is_used(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given another run that creates the table right after this run looked at the location (and found nothing)
+    catalog.create_namespace_if_not_exists(PLAYS.namespace)
+    looked = attachment.holding
+
+    def look_then_the_other_run_commits(*args, **kwargs):
+        verdict = looked(*args, **kwargs)
+        if not catalog.table_exists(PLAYS.identifier):
+            catalog.create_table(PLAYS.identifier, PLAYS.schema, partition_spec=PLAYS.spec)
+        return verdict
+
+    monkeypatch.setattr(attachment, "holding", look_then_the_other_run_commits)
+
+    # When this run's own creation then commits, then it takes the other run's table (no failure)
+    table, _ = ensure_table(catalog, PLAYS)
+    assert table.metadata.table_uuid == catalog.load_table(PLAYS.identifier).metadata.table_uuid

@@ -1,7 +1,7 @@
 """The warehouse on S3: ingest, marts through DuckDB's httpfs, compaction, expiry and orphans, end to end.
 
 An S3-compatible server (moto's server mode) is started on loopback for the module; the pipeline is
-pointed at it only by the settings the README's production section lists: ``SONIK_WAREHOUSE`` and
+pointed at it only by the settings docs/production.md lists: ``SONIK_WAREHOUSE`` and
 PyIceberg's ``PYICEBERG_CATALOG__SONIK__S3__*`` variables.
 """
 
@@ -104,7 +104,7 @@ def production_catalog_uri(sonik_home: Path) -> Iterator[str]:
 def s3_settings(
     sonik_home: Path, production_catalog_uri: str, s3_endpoint: str, bucket, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
-    """Exactly the README's production settings: the catalog URI, the S3 warehouse and landing zone, and
+    """Exactly the production settings of docs/production.md: the catalog URI, the S3 warehouse and landing zone, and
     PyIceberg's s3.* keys."""
     prefix = f"s3://{BUCKET}/{sonik_home.parent.name}"
     for name, value in {

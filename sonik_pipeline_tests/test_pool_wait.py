@@ -12,7 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+from dagster import DagsterEvent, DagsterEventType
+from dagster._core.events import EngineEventData  # the pid event a worker reports; only Dagster makes one
 
 from sonik_pipeline.jobs import MAINTENANCE_POOL
 from sonik_pipeline.maintenance_executor import wait_for_pool
@@ -96,8 +97,9 @@ def _orphans_job_holding_the_slot(env: dict[str, str], tmp_path: Path) -> tuple[
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "spark"])  # the wait is the executor's, before any engine is asked
 def test_a_killed_dagster_job_execute_run_lets_the_next_maintenance_run_through(
-    terminal: dict[str, str], tmp_path: Path
+    terminal: dict[str, str], tmp_path: Path, engine: str
 ) -> None:
     # Given orphans_job started in a terminal, in its op (holding the slot), killed with -9
     holder, first = _orphans_job_holding_the_slot(terminal, tmp_path)
@@ -110,7 +112,7 @@ def test_a_killed_dagster_job_execute_run_lets_the_next_maintenance_run_through(
     # When the next maintenance job is started the same way
     second = subprocess.run(
         [str(BIN / "dagster"), "job", "execute", "-m", "sonik_pipeline", "-j", "expiry_job"],
-        env=terminal,
+        env={**terminal, "SONIK_ENGINE": engine},
         capture_output=True,
         text=True,
         timeout=180,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
-from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster import DagsterEvent, DagsterEventType
+from dagster._core.events import EngineEventData  # the pid event a worker reports; only Dagster makes one
 
+from sonik_pipeline.dagster_internals import GRPC_INFO_TAG
 from sonik_pipeline.jobs import MAINTENANCE_POOL
 from sonik_pipeline.run_health import dead_run_sensor, find_dead_runs, process_started_at
 from sonik_pipeline_tests.conftest import POSTGRES_SKIP_REASON, private_postgres_database

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.events import DagsterEventType
+from dagster import DagsterEventType
 
 from sonik_pipeline.jobs import MAINTENANCE_POOL
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch

@@ -51,9 +51,3 @@ def test_materializing_old_days_reports_no_freshness_result(defs: dg.Definitions
     assert evaluated and "freshness_check" not in evaluated  # the quality checks ran, freshness did not
     assert "freshness_check" in {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert _freshness_at(defs, monkeypatch, dt.datetime(2026, 5, 1, tzinfo=dt.UTC)) is False  # the sensor's run
-
-
-def test_the_freshness_wrapper_still_finds_dagsters_evaluation() -> None:
-    # plays_freshness delegates to the function Dagster's factory decorates; an upgrade that moves it fails here.
-    [check] = dg.build_time_partition_freshness_checks(assets=["plays"], deadline_cron="0 6 * * *")
-    assert callable(check.op.compute_fn.decorated_fn)

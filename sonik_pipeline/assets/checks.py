@@ -13,32 +13,36 @@ import dagster as dg
 from pyiceberg.table import Table
 
 from sonik_pipeline.assets.plays import PLAYS_KEY
-from sonik_pipeline.lakehouse.days import days_between
+from sonik_pipeline.dagster_internals import decorated_check_fn
+from sonik_pipeline.lakehouse.days import days_between, parse_day
+from sonik_pipeline.lakehouse.ingest.rules import (
+    CHECKED_RULES,
+    DURATION_IN_RANGE,
+    PLAYED_AT_IN_DAY,
+    REQUIRED_FIELDS,
+    UNIQUE_PLAY_ID,
+)
 from sonik_pipeline.lakehouse.marts.queries import (
     DAILY_COUNTRY_LISTENING,
     DAILY_DEVICE_MIX,
     DAILY_TIER_LISTENING,
     DAILY_USER_STATS,
-    plays_snapshots_behind,
 )
+from sonik_pipeline.lakehouse.marts.run import plays_snapshots_behind
 from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
-from sonik_pipeline.lakehouse.reads.quality import mart_totals_by_day, plays_quality, plays_totals_by_day
+from sonik_pipeline.lakehouse.reads.quality import mart_totals_by_day, newest_day, plays_quality, plays_totals_by_day
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 
-PLAY_ID_UNIQUE = "play_id_unique"
-REQUIRED_FIELDS_PRESENT = "required_fields_present"
-PLAYED_AT_INSIDE_DAY = "played_at_inside_day"
-DURATIONS_IN_RANGE = "durations_in_range"
+PLAY_ID_UNIQUE = UNIQUE_PLAY_ID.name
+REQUIRED_FIELDS_PRESENT = REQUIRED_FIELDS.name
+PLAYED_AT_INSIDE_DAY = PLAYED_AT_IN_DAY.name
+DURATIONS_IN_RANGE = DURATION_IN_RANGE.name
 RECONCILES_WITH_PLAYS = "reconciles_with_plays"
 
-# check name -> (PlaysDayQuality field that must be zero, description)
-PLAYS_CHECKS = {
-    PLAY_ID_UNIQUE: ("duplicate_play_ids", "No play_id appears twice in the day."),
-    REQUIRED_FIELDS_PRESENT: ("null_required", "No required field (play_id ... played_at) is null."),
-    PLAYED_AT_INSIDE_DAY: ("rows_outside_day", "Every data file of the day holds only played_at inside that UTC day."),
-    DURATIONS_IN_RANGE: ("durations_out_of_range", "duration_seconds is within 0..86400."),
-}
+# The checks on plays are the validation rules measured on committed days: check name -> rule (its
+# description, and the PlaysDayQuality figure that must be zero).
+PLAYS_CHECKS = {rule.name: rule for rule in CHECKED_RULES}
 RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_TIER_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
 
 
@@ -46,19 +50,16 @@ def _run_days(context: dg.AssetCheckExecutionContext) -> list[dt.date] | None:
     """The days the run targets (a partition or a range), or None for a run without partitions."""
     if context.has_partition_key_range:
         start, end = context.partition_key_range.start, context.partition_key_range.end
-        return days_between(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+        return days_between(parse_day(start), parse_day(end))
     if context.has_partition_key:
-        return [dt.date.fromisoformat(context.partition_key)]
+        return [parse_day(context.partition_key)]
     return None
 
 
-def _newest_day(table: Table, column: str) -> list[dt.date]:
-    """Run on its own (from the UI), a check looks at the newest day the table holds."""
-    values = table.scan(selected_fields=(column,)).to_arrow().column(column)
-    if not len(values):
-        return []
-    newest = max(values.to_pylist())
-    return [newest.date() if isinstance(newest, dt.datetime) else newest]
+def _newest_day(table: Table) -> list[dt.date]:
+    """Run on its own (from the UI), a check looks at the newest day the table holds (from its metadata)."""
+    newest = newest_day(table)
+    return [newest] if newest is not None else []
 
 
 def _results(
@@ -102,8 +103,10 @@ def _results(
 def build_plays_checks(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         specs=[
-            dg.AssetCheckSpec(name, asset=PLAYS_KEY, description=desc, blocking=True, partitions_def=partitions)
-            for name, (_, desc) in PLAYS_CHECKS.items()
+            dg.AssetCheckSpec(
+                name, asset=PLAYS_KEY, description=rule.description, blocking=True, partitions_def=partitions
+            )
+            for name, rule in PLAYS_CHECKS.items()
         ],
         name="plays_quality",
     )
@@ -113,15 +116,19 @@ def build_plays_checks(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDef
         """Blocking checks on each day of plays in the run: a day that fails stops the marts built on it."""
         plays = lakehouse.load().load_table(PLAYS.identifier)
         src = PlaysSnapshot.current(plays)
-        days = _run_days(context) or _newest_day(plays, "played_at")
+        days = _run_days(context) or _newest_day(plays)
         with duckdb.get_connection() as con:
             measured = plays_quality(con, plays, src, days[0], days[-1]) if days else {}
         context.log.info(f"checked {len(days)} days of plays at snapshot {src.snapshot_id}")
-        for name, (field, _) in PLAYS_CHECKS.items():
+        for name, rule in PLAYS_CHECKS.items():
             by_day = {}
             for day in days:
-                found = getattr(measured[day], field)
-                metadata = {field: found, "rows_checked": measured[day].rows, "plays_snapshot_id": str(src.snapshot_id)}
+                found = getattr(measured[day], rule.figure)
+                metadata = {
+                    rule.figure: found,
+                    "rows_checked": measured[day].rows,
+                    "plays_snapshot_id": str(src.snapshot_id),
+                }
                 by_day[day] = (not found, metadata)
             yield from _results(context, PLAYS_KEY, name, by_day, blocking=True)
 
@@ -152,7 +159,7 @@ def build_mart_checks(partitions: dg.PartitionsDefinition) -> Sequence[dg.AssetC
         with duckdb.get_connection() as con:
             for mart in (m for m in RECONCILED_MARTS if dg.AssetKey(m.name) in selected):
                 table = catalog.load_table(mart.table.identifier)
-                days = _run_days(context) or _newest_day(table, "day")
+                days = _run_days(context) or _newest_day(table)
                 if not days:
                     continue
                 behind = plays_snapshots_behind(table, days)
@@ -199,7 +206,7 @@ def build_plays_freshness_checks(plays: dg.AssetsDefinition) -> Sequence[dg.Asse
     [dagster_check] = dg.build_time_partition_freshness_checks(
         assets=[plays], deadline_cron="0 6 * * *", timezone="UTC"
     )
-    evaluate = dagster_check.op.compute_fn.decorated_fn  # Dagster's own evaluation (test_checks pins it)
+    evaluate = decorated_check_fn(dagster_check)  # Dagster's own evaluation
 
     @dg.multi_asset_check(specs=list(dagster_check.check_specs), can_subset=True, name=dagster_check.node_def.name)
     def plays_freshness(context: dg.AssetCheckExecutionContext):

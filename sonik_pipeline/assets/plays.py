@@ -13,11 +13,11 @@ from sonik_pipeline.lakehouse.ingest.run import (
     DEFAULT_MAX_SHRINK_SHARE,
     DayIngestResult,
     IngestError,
-    ingest_days,
+    IngestOptions,
 )
 from sonik_pipeline.lakehouse.tables.attachment import TableLocationTaken
 from sonik_pipeline.partitions import day_of
-from sonik_pipeline.resources import LakehouseCatalog, PlaySource
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseEngine, PlaySource
 
 PLAYS_KEY = dg.AssetKey("plays")
 
@@ -91,6 +91,7 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: PlaysConfig,
         lakehouse: LakehouseCatalog,
+        engine: LakehouseEngine,
         play_source: PlaySource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         """Play events for one UTC day, validated and written to the Iceberg table music.plays.
@@ -103,16 +104,13 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         metadata: dict[str, dict[str, Any]] = {}
         rows = 0
         days = ((day_of(key), play_source.events(day_of(key))) for key in context.partition_keys)
-        results = ingest_days(
-            catalog,
-            days,
-            days_per_commit=config.days_per_commit,
+        options = IngestOptions(
             run_id=context.run.run_id,
             max_reject_share=config.max_reject_share,
             max_shrink_share=config.max_shrink_share,
             skip_unreadable_files=config.skip_unreadable_files,
-            progress=context.log.info,
         )
+        results = engine.engine().ingest_days(catalog, days, options, config.days_per_commit, context.log.info)
         try:
             for result in results:
                 key = str(result.day)

@@ -34,7 +34,7 @@ from pyiceberg.transforms import DayTransform
 from pyiceberg.typedef import Record
 
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
-from sonik_pipeline.lakehouse.days import EPOCH, partition_day
+from sonik_pipeline.lakehouse.days import as_day, partition_day
 from sonik_pipeline.lakehouse.duckdb_io.extensions import configure_storage
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import native_select
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
@@ -125,13 +125,13 @@ class FileGroup:
         return sum(t.file.file_size_in_bytes for t in self.tasks)
 
 
-def _describe(table: Table, spec_id: int, partition: Record) -> str:
+def describe_partition(table: Table, spec_id: int, partition: Record) -> str:
     spec = table.specs()[spec_id]
     parts = []
     for position, pfield in enumerate(spec.fields):
         value = partition[position]
         if isinstance(pfield.transform, DayTransform) and isinstance(value, int):
-            value = EPOCH + dt.timedelta(days=value)
+            value = as_day(value)
         parts.append(f"{pfield.name}={value}")
     return "/".join(parts) or "unpartitioned"
 
@@ -176,7 +176,7 @@ def plan_file_groups(table: Table, options: CompactionOptions) -> list[FileGroup
     for (spec_id, partition), tasks in sorted(plan_compaction(table, options).items(), key=lambda kv: str(kv[0][1])):
         tasks = sorted(tasks, key=lambda t: t.file.file_path)
         rewrite = PartitionRewrite(
-            partition=_describe(table, spec_id, partition),
+            partition=describe_partition(table, spec_id, partition),
             files_before=len(tasks),
             bytes_before=sum(t.file.file_size_in_bytes for t in tasks),
             rows=sum(t.file.record_count for t in tasks),

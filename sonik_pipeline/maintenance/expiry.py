@@ -14,7 +14,7 @@ retained snapshots (as many as the retention keeps, each one entry longer a mont
 expired ones dropped and the few retained ones covering the same partitions, and looks up only the
 candidates and the metadata folder, not every manifest and every file of the table.
 
-The same commit records when the expired snapshots were current (``timetravel.ExpiredHistory``, the
+The same commit records when the expired snapshots were current (``snapshots.ExpiredHistory``, the
 table property ``sonik.expired-history``): PyIceberg drops their snapshot-log entries and nothing
 else, so without it "as of T" would silently read an older snapshot for those times. To make it one
 commit, PyIceberg's ``ExpireSnapshots`` builder is made on our own transaction rather than through
@@ -37,11 +37,10 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import ManifestFile
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.reads.timetravel import EXPIRED_HISTORY, expired_history_after
 from sonik_pipeline.lakehouse.tables.catalog import table_name
 from sonik_pipeline.lakehouse.tables.deletion import is_within
 from sonik_pipeline.lakehouse.tables.iceberg_internals import expire_snapshots_in, transaction
-from sonik_pipeline.lakehouse.tables.snapshots import lineage
+from sonik_pipeline.lakehouse.tables.snapshots import EXPIRED_HISTORY, expired_history_after, lineage
 from sonik_pipeline.maintenance.files import (
     MANIFEST,
     MANIFEST_LIST,
@@ -75,7 +74,11 @@ class ExpiryOptions:
     retention: dt.timedelta | None = None  # expire snapshots older than this (None: the table's property)...
     retain_last: int | None = None  # ...but keep the newest N of the current lineage (None: the property)
     dry_run: bool = False
-    now: dt.datetime | None = None  # the clock (tests fix it); None: the real time
+    now: dt.datetime | None = None  # the one clock expiry reads (tests fix it); None: the real time
+
+    def current_time(self) -> dt.datetime:
+        """Now, by this expiry's clock: what retention is counted back from and the expired history ends at."""
+        return self.now or dt.datetime.now(dt.UTC)
 
     def for_table(self, table: Table) -> tuple[dt.timedelta, int]:
         """(retention, retain_last) for ``table``: these options, else its history.expire.* properties."""
@@ -97,9 +100,8 @@ class ExpiryReport(DeletionReport):
 
 def snapshots_to_expire(table: Table, options: ExpiryOptions) -> list[int]:
     """Older than the retention, not among the newest ``retain_last`` of the lineage, not a branch or tag head."""
-    now = options.now or dt.datetime.now(dt.UTC)
     retention, retain_last = options.for_table(table)
-    cutoff_ms = int((now - retention).timestamp() * 1000)
+    cutoff_ms = int((options.current_time() - retention).timestamp() * 1000)
     protected = {s.snapshot_id for s in itertools.islice(lineage(table), retain_last)}
     protected |= {ref.snapshot_id for ref in table.metadata.refs.values()}
     return [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected]
@@ -231,8 +233,9 @@ def expire_snapshots(table: Table, options: ExpiryOptions, progress: Callable[[s
         try:
             # An expiry commit only edits metadata, so PyIceberg has nothing to re-apply on a conflict;
             # a writer that committed meanwhile is handled by planning the expiry again; the record of the
-            # history it removes commits with it (see timetravel.expired_history_after).
-            history = expired_history_after(table.metadata, set(expired_ids), int(time.time() * 1000))
+            # history it removes commits with it (see snapshots.expired_history_after).
+            now_ms = int(options.current_time().timestamp() * 1000)
+            history = expired_history_after(table.metadata, set(expired_ids), now_ms)
             _commit_expiry(table, expired_ids, history.to_property())
         except CommitFailedException:
             if attempt == COMMIT_ATTEMPTS - 1:

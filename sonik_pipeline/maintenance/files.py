@@ -128,7 +128,7 @@ def _partition_evaluator(
         fields = spec.partition_type(table.schema()).fields
         predicates = [_field_predicate(f.name, [v[i] for v in values]) for i, f in enumerate(fields)]
         return manifest_evaluator(spec, table.schema(), functools.reduce(And, predicates, AlwaysTrue()))
-    except Exception:  # noqa: BLE001 - an unreadable spec prunes nothing: every manifest of it is read
+    except Exception:  # an unreadable spec prunes nothing: every manifest of it is read
         return None
 
 
@@ -151,7 +151,7 @@ def _field_predicate(name: str, column: list) -> BooleanExpression:
 def _may_match(evaluator: Callable[[ManifestFile], bool], manifest: ManifestFile) -> bool:
     try:
         return evaluator(manifest)
-    except Exception:  # noqa: BLE001 - summaries that cannot be compared prove nothing: read the manifest
+    except Exception:  # summaries that cannot be compared prove nothing: read the manifest
         return True
 
 
@@ -191,7 +191,7 @@ def other_tables_metadata(table: Table, keys: Iterable[str], committed_only: boo
     for key in keys:
         try:
             metadata = FromInputFile.table_metadata(table.io.new_input(location_of(table, key)))
-        except Exception:  # noqa: BLE001 - unreadable: not evidence of another table
+        except Exception:  # unreadable: not evidence of another table
             continue
         if str(metadata.table_uuid) not in own and (metadata.snapshots or not committed_only):
             others.setdefault(str(metadata.table_uuid), []).append(key)

@@ -118,7 +118,7 @@ def _in_flight(table: Table, stored: list[StoredFile], referenced: Mapping[str, 
     return kept - referenced.keys()
 
 
-def _refuse_other_tables(table: Table, unreferenced_metadata: list[StoredFile]) -> None:
+def refuse_other_tables(table: Table, unreferenced_metadata: list[StoredFile]) -> None:
     """Stop before deleting anything when another table's metadata shares the location (a lost catalog)."""
     others = other_tables_metadata(table, [f.key for f in unreferenced_metadata])
     if not others:
@@ -145,7 +145,7 @@ def remove_orphan_files(
     referenced = referenced_files(table)
     cutoff = (options.now or dt.datetime.now(dt.UTC)) - options.older_than
     unreferenced = [f for f in stored if f.key not in referenced]
-    _refuse_other_tables(table, [f for f in unreferenced if f.key.endswith(".metadata.json")])
+    refuse_other_tables(table, [f for f in unreferenced if f.key.endswith(".metadata.json")])
     in_flight = _in_flight(table, stored, referenced) if unreferenced else set()
     orphans = [f for f in unreferenced if f.key not in in_flight and _utc(f.modified) < cutoff]
     # A commit may have landed while this ran: what the newest metadata references is not an orphan.

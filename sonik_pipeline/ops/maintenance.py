@@ -15,11 +15,11 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.tables.definitions import lakehouse_table_names
 from sonik_pipeline.lakehouse.tables.deletion import UnsafeDeletion, check_table_location
-from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
-from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
-from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, rewrite_manifests
-from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanWindowTooShort, remove_orphan_files
-from sonik_pipeline.resources import LakehouseCatalog
+from sonik_pipeline.maintenance.compaction import CompactionOptions
+from sonik_pipeline.maintenance.expiry import ExpiryOptions
+from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions
+from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanWindowTooShort
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseEngine
 
 # Maintenance runs carry this tag; the instance allows one such run at a time (dagster_home/dagster.yaml),
 # so two maintenance runs never work on the same table at once. Ingest runs are not limited by it.
@@ -109,7 +109,9 @@ class CompactionConfig(dg.Config):
 
 
 @dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"})
-def compact_tables(context: dg.OpExecutionContext, config: CompactionConfig, lakehouse: LakehouseCatalog) -> None:
+def compact_tables(
+    context: dg.OpExecutionContext, config: CompactionConfig, lakehouse: LakehouseCatalog, engine: LakehouseEngine
+) -> None:
     """Merge small data files into target-sized ones, in verified file groups."""
     first_kept = run_date(context) - dt.timedelta(days=config.skip_recent_days - 1)
     options = CompactionOptions(
@@ -126,7 +128,7 @@ def compact_tables(context: dg.OpExecutionContext, config: CompactionConfig, lak
     )
     per_table = {}
     for table in _tables(lakehouse.load(), config.tables):
-        report = compact_table(table, options, _run_properties(context), progress=context.log.info)
+        report = engine.engine().compact(table, options, _run_properties(context), context.log.info)
         per_table[report.table] = {
             "partitions_rewritten": len(report.partitions),
             "file_groups": report.groups,
@@ -165,7 +167,7 @@ class ManifestRewriteConfig(dg.Config):
 
 @dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"})
 def rewrite_table_manifests(
-    context: dg.OpExecutionContext, config: ManifestRewriteConfig, lakehouse: LakehouseCatalog
+    context: dg.OpExecutionContext, config: ManifestRewriteConfig, lakehouse: LakehouseCatalog, engine: LakehouseEngine
 ) -> None:
     """Rewrite each table's manifests clustered by partition and sized, in one verified commit that changes no data."""
     options = ManifestRewriteOptions(
@@ -173,7 +175,7 @@ def rewrite_table_manifests(
     )
     per_table = {}
     for table in _tables(lakehouse.load(), config.tables):
-        report = rewrite_manifests(table, options, _run_properties(context), progress=context.log.info)
+        report = engine.engine().rewrite_manifests(table, options, _run_properties(context), context.log.info)
         per_table[report.table] = {
             "manifests_before": report.manifests_before,
             "manifests_after": report.manifests_after,
@@ -243,7 +245,9 @@ def _files_metadata(reports) -> dict:
 
 
 @dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"})
-def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig, lakehouse: LakehouseCatalog) -> None:
+def expire_table_snapshots(
+    context: dg.OpExecutionContext, config: ExpiryConfig, lakehouse: LakehouseCatalog, engine: LakehouseEngine
+) -> None:
     """Expire snapshots past retention and delete the files only they reached."""
     options = ExpiryOptions(
         retention=dt.timedelta(days=config.retention_days) if config.retention_days is not None else None,
@@ -252,7 +256,7 @@ def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig,
     )
     with _refusals_as_failures():
         tables = _tables_to_clean(lakehouse.load(), config.tables)
-        reports = [expire_snapshots(t, options, progress=context.log.info) for t in tables]
+        reports = [engine.engine().expire_snapshots(t, options, context.log.info) for t in tables]
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
@@ -263,7 +267,9 @@ def expire_table_snapshots(context: dg.OpExecutionContext, config: ExpiryConfig,
 
 
 @dg.op(pool=MAINTENANCE_POOL, tags={"kind": "iceberg"})
-def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, lakehouse: LakehouseCatalog) -> None:
+def remove_orphans(
+    context: dg.OpExecutionContext, config: OrphanConfig, lakehouse: LakehouseCatalog, engine: LakehouseEngine
+) -> None:
     """Delete files no metadata references (a crashed writer's leftovers), older than the safety window."""
     try:
         options = OrphanOptions(
@@ -275,7 +281,10 @@ def remove_orphans(context: dg.OpExecutionContext, config: OrphanConfig, lakehou
         raise dg.Failure(description=str(refused)) from None
     with _refusals_as_failures():
         tables = _tables_to_clean(lakehouse.load(), config.tables)
-        reports = [remove_orphan_files(t, options, progress=context.log.info) for t in tables]
+        try:
+            reports = [engine.engine().remove_orphan_files(t, options, context.log.info) for t in tables]
+        except OrphanWindowTooShort as refused:  # an engine's own floor (Spark's is 24 hours)
+            raise dg.Failure(description=str(refused)) from None
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,

@@ -7,13 +7,23 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import EqualTo
 
-from sonik_pipeline.assets.checks import PLAY_ID_UNIQUE, RECONCILES_WITH_PLAYS
-from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.assets.checks import PLAY_ID_UNIQUE, RECONCILES_WITH_PLAYS, build_plays_checks
+from sonik_pipeline.lakehouse.days import played_at_filter
+from sonik_pipeline.lakehouse.ingest.rules import CHECKED_RULES
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.writes import replace_partition, stage_files
 from sonik_pipeline_tests.conftest import check_results, run_asset_job
 
 DAYS = [f"2026-04-{d}" for d in range(14, 21)]
+
+
+def test_the_plays_checks_are_the_rules_ingest_validates_with_in_their_words() -> None:
+    checks = build_plays_checks(dg.DailyPartitionsDefinition(start_date="2026-04-01"))
+
+    specs = {spec.name: spec.description for spec in checks.check_specs}
+
+    assert specs == {rule.name: rule.description for rule in CHECKED_RULES}
+    assert set(specs) == {"play_id_unique", "required_fields_present", "played_at_inside_day", "durations_in_range"}
 
 
 def test_a_failing_plays_check_blocks_the_marts(defs, catalog: Catalog) -> None:
@@ -22,7 +32,7 @@ def test_a_failing_plays_check_blocks_the_marts(defs, catalog: Catalog) -> None:
     table = catalog.load_table("music.plays")
     day = synthetic_batch(dt.date(2026, 4, 20), 50)
     duplicated = pa.concat_tables([day, day.slice(0, 1)])
-    replace_partition(table, day_filter(dt.date(2026, 4, 20)), stage_files(table, [duplicated]), {})
+    replace_partition(table, played_at_filter(dt.date(2026, 4, 20)), stage_files(table, [duplicated]), {})
 
     # When the checks and the marts run for that day (without re-ingesting plays)
     selection = dg.AssetSelection.checks_for_assets("plays") | dg.AssetSelection.groups("marts")
@@ -69,7 +79,8 @@ def test_a_bad_row_in_one_day_of_a_30_day_run_fails_that_days_check_and_no_other
     bad = dt.date(2026, 4, 2)
     table = catalog.load_table("music.plays")
     rows = synthetic_batch(bad, 50)
-    replace_partition(table, day_filter(bad), stage_files(table, [pa.concat_tables([rows, rows.slice(0, 1)])]), {})
+    duplicated = pa.concat_tables([rows, rows.slice(0, 1)])
+    replace_partition(table, played_at_filter(bad), stage_files(table, [duplicated]), {})
 
     # When the checks and the marts run over the 30 days
     selection = dg.AssetSelection.checks_for_assets("plays") | dg.AssetSelection.groups("marts")

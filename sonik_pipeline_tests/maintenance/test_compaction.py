@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.lakehouse.days import epoch_day
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -31,7 +32,7 @@ def _micro_batches(table, day: dt.date, batches: int, rows: int = 200) -> None:
 
 def _files(table, day: dt.date | None = None) -> list:
     files = [t.file for t in table.scan().plan_files()]
-    return [f for f in files if day is None or f.partition[0] == (day - dt.date(1970, 1, 1)).days]
+    return [f for f in files if day is None or f.partition[0] == epoch_day(day)]
 
 
 def _sorted_rows(table, snapshot_id: int | None = None) -> list[dict]:

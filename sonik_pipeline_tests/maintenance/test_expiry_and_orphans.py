@@ -15,8 +15,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions.visitors import IN_PREDICATE_LIMIT
 from pyiceberg.manifest import ManifestFile
 
-from sonik_pipeline.lakehouse.days import partition_day
-from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
+from sonik_pipeline.lakehouse.days import partition_day, played_at_filter
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.reads import timetravel
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
@@ -33,6 +33,7 @@ from sonik_pipeline.maintenance.orphans import (
     remove_orphan_files,
 )
 from sonik_pipeline.settings import Settings
+from sonik_pipeline_tests.conftest import record_manifest_reads
 
 DAY = dt.date(2026, 4, 20)
 NO_RETENTION = dt.timedelta(0)
@@ -53,7 +54,7 @@ def _write_snapshots(catalog: Catalog, count: int):
     for i in range(count):
         day = DAY - dt.timedelta(days=i % 4)
         files = stage_files(table, [synthetic_batch(day, 300, batch=i)])
-        replace_partition(table, day_filter(day), files, {})
+        replace_partition(table, played_at_filter(day), files, {})
     return catalog.load_table("music.plays")
 
 
@@ -117,6 +118,37 @@ def test_expiry_respects_retention_refs_and_dry_run(catalog: Catalog, sonik_home
     assert tagged in {s.snapshot_id for s in table.snapshots()}
     assert table.scan(snapshot_id=tagged).count() == int(table.snapshot_by_id(tagged).summary["total-records"])
     assert _all_referenced_exist(table, sonik_home / "warehouse")
+
+
+def test_expiry_counts_retention_back_from_its_own_clock_and_ends_the_history_there(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 6 snapshots, and a 30-day retention that keeps the newest 2
+    table = _write_snapshots(catalog, 6)
+    newest = dt.datetime.fromtimestamp(max(s.timestamp_ms for s in table.snapshots()) / 1000, dt.UTC)
+    month = dt.timedelta(days=30)
+    recorded_until = []
+    real_history = expiry.expired_history_after
+
+    def recording_history(metadata, expired_ids, now_ms):
+        recorded_until.append(now_ms)
+        return real_history(metadata, expired_ids, now_ms)
+
+    monkeypatch.setattr(expiry, "expired_history_after", recording_history)
+
+    # When expiry's clock reads a day before the newest snapshot turns 30 days old, then a day after
+    early = newest + month - dt.timedelta(days=1)
+    too_soon = expire_snapshots(table, ExpiryOptions(retention=month, retain_last=2, now=early))
+    late = newest + month + dt.timedelta(days=1)
+    report = expire_snapshots(
+        catalog.load_table("music.plays"), ExpiryOptions(retention=month, retain_last=2, now=late)
+    )
+
+    # Then the first expires nothing, the second all but the newest 2, and its history ends at its clock
+    assert too_soon.snapshots_expired == []
+    assert len(report.snapshots_expired) == 4
+    assert len(catalog.load_table("music.plays").snapshots()) == 2
+    assert recorded_until == [int(late.timestamp() * 1000)]
 
 
 def test_metadata_files_beyond_previous_versions_max_are_deleted(
@@ -239,7 +271,7 @@ def test_a_commit_landing_during_orphan_removal_keeps_its_files(catalog: Catalog
 
     def commit_just_after(table_read):  # the writer's commit lands right after the references were read
         references = read_references(table_read)
-        replace_partition(writer_table, day_filter(day), staged, {})
+        replace_partition(writer_table, played_at_filter(day), staged, {})
         return references
 
     monkeypatch.setattr(orphans, "referenced_files", commit_just_after)
@@ -311,19 +343,6 @@ def _manifest_paths(table) -> set[str]:
     return {m.manifest_path for m in table.current_snapshot().manifests(table.io)}
 
 
-def _record_manifest_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every manifest opened from now on (its entries read), in order."""
-    reads: list[str] = []
-    real_fetch = ManifestFile.fetch_manifest_entry
-
-    def recording_fetch(self, io, discard_deleted=True):
-        reads.append(self.manifest_path)
-        return real_fetch(self, io, discard_deleted=discard_deleted)
-
-    monkeypatch.setattr(ManifestFile, "fetch_manifest_entry", recording_fetch)
-    return reads
-
-
 def _clustered_months(catalog: Catalog):
     """Six days in three months, a manifest a day, then rewritten into one manifest a month."""
     for day in MONTH_DAYS:
@@ -343,7 +362,7 @@ def test_files_a_dropped_manifest_holds_that_a_rewritten_manifest_still_holds_li
     assert len(day_manifests) == 6 and len(month_manifests) == 3 and len(files) == 6
 
     # When every snapshot but the head expires
-    reads = _record_manifest_reads(monkeypatch)
+    reads = record_manifest_reads(monkeypatch)
     report = expire_snapshots(table, KEEP_HEAD)
     reads = list(reads)  # what expiry read, not the checks below
 
@@ -377,7 +396,7 @@ def test_a_night_reads_only_the_manifests_of_the_months_it_changed_and_deletes_w
     settled = {m.manifest_path for m in table.current_snapshot().manifests(table.io) if _months(table, m) != {4}}
     expired_ids = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != table.current_snapshot().snapshot_id]
     plan = expiry.plan_cleanup(table, expired_ids)
-    reads = _record_manifest_reads(monkeypatch)
+    reads = record_manifest_reads(monkeypatch)
     report = expire_snapshots(table, KEEP_HEAD)
     reads = list(reads)
 

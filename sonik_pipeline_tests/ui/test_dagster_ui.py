@@ -28,8 +28,9 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, MARTS, ROLLING_MARTS
+from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import MARTS
 from sonik_pipeline.settings import CATALOG_NAME
 
 if TYPE_CHECKING:

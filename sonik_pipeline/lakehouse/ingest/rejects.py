@@ -28,6 +28,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.days import date_filter, date_sql, format_days
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import planned_select
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
 from sonik_pipeline.lakehouse.ingest.validation import reason_group, reason_group_sql, utc_timestamp_sql
@@ -49,8 +50,8 @@ def rejects_table(catalog: Catalog) -> Table | None:
 
 def _rejects_sql(table: Table, con: duckdb.DuckDBPyConnection, day: dt.date | None) -> str:
     """A SELECT of the quarantine (of ``day`` only, if given): the files PyIceberg plans, else iceberg_scan."""
-    select = planned_select(table, con, f"ingest_day = '{day.isoformat()}'" if day else "true")
-    where = f"ingest_day = DATE '{day.isoformat()}'" if day else "true"
+    select = planned_select(table, con, date_filter("ingest_day", day) if day else "true")
+    where = date_sql("ingest_day", day) if day else "true"
     return f"SELECT * FROM ({select}) WHERE {where}"
 
 
@@ -121,7 +122,7 @@ def belongs_to_text(first: dt.date | None, last: dt.date | None, days: int) -> s
     """The days a group's events belong to: '2026-04-18', '2026-04-16...2026-04-18 (2 days)', or '' (none read)."""
     if first is None or last is None:
         return ""
-    return str(first) if days == 1 else f"{first}...{last} ({days} days)"
+    return format_days(first) if days == 1 else f"{format_days(first, last)} ({days} days)"
 
 
 def _source(source_file: str, line: int | None) -> str:

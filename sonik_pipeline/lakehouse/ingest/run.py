@@ -19,18 +19,16 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan, LessThanOrEqual
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
-from sonik_pipeline.lakehouse.days import day_bounds, partition_day
+from sonik_pipeline.lakehouse.days import date_filter, format_days, partition_day, played_at_filter
 from sonik_pipeline.lakehouse.ingest.validation import DayValidator, ValidationTotals
 from sonik_pipeline.lakehouse.sources.events import ArrowRows, JsonLines, LongLine, RawBatch, SourceFile, UnreadableFile
 from sonik_pipeline.lakehouse.sources.ingested_files import (
     LateArrivals,
     late_arrivals,
-    record_filter,
     record_rows,
     recorded_days,
 )
@@ -141,17 +139,6 @@ def shrink_guard(day: dt.date, max_shrink_share: float) -> Callable[[int, int], 
             )
 
     return check
-
-
-def day_filter(day: dt.date) -> BooleanExpression:
-    """The rows of one UTC day of ``played_at``: exactly one ``played_day`` partition."""
-    return days_filter(day, day)
-
-
-def days_filter(first: dt.date, last: dt.date) -> BooleanExpression:
-    """The rows of the UTC days first..last of ``played_at``: whole ``played_day`` partitions."""
-    start, end = day_bounds(first, last)
-    return And(GreaterThanOrEqual("played_at", start.isoformat()), LessThan("played_at", end.isoformat()))
 
 
 @dataclass
@@ -332,7 +319,7 @@ def _shrink_guard_by_day(table: Table, days: list[dt.date], max_shrink_share: fl
 def check_shrink(tables: IngestTables, staged: StagedDay, max_shrink_share: float, skip_unreadable_files: bool) -> None:
     """Refuse a day whose re-ingest would drop more than ``max_shrink_share`` of its rows (before writing)."""
     staged.rows_before = sum(
-        t.file.record_count for t in tables.plays.scan(row_filter=day_filter(staged.day)).plan_files()
+        t.file.record_count for t in tables.plays.scan(row_filter=played_at_filter(staged.day)).plan_files()
     )
     if not staged.unreadable or skip_unreadable_files:  # an unreadable file is reported as such instead
         shrink_guard(staged.day, max_shrink_share)(staged.rows_before, staged.rows)
@@ -384,16 +371,14 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
     properties = {
         **(snapshot_properties or {}),
         "dagster.run-id": run_id or "",
-        "dagster.partition": first.isoformat() if first == last else f"{first}...{last}",
+        "dagster.partition": format_days(first, last),
         "sonik.events-read": str(totals_read),
         "sonik.rows-rejected": str(sum(s.totals.rejected for s in staged)),
         "sonik.duplicates-dropped": str(sum(s.totals.duplicates for s in staged)),
     }
-    quarantine_days = And(
-        GreaterThanOrEqual("ingest_day", first.isoformat()), LessThanOrEqual("ingest_day", last.isoformat())
-    )
+    quarantined = [f for s in staged for f in s.reject_files]
     try:
-        replace_partition(rejected, quarantine_days, [f for s in staged for f in s.reject_files], properties)
+        replace_partition(rejected, date_filter("ingest_day", first, last), quarantined, properties)
     except BaseException:  # the quarantine's own files went with its failed commit; the days' never will land
         for s in staged:
             _discard(plays, s.plays_files)
@@ -406,12 +391,12 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
         landing_last = landing[-1].day
         landing_properties = {
             **properties,
-            "dagster.partition": first.isoformat() if first == landing_last else f"{first}...{landing_last}",
+            "dagster.partition": format_days(first, landing_last),
             "sonik.events-read": str(sum(s.totals.seen for s in landing)),
         }
         # A commit that fails without landing (a concurrent writer grew a day, a full disk) deletes its files.
         report = replace_partition(
-            plays, days_filter(first, landing_last), [f for s in landing for f in s.plays_files],
+            plays, played_at_filter(first, landing_last), [f for s in landing for f in s.plays_files],
             landing_properties, guard=guard,
         )  # fmt: skip
         late = record_sources(tables, landing, properties)
@@ -457,7 +442,7 @@ def record_sources(
     records = {
         s.day: record_rows(s.day, s.sources, s.events_per_file, previous.get(s.day, {}), now, run_id) for s in read
     }
-    replace_partition(table, record_filter(first, last), stage_files(table, records.values()), properties)
+    replace_partition(table, date_filter("day", first, last), stage_files(table, records.values()), properties)
     return {day: late_arrivals(record, previous.get(day, {})) for day, record in records.items()}
 
 

@@ -1,10 +1,12 @@
 """Validating a day of raw play events: typed rows to keep, and rejects with their reason.
 
-Every event ends in exactly one of two places: the day's rows, or the quarantine with a reason
-(a line over the line bound, malformed JSON, a missing or mistyped field, a text over the text bound,
-a time outside the day, an out-of-range duration, a bad country code, a duplicate play_id). Typing and
-checks run over whole batches in Arrow and DuckDB, not Python per event. The quarantine stays bounded
-too: a payload over the line bound keeps its first bytes and says how long it was.
+Every event ends in exactly one of two places: the day's rows, or the quarantine with a reason: a line
+over the line bound, malformed JSON, a mistyped field, or a rule of ``rules.py`` broken (a text over the
+text bound, a missing field, a time outside the day, an out-of-range duration, an unknown tier, a bad
+country code, a duplicate play_id). Everything runs over whole batches, not Python per event: typing in
+Arrow, with DuckDB SQL for what Arrow's reader refuses; the rules as PyArrow compute masks; play_ids by
+their hash. The quarantine stays bounded too: a payload over the line bound keeps its first bytes and
+says how long it was.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import pyarrow.compute as pc
 from pyiceberg.schema import Schema
 from pyiceberg.types import IcebergType, IntegerType, LongType, NestedField, StringType, TimestampType
 
-from sonik_pipeline.lakehouse.days import day_bounds
 from sonik_pipeline.lakehouse.duckdb_io.extensions import bounded_connection
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.ingest.dedupe import HashSet64
+from sonik_pipeline.lakehouse.ingest.rules import ROW_RULES, UNIQUE_PLAY_ID
 from sonik_pipeline.lakehouse.sources.events import (
     MAX_LINE_BYTES,
     ArrowRows,
@@ -36,13 +38,8 @@ from sonik_pipeline.lakehouse.sources.events import (
     UnreadableFile,
 )
 from sonik_pipeline.lakehouse.sources.json_lines import LONG_LINE_HEAD_BYTES, loose_lines, parse_lines
-from sonik_pipeline.lakehouse.tables.definitions import SUBSCRIPTION_TIERS
 
-MAX_DURATION_SECONDS = 86_400
-# The longest text a field may hold, in UTF-8 bytes: many times the longest real title or artist name, and
-# small enough that no value can swell a row of music.plays or a group in the marts.
-MAX_TEXT_BYTES = 4 * 1024
-DUPLICATE_REASON = "duplicate play_id"
+DUPLICATE_REASON = UNIQUE_PLAY_ID.reason
 # DuckDB's JSON functions keep each parse of a vector's lines (2,048 of them) until the vector is done: lines
 # are typed exactly in groups of about this many bytes, so a batch of long lines asks no more of DuckDB than
 # a batch of short ones (32 lines of 1 MiB in one group need about 1 GB, in groups under 128 MB).
@@ -126,10 +123,6 @@ def _bounded(payloads: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
         raw = values[row].encode()
         values[row] = _truncated(raw[:LONG_LINE_HEAD_BYTES], len(raw))
     return pa.array(values, pa.string())
-
-
-def _size_in_bytes(size: object) -> str:
-    return f"{size:,} bytes"
 
 
 def _byte_groups(texts: pa.Array, group_bytes: int) -> list[tuple[int, int]]:
@@ -260,13 +253,6 @@ def reason_group_sql(column: str) -> str:
     return f"split_part({column}, ':', 1)"
 
 
-def _quoted(value: object) -> str:
-    """A failing value as its reason quotes it; a time also says which UTC day it belongs to."""
-    if isinstance(value, dt.datetime):
-        return f"belongs to {value.date()} ({value})"
-    return str(value)
-
-
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
@@ -302,8 +288,8 @@ class DayValidator:
     Typing is format-specific: JSON text is parsed once by PyArrow's reader where that is exact
     (``json_lines.py``) and line by line by DuckDB's JSON functions elsewhere; columns of the schema's
     types, or wider ones, pass in Arrow, and other columns are cast row by row with TRY_CAST. The rules
-    are one set of Arrow compute kernels over typed columns, with a fast path when a batch is clean,
-    since clean batches are the common case and the hot path of ingest.
+    (``rules.py``) are one set of Arrow compute kernels over typed columns, with a fast path when a batch
+    is clean, since clean batches are the common case and the hot path of ingest.
     """
 
     def __init__(self, schema: Schema, day: dt.date):
@@ -453,73 +439,12 @@ class DayValidator:
     # -- rules -------------------------------------------------------------------------------
 
     def _rule_masks(self, typed: pa.Table) -> list[_Rule]:
-        """(failing mask, reason, values quoted in the reason, how one is shown) in priority order.
-
-        A value is shown by ``_quoted`` unless said otherwise: for played_at it names the day the event
-        belongs to, which is what a replay of the quarantine (``rejects.py``) and the person reading it
-        need. A text over ``MAX_TEXT_BYTES`` comes first and is shown by its size, never quoted whole.
-        """
-        names = set(typed.column_names)
-        masks: list[_Rule] = []
-        for f in self.fields:
-            if type(f.field_type) is StringType and f.name in names:
-                sizes = pc.binary_length(typed.column(f.name))
-                if (pc.max(sizes).as_py() or 0) > MAX_TEXT_BYTES:  # one look a column; rarely true
-                    masks.append(
-                        (
-                            pc.greater(sizes, MAX_TEXT_BYTES),
-                            f"{f.name} longer than {MAX_TEXT_BYTES:,} bytes",
-                            sizes,
-                            _size_in_bytes,
-                        )
-                    )
-        masks += [
-            (pc.is_null(typed.column(f.name)), f"missing required field {f.name}", None, _quoted)
-            for f in self.fields
-            if f.required
+        """(failing mask, reason, values quoted in the reason, how one is shown) in ``ROW_RULES``' order."""
+        return [
+            (failing.mask, rule.reason_for(failing.field, self.day), failing.values, failing.show)
+            for rule in ROW_RULES
+            for failing in rule.test.failing(typed, self.fields, self.day)
         ]
-        if "played_at" in names:
-            start, end = (pa.scalar(bound, pa.timestamp("us")) for bound in day_bounds(self.day))
-            col = typed.column("played_at")
-            masks.append(
-                (
-                    pc.or_(pc.less(col, start), pc.greater_equal(col, end)),
-                    f"played_at outside {self.day} (UTC)",
-                    col,
-                    _quoted,
-                )
-            )
-        if "duration_seconds" in names:
-            col = typed.column("duration_seconds")
-            masks.append(
-                (
-                    pc.or_(pc.less(col, 0), pc.greater(col, MAX_DURATION_SECONDS)),
-                    f"duration_seconds out of range 0..{MAX_DURATION_SECONDS}",
-                    col,
-                    _quoted,
-                )
-            )
-        if "subscription_tier" in names:
-            tier = typed.column("subscription_tier")
-            allowed = pa.array(SUBSCRIPTION_TIERS, tier.type)
-            masks.append(
-                (
-                    pc.and_(pc.is_valid(tier), pc.invert(pc.is_in(tier, value_set=allowed))),
-                    f"subscription_tier is not one of {', '.join(SUBSCRIPTION_TIERS)}",
-                    tier,
-                    _quoted,
-                )
-            )
-        if "country" in names:
-            masks.append(
-                (
-                    pc.invert(pc.match_substring_regex(typed.column("country"), "^[A-Z]{2}$")),
-                    "country is not a two-letter code",
-                    typed.column("country"),
-                    _quoted,
-                )
-            )
-        return masks
 
     def _reasons(self, typed: pa.Table, type_errors: pa.Array | None) -> pa.Array:
         n = typed.num_rows

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.days import ONE_DAY, day_bounds, days_between, partition_day
+from sonik_pipeline.lakehouse.days import ONE_DAY, days_between, partition_day, played_at_filter, played_at_sql
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import native_select
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
 from sonik_pipeline.lakehouse.tables.catalog import table_name
@@ -49,7 +49,7 @@ class PlaysSnapshot:
         return f"iceberg_scan({sql_string(self.metadata_location)}, snapshot_from_id={self.snapshot_id})"
 
     def days_sql(self, con: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) -> str:
-        """A relation holding at least the rows of days first..last (filter with ``played_between``).
+        """A relation holding at least the rows of days first..last (filter with ``days.played_at_sql``).
 
         Only those days' data files, planned by PyIceberg, where ``file_scan`` can read them; else ``scan_sql``.
         """
@@ -60,26 +60,14 @@ class PlaysSnapshot:
         """A SELECT of days first..last's data files at this snapshot read as they are, or None (see ``file_scan``)."""
         if self.table is None:
             return None
-        scan = self.table.scan(row_filter=day_range_filter(first, last), snapshot_id=self.snapshot_id)
+        scan = self.table.scan(row_filter=played_at_filter(first, last), snapshot_id=self.snapshot_id)
         return native_select(self.table, con, scan.plan_files())
-
-
-def played_between(first: dt.date, last: dt.date) -> str:
-    """SQL predicate on played_at for whole UTC days first..last (pruned to those days' partitions)."""
-    start, end = day_bounds(first, last)
-    return f"played_at >= TIMESTAMP '{start}' AND played_at < TIMESTAMP '{end}'"
-
-
-def day_range_filter(first: dt.date, last: dt.date) -> str:
-    """The same days as a PyIceberg row filter."""
-    start, end = day_bounds(first, last)
-    return f"played_at >= '{start.isoformat()}' AND played_at < '{end.isoformat()}'"
 
 
 def rows_per_day(table: Table, snapshot_id: int, first: dt.date, last: dt.date) -> Counter[dt.date]:
     """Rows each day of first..last holds at ``snapshot_id``, from the manifests (no data file is read)."""
     counts: Counter[dt.date] = Counter()
-    for task in table.scan(row_filter=day_range_filter(first, last), snapshot_id=snapshot_id).plan_files():
+    for task in table.scan(row_filter=played_at_filter(first, last), snapshot_id=snapshot_id).plan_files():
         data_file = task.file
         day = partition_day(table.specs()[data_file.spec_id], table.schema(), data_file.partition)
         if day is not None and first <= day <= last:
@@ -142,13 +130,6 @@ def _drop_temporary(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"DROP {kind[0]} {name}")
 
 
-def plays_days_sql(
-    con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, first: dt.date, last: dt.date, columns: tuple[str, ...]
-) -> str:
-    """The SELECT that reads days first..last of plays at ``src``, pruned to those days' data files."""
-    return _select_days(src.days_sql(con, first, last), first, last, columns)
-
-
 def _select_days(relation: str, first: dt.date, last: dt.date, columns: tuple[str, ...]) -> str:
     day = "CAST(played_at AS DATE) AS day"
-    return f"SELECT {day}, {', '.join(columns)} FROM {relation} WHERE {played_between(first, last)}"
+    return f"SELECT {day}, {', '.join(columns)} FROM {relation} WHERE {played_at_sql(first, last)}"

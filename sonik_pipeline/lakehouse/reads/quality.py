@@ -1,7 +1,8 @@
 """Data-quality measurements on what was committed: days of plays, and marts against plays.
 
 Each reads a whole range of days at once, grouped by day, in chunks of days (see ``plays_days``), so
-the checks of a run over a year cost a few queries rather than one per day.
+the checks of a run over a year cost a few queries rather than one per day. Days of plays are measured
+by the rules ingest validates with (``ingest/rules.py``), not by a copy of them.
 """
 
 from __future__ import annotations
@@ -11,19 +12,30 @@ from collections import Counter
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.conversions import from_bytes
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.manifest import ManifestContent, ManifestFile
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.days import day_bounds, days_between, partition_day
+from sonik_pipeline.lakehouse.days import (
+    as_day,
+    date_filter,
+    date_sql,
+    days_between,
+    is_day_field,
+    partition_day,
+    played_at_filter,
+    played_at_sql,
+)
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import planned_select
-from sonik_pipeline.lakehouse.ingest.validation import MAX_DURATION_SECONDS
+from sonik_pipeline.lakehouse.ingest.rules import CHECKED_RULES, PLAYED_AT_IN_DAY, UNIQUE_PLAY_ID
 from sonik_pipeline.lakehouse.reads.plays_days import (
     DEFAULT_MAX_ROWS_PER_READ,
     PlaysSnapshot,
     chunk_days,
-    day_range_filter,
-    played_between,
     rows_per_day,
 )
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS_SCHEMA
@@ -31,7 +43,10 @@ from sonik_pipeline.lakehouse.tables.definitions import PLAYS_SCHEMA
 
 @dataclass(frozen=True)
 class PlaysDayQuality:
-    """What the checks on one day of music.plays look at; all zeros but ``rows`` means healthy."""
+    """What the checks on one day of music.plays look at; all zeros but ``rows`` means healthy.
+
+    Each count but ``rows`` is a checked rule's ``figure``: rows of the day that break it.
+    """
 
     day: dt.date
     rows: int
@@ -41,24 +56,30 @@ class PlaysDayQuality:
     durations_out_of_range: int
 
 
+# The checked rules counted row by row in SQL; uniqueness is counted by count(DISTINCT), and a time outside
+# the day from the data files' bounds.
+_COUNTED_RULES = tuple(rule for rule in CHECKED_RULES if rule not in (UNIQUE_PLAY_ID, PLAYED_AT_IN_DAY))
+
+
 def _rows_outside_their_day(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.date) -> Counter[dt.date]:
     """Per day, rows in data files of its partition whose recorded played_at bounds leave the day.
 
-    Read from the manifests' column bounds: "inside the day" is checked on the day's data files themselves.
+    The rule's own test, read on each data file's lower and upper bounds in the manifests: "inside the day"
+    is checked on the day's data files themselves, with no data read.
     """
-    played_at = table.schema().find_field("played_at")
+    test = PLAYED_AT_IN_DAY.test
+    played_at = table.schema().find_field(test.column)
     outside: Counter[dt.date] = Counter()
-    for task in table.scan(row_filter=day_range_filter(first, last), snapshot_id=src.snapshot_id).plan_files():
+    for task in table.scan(row_filter=played_at_filter(first, last), snapshot_id=src.snapshot_id).plan_files():
         data_file = task.file
         day = partition_day(table.specs()[data_file.spec_id], table.schema(), data_file.partition)
         if day is None or not first <= day <= last:
             continue
-        start, end = day_bounds(day)
-        lower = from_bytes(played_at.field_type, data_file.lower_bounds[played_at.field_id])
-        upper = from_bytes(played_at.field_type, data_file.upper_bounds[played_at.field_id])
-        epoch_us = dt.datetime(1970, 1, 1)
-        low, high = (epoch_us + dt.timedelta(microseconds=v) for v in (lower, upper))
-        if low < start or high >= end:
+        bounds = [
+            from_bytes(played_at.field_type, data_file.lower_bounds[played_at.field_id]),
+            from_bytes(played_at.field_type, data_file.upper_bounds[played_at.field_id]),
+        ]  # microseconds since the epoch
+        if pc.any(test.mask(pa.array(bounds, pa.timestamp("us")), day)).as_py():
             outside[day] += data_file.record_count
     return outside
 
@@ -72,41 +93,78 @@ def plays_quality(
     max_rows: int = DEFAULT_MAX_ROWS_PER_READ,
 ) -> dict[dt.date, PlaysDayQuality]:
     """Measure every day of first..last of plays at ``src``: one grouped query per chunk of days."""
-    required = [f.name for f in PLAYS_SCHEMA.fields if f.required]
-    nulls = " OR ".join(f"{name} IS NULL" for name in required)
+    play_id = UNIQUE_PLAY_ID.test.column
+    breaking = "".join(f", count(*) FILTER (WHERE {rule.test.sql(PLAYS_SCHEMA.fields)})" for rule in _COUNTED_RULES)
     outside = _rows_outside_their_day(table, src, first, last)
-    measured: dict[dt.date, tuple[int, int, int, int]] = {}
+    measured: dict[dt.date, dict[str, int]] = {}
     for chunk_first, chunk_last in chunk_days(rows_per_day(table, src.snapshot_id, first, last), first, last, max_rows):
         # One pass over the chunk's data files; distinct ids by their 64-bit hash (no strings
         # kept), so a day with no duplicate (the rule) is settled at once. A hash collision only looks like
         # a duplicate, so a day that seems to have one is counted again exactly.
-        for day, rows, by_hash, null_required, bad_durations in con.execute(
-            f"""SELECT CAST(played_at AS DATE), count(*), count(*) - count(DISTINCT hash(play_id)),
-                       count(*) FILTER (WHERE {nulls}),
-                       count(*) FILTER (WHERE duration_seconds < 0 OR duration_seconds > {MAX_DURATION_SECONDS})
-                FROM {src.days_sql(con, chunk_first, chunk_last)} WHERE {played_between(chunk_first, chunk_last)}
+        for day, rows, by_hash, *counted in con.execute(
+            f"""SELECT CAST(played_at AS DATE), count(*), count(*) - count(DISTINCT hash({play_id})){breaking}
+                FROM {src.days_sql(con, chunk_first, chunk_last)} WHERE {played_at_sql(chunk_first, chunk_last)}
                 GROUP BY 1"""
         ).fetchall():
             duplicates = (
                 by_hash
                 and con.execute(
-                    f"SELECT count(*) - count(DISTINCT play_id) FROM {src.days_sql(con, day, day)} "
-                    f"WHERE {played_between(day, day)}"
+                    f"SELECT count(*) - count(DISTINCT {play_id}) FROM {src.days_sql(con, day, day)} "
+                    f"WHERE {played_at_sql(day)}"
                 ).fetchone()[0]
             )
-            measured[day] = (rows, duplicates, null_required, bad_durations)
-    quality = {}
-    for day in days_between(first, last):
-        rows, duplicates, null_required, bad_durations = measured.get(day, (0, 0, 0, 0))
-        quality[day] = PlaysDayQuality(day, rows, duplicates, null_required, outside[day], bad_durations)
-    return quality
+            measured[day] = {
+                "rows": rows,
+                UNIQUE_PLAY_ID.figure: duplicates,
+                **{rule.figure: n for rule, n in zip(_COUNTED_RULES, counted, strict=True)},
+            }
+    empty = {"rows": 0, **{rule.figure: 0 for rule in CHECKED_RULES}}
+    return {
+        day: PlaysDayQuality(day, **{**empty, **measured.get(day, {}), PLAYED_AT_IN_DAY.figure: outside[day]})
+        for day in days_between(first, last)
+    }
 
 
-def plays_day_quality(
-    con: duckdb.DuckDBPyConnection, table: Table, src: PlaysSnapshot, day: dt.date
-) -> PlaysDayQuality:
-    """Measure one day of plays at snapshot ``src``."""
-    return plays_quality(con, table, src, day, day)[day]
+def _newest_day_bound(manifest: ManifestFile, spec: PartitionSpec, schema: Schema) -> dt.date | None:
+    """The newest day a manifest's partition summary allows (deleted entries included); None: not known."""
+    for position, pfield in enumerate(spec.fields):
+        if is_day_field(pfield, schema):
+            summary = manifest.partitions[position] if manifest.partitions else None
+            if summary is None or summary.upper_bound is None:
+                return None
+            day_type = pfield.transform.result_type(schema.find_field(pfield.source_id).field_type)
+            return as_day(from_bytes(day_type, summary.upper_bound))
+    return None
+
+
+def newest_day(table: Table) -> dt.date | None:
+    """The newest day the current snapshot of ``table`` (partitioned by day) holds a data file of; None: none.
+
+    Read from the metadata, never the data: the manifest list bounds each manifest's days, but a bound
+    counts the files an overwrite deleted too, so it may name a day no longer there. Manifests with live
+    files are read newest bound first, and only until the newest day found is at least the next bound: a
+    manifest or two, however many days the table holds.
+    """
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return None
+    schema, specs = table.schema(), table.specs()
+    bounded = [
+        (_newest_day_bound(m, specs[m.partition_spec_id], schema), m)
+        for m in snapshot.manifests(table.io)
+        if m.content == ManifestContent.DATA and (m.has_added_files() or m.has_existing_files())
+    ]
+    bounded.sort(key=lambda b: (b[0] is None, b[0] or dt.date.min), reverse=True)  # not known first
+    newest: dt.date | None = None
+    for bound, manifest in bounded:
+        if newest is not None and bound is not None and bound <= newest:
+            break
+        spec = specs[manifest.partition_spec_id]
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            day = partition_day(spec, schema, entry.data_file.partition)
+            if day is not None and (newest is None or day > newest):
+                newest = day
+    return newest
 
 
 @dataclass(frozen=True)
@@ -126,7 +184,7 @@ def plays_totals_by_day(
     return _totals(
         con,
         f"""SELECT CAST(played_at AS DATE), count(*), coalesce(sum(duration_seconds), 0)
-            FROM {src.days_sql(con, first, last)} WHERE {played_between(first, last)} GROUP BY 1""",
+            FROM {src.days_sql(con, first, last)} WHERE {played_at_sql(first, last)} GROUP BY 1""",
     )
 
 
@@ -138,18 +196,9 @@ def mart_totals_by_day(
     It reads the files PyIceberg plans for those days (one partition a day), so its cost does not grow
     with the mart's history as ``iceberg_scan``'s bind does (see ``file_scan``).
     """
-    days = And(GreaterThanOrEqual("day", first.isoformat()), LessThanOrEqual("day", last.isoformat()))
     return _totals(
         con,
         f"""SELECT day, coalesce(sum(plays), 0), coalesce(sum(seconds_played), 0)
-            FROM ({planned_select(mart_table, con, days)})
-            WHERE day BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY day""",
+            FROM ({planned_select(mart_table, con, date_filter("day", first, last))})
+            WHERE {date_sql("day", first, last)} GROUP BY day""",
     )
-
-
-def plays_totals(con: duckdb.DuckDBPyConnection, src: PlaysSnapshot, day: dt.date) -> DayTotals:
-    return plays_totals_by_day(con, src, day, day).get(day, DayTotals(0, 0))
-
-
-def mart_totals(con: duckdb.DuckDBPyConnection, mart_table: Table, day: dt.date) -> DayTotals:
-    return mart_totals_by_day(con, mart_table, day, day).get(day, DayTotals(0, 0))

@@ -8,16 +8,15 @@ entries of expired snapshots and keeps the rest, so where an expired snapshot wa
 shows the entry before it instead and ``Table.snapshot_as_of_timestamp`` answers from that older
 snapshot without a word (Java Iceberg clears the history before the newest removed entry instead,
 so a gap never looks like another snapshot was current). Our expiry records, in the expiry's commit,
-the intervals during which an expired snapshot was current (``ExpiredHistory``, the table property
-``sonik.expired-history``); for tables another engine expired, gaps in the log's sequence numbers
-give a weaker "may differ".
+the intervals during which an expired snapshot was current (``tables.snapshots.ExpiredHistory``, the
+table property ``sonik.expired-history``); for tables another engine expired, gaps in the log's
+sequence numbers give a weaker "may differ".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -26,18 +25,15 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.io import FileIO
 from pyiceberg.table import Table
-from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
 from pyiceberg.utils.concurrent import ExecutorFactory
 
+from sonik_pipeline.lakehouse.days import epoch_millis
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import empty_select
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
-from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable, load_table, table_name
-from sonik_pipeline.lakehouse.tables.definitions import PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, lakehouse_table_names
-
-EXPIRED_HISTORY = "sonik.expired-history"
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES, lakehouse_table_names
+from sonik_pipeline.lakehouse.tables.snapshots import ExpiredHistory
 
 
 class TimeTravelError(ValueError):
@@ -67,62 +63,6 @@ def snapshot_by_id(table: Table, snapshot_id: int) -> Snapshot:
     if snapshot is None:
         raise TimeTravelError(f"unknown snapshot {snapshot_id} for {table_name(table)}")
     return snapshot
-
-
-@dataclass(frozen=True)
-class ExpiredHistory:
-    """What expiry took out of a table's snapshot log, kept in the table property ``sonik.expired-history``.
-
-    ``gaps`` are the merged intervals ``[start, end)`` (epoch ms) during which a since-expired snapshot
-    was current, after the oldest retained log entry (before it, everything is "history expired");
-    ``first_commit_ms`` is when the table's first snapshot became current, where known.
-    """
-
-    first_commit_ms: int | None = None
-    gaps: tuple[tuple[int, int], ...] = ()
-
-    @classmethod
-    def of(cls, metadata: TableMetadata) -> ExpiredHistory | None:
-        text = metadata.properties.get(EXPIRED_HISTORY)
-        if not text:
-            return None
-        value = json.loads(text)
-        return cls(value.get("first-commit-ms"), tuple((int(a), int(b)) for a, b in value.get("gaps", [])))
-
-    def to_property(self) -> str:
-        return json.dumps({"first-commit-ms": self.first_commit_ms, "gaps": [list(g) for g in self.gaps]})
-
-    def gap_at(self, timestamp_ms: int) -> tuple[int, int] | None:
-        return next((g for g in self.gaps if g[0] <= timestamp_ms < g[1]), None)
-
-
-def expired_history_after(metadata: TableMetadata, expired_ids: Collection[int], now_ms: int) -> ExpiredHistory:
-    """The ``ExpiredHistory`` once ``expired_ids`` are expired from ``metadata``: the expiry commits it.
-
-    Each log entry of an expired snapshot was current from its timestamp until the next entry's;
-    those intervals join the ones already recorded, and the ones older than the oldest entry that
-    stays are dropped (a time before that entry is "history expired", whatever it was).
-    """
-    log = metadata.snapshot_log
-    recorded = ExpiredHistory.of(metadata) or ExpiredHistory()
-    first = recorded.first_commit_ms
-    if first is None and log:
-        oldest = metadata.snapshot_by_id(log[0].snapshot_id)
-        if oldest is not None and oldest.sequence_number == 1:  # the table's very first snapshot (format v2)
-            first = log[0].timestamp_ms
-    gaps = list(recorded.gaps)
-    for i, entry in enumerate(log):
-        if entry.snapshot_id in expired_ids:
-            gaps.append((entry.timestamp_ms, log[i + 1].timestamp_ms if i + 1 < len(log) else now_ms))
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(gaps):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    kept = [e.timestamp_ms for e in log if e.snapshot_id not in expired_ids]
-    oldest_kept = min(kept, default=now_ms)
-    return ExpiredHistory(first, tuple(g for g in merged if g[1] > oldest_kept))
 
 
 class Found(enum.Enum):
@@ -157,8 +97,7 @@ class AsOf:
 
 def read_as_of(table: Table, when: dt.datetime) -> AsOf:
     """The snapshot current at ``when`` (following the table's history, so rollbacks count), and how sure that is."""
-    # Whole milliseconds by integer arithmetic: float timestamps turn 12:00:00.123 into ...122.999.
-    name, at, t_ms = table_name(table), when.isoformat(), (when - EPOCH) // dt.timedelta(milliseconds=1)
+    name, at, t_ms = table_name(table), when.isoformat(), epoch_millis(when)
     log: list[SnapshotLogEntry] = table.metadata.snapshot_log
     recorded = ExpiredHistory.of(table.metadata)
     index = next((i for i in range(len(log) - 1, -1, -1) if log[i].timestamp_ms <= t_ms), None)
@@ -413,10 +352,6 @@ def create_views(
             raise TimeTravelError("; ".join(f.reason for f in inexact))
         raise TimeTravelError(f"no table existed yet at {as_of.isoformat()}")
     return Views(pinned, inexact, unreadable)
-
-
-# Every table the code defines, so each reads as a table (possibly empty) before it is first written.
-CODE_TABLES = (PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, *(mart.table for mart in (*DAILY_MARTS, *ROLLING_MARTS)))
 
 
 def _view(con: duckdb.DuckDBPyConnection, name: str, select: str) -> None:

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.table import Table
 
+from sonik_pipeline.lakehouse.days import date_filter
 from sonik_pipeline.lakehouse.sources.events import SourceFile
 
 
@@ -45,16 +45,11 @@ class LateArrivals:
 DayRecord = Mapping[str, RecordedFile]  # source_file -> how it was read
 
 
-def record_filter(first: dt.date, last: dt.date) -> BooleanExpression:
-    """The record rows of the days first..last (whole partitions)."""
-    return And(GreaterThanOrEqual("day", first.isoformat()), LessThanOrEqual("day", last.isoformat()))
-
-
 def recorded_days(table: Table, first: dt.date | None = None, last: dt.date | None = None) -> dict[dt.date, DayRecord]:
     """The record of every day in first..last (every day when not given): a scan of a small table."""
     if table.current_snapshot() is None:
         return {}
-    row_filter = record_filter(first, last) if first and last else None
+    row_filter = date_filter("day", first, last) if first and last else None
     rows = (table.scan(row_filter=row_filter) if row_filter else table.scan()).to_arrow().to_pylist()
     days: dict[dt.date, dict[str, RecordedFile]] = {}
     for r in rows:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
+from sonik_pipeline.lakehouse.days import parse_day
 from sonik_pipeline.lakehouse.sources.events import (
     BATCH_ROWS,
     MAX_LINE_BYTES,
@@ -45,7 +46,7 @@ class MissingLandingData(FileNotFoundError):
     """No landing files for the day: ingesting would wipe the day, so it is an error, not an empty day."""
 
 
-class OutsideLandingZone(Exception):  # noqa: N818 - read as "the path is outside the landing zone"
+class OutsideLandingZone(Exception):  # read as "the path is outside the landing zone"
     """A local landing path that resolves, through a symbolic link, to a place outside the landing zone."""
 
 
@@ -131,7 +132,7 @@ def list_all_days(zone: LandingZone) -> dict[dt.date, list[SourceFile]]:
 def _folder_day(name: str) -> dt.date | None:
     """The day a folder named YYYY-MM-DD holds, or None for any other name."""
     try:
-        return dt.date.fromisoformat(name) if len(name) == 10 else None
+        return parse_day(name) if len(name) == 10 else None
     except ValueError:
         return None
 

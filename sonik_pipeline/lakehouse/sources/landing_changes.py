@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sonik_pipeline.lakehouse.days import days_between
+from sonik_pipeline.lakehouse.days import days_between, parse_day
 from sonik_pipeline.lakehouse.sources.events import SourceFile
 from sonik_pipeline.lakehouse.sources.ingested_files import DayRecord
 from sonik_pipeline.lakehouse.sources.landing import LandingZone, list_all_days, list_day
@@ -162,6 +162,6 @@ def plan_tick(
     # Forget requests the record has caught up with (examined, no longer changed), and very old ones.
     settled = set(examined) - set(changed)
     oldest = now.timestamp() - 24 * watch.retry_minutes * 60
-    requested = {d: v for d, v in requested.items() if dt.date.fromisoformat(d) not in settled and v[1] >= oldest}
+    requested = {d: v for d, v in requested.items() if parse_day(d) not in settled and v[1] >= oldest}
     next_cursor = WatchCursor(now.timestamp() if sweep else cursor.swept_at, requested)
     return WatchPlan(ranges, changed, settling, emptied, sweep, next_cursor)

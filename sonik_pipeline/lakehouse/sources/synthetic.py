@@ -10,6 +10,7 @@ from functools import cache
 import numpy as np
 import pyarrow as pa
 
+from sonik_pipeline.lakehouse.days import epoch_day
 from sonik_pipeline.lakehouse.sources.events import BATCH_ROWS, ArrowRows, RawBatch
 
 TUTORIAL_ARTISTS: list[tuple[str, list[str]]] = [
@@ -257,7 +258,7 @@ def synthetic_batch(day: dt.date, n: int, seed: int = 0, batch: int = 0) -> pa.T
 
     hour = np.searchsorted(_cdf(HOUR_WEIGHTS), rng.random(n), side="right")
     micros = hour * 3_600_000_000 + rng.integers(0, 3_600_000_000, n)
-    day_start_us = (day - dt.date(1970, 1, 1)).days * 86_400_000_000
+    day_start_us = epoch_day(day) * 86_400_000_000
     played_at = pa.array(day_start_us + micros, pa.timestamp("us"))
 
     # A quarter of plays are skipped early, most others play to the end; never past the track's length.

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError, RESTError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    RESTError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
@@ -147,7 +153,7 @@ def holding(catalog: Catalog, files: Sequence[MetadataFile]) -> Holding:
         try:
             if read_metadata(catalog, file.location).snapshots:
                 return Holding.TABLE
-        except Exception:  # noqa: BLE001 - half-written by a concurrent creation, or damaged: told apart by waiting
+        except Exception:  # half-written by a concurrent creation, or damaged: told apart by waiting
             verdict = Holding.UNSURE
     return verdict
 
@@ -172,7 +178,7 @@ def expected_location(catalog: Catalog, identifier: str) -> str | None:
             return None
         namespace, _, name = identifier.rpartition(".")
         return f"{warehouse.rstrip('/')}/{namespace}/{name}"
-    except Exception:  # noqa: BLE001 - a catalog that cannot stage a create simply cannot tell
+    except Exception:  # a catalog that cannot stage a create simply cannot tell
         return None
 
 
@@ -208,8 +214,11 @@ def create_table_where_none_lives(
             time.sleep(0.1)
     try:
         create.commit_transaction()
-    except TableAlreadyExistsError:
-        pass  # a concurrent run created it first: use theirs
+    except (TableAlreadyExistsError, CommitFailedException):
+        # A concurrent run created it first (PyIceberg's SQL catalog says so with a failed assert-create):
+        # use theirs; any other failed commit is raised.
+        if not catalog.table_exists(identifier):
+            raise
     return catalog.load_table(identifier)
 
 

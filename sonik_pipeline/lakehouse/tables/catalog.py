@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pydantic
 import sqlalchemy.event
@@ -17,13 +17,12 @@ from pyiceberg.table import Table
 from pyiceberg.utils.config import Config
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 
-from sonik_pipeline.settings import catalog_uri_problem, redact
-
 # SQLite serialises writers; waiting for the lock beats failing a commit with "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+SQL_DRIVERS = ("", "psycopg", "psycopg2", "pg8000")  # postgresql[+driver]://; "" is SQLAlchemy's default
 
 
-class CatalogUnavailable(Exception):  # noqa: N818 - reads as what it is
+class CatalogUnavailable(Exception):
     """The catalog cannot be opened (bad URI, server down, unusable SQLite path): one line saying what to do."""
 
 
@@ -31,8 +30,44 @@ class CatalogLocked(CatalogUnavailable):
     """The SQLite catalog stayed locked by another process past its busy timeout: one line with the wait."""
 
 
-class TableUnreadable(Exception):  # noqa: N818 - reads as what it is
+class TableUnreadable(Exception):
     """A table the catalog has whose metadata cannot be read (missing, truncated, damaged): one line naming it."""
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, fit for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def catalog_uri_problem(uri: str) -> str | None:
+    """What is wrong with a catalog URI (PyIceberg infers SQL or REST from its scheme), or None."""
+    expected = (
+        "expected an Iceberg catalog URI: sqlite:///path/to/catalog.db, "
+        "postgresql+psycopg://user:password@host:5432/database or https://host/path (REST)"
+    )
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return expected
+    if not sep:
+        return expected
+    if scheme == "sqlite":
+        return None if rest.startswith("/") and len(rest) > 1 else "expected sqlite:///path/to/catalog.db"
+    if scheme == "postgresql" or scheme.startswith("postgresql+"):
+        driver = scheme.partition("+")[2]
+        if driver not in SQL_DRIVERS:
+            return f"expected postgresql://, or postgresql+DRIVER:// with DRIVER one of {', '.join(SQL_DRIVERS[1:])}"
+        return None
+    if scheme in ("http", "https"):
+        return None if parts.netloc else "expected a REST catalog URL such as https://host/path"
+    return expected
 
 
 def _with_sqlite_busy_timeout(uri: str) -> str:

@@ -1,4 +1,5 @@
-"""The lakehouse tables as code: schemas, partition specs, properties, and how a table follows its code.
+"""The lakehouse tables as code: every table's name, schema, partition spec and properties, and how a
+table follows its code.
 
 The code is the source of truth. ``ensure_table`` creates a missing table (never where a table the
 catalog lost still lives: see ``attachment``), and evolves an existing one additively when the code
@@ -103,7 +104,7 @@ PLAYS_SCHEMA = Schema(
 )
 
 # Column statistics in the manifests: every reader decodes them for every data file it plans (DuckDB
-# 1.5.5 for all of a table's files, see README "What grows with age"), so only bounds that prune are kept:
+# 1.5.5 for all of a table's files, see docs/performance.md, "What grows with age"), so only bounds that prune are kept:
 # played_at (the day checks read them), and compaction's sort keys artist and track_id. The other
 # columns keep value and null counts; a UUID's or a title's min/max prunes nothing.
 PLAYS_METRICS: dict[str, str] = {
@@ -163,6 +164,115 @@ PLAYS_SOURCES = TableDef(
     ),
     spec=PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="day")),
 )
+
+
+def _mart_table(name: str, *fields: NestedField) -> TableDef:
+    """A mart partitioned by its day (identity), so replacing a day is one partition swap."""
+    day = NestedField(1, "day", DateType(), required=True, doc="The UTC day the figures are for")
+    return TableDef(
+        namespace=MARTS,
+        name=name,
+        schema=Schema(day, *fields),
+        spec=PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="day")),
+    )
+
+
+def _f(field_id: int, name: str, kind: IcebergType, doc: str, required: bool = False) -> NestedField:
+    return NestedField(field_id, name, kind, required=required, doc=doc)
+
+
+def _plays(i: int) -> NestedField:
+    return _f(i, "plays", LongType(), "Number of plays", True)
+
+
+def _seconds(i: int) -> NestedField:
+    return _f(i, "seconds_played", LongType(), "Total listening time in seconds (exact)", True)
+
+
+def _minutes(i: int) -> NestedField:
+    return _f(i, "minutes_played", DoubleType(), "Total listening time in minutes (rounded to 0.01)", True)
+
+
+def _rank(i: int) -> NestedField:
+    return _f(i, "rank", IntegerType(), "1 = most played", True)
+
+
+def _totals(i: int) -> tuple[NestedField, ...]:
+    """plays, unique_listeners, seconds_played and minutes_played, with field ids from ``i`` on."""
+    listeners = _f(i + 1, "unique_listeners", LongType(), "Distinct users who played", True)
+    return _plays(i), listeners, _seconds(i + 2), _minutes(i + 3)
+
+
+def _ranked_tracks() -> tuple[NestedField, ...]:
+    """rank, track_id, artist and title (field ids 2-5): the head of every ranked-tracks mart."""
+    return (
+        _rank(2),
+        _f(3, "track_id", LongType(), "Track", True),
+        _f(4, "artist", StringType(), "Artist", True),
+        _f(5, "title", StringType(), "Title", True),
+    )
+
+
+def _ranked_artists_table(name: str) -> TableDef:
+    return _mart_table(name, _rank(2), _f(3, "artist", StringType(), "Artist", True), *_totals(4))
+
+
+def _totals_by(name: str, column: str, doc: str) -> TableDef:
+    """A mart of plays, listeners and listening time per value of one column."""
+    return _mart_table(name, _f(2, column, StringType(), doc), *_totals(3))
+
+
+# The marts' tables (their queries are in lakehouse/marts/queries.py); every figure is per UTC day.
+DAILY_TOP_TRACKS_TABLE = _mart_table("daily_top_tracks", *_ranked_tracks(), *_totals(6))
+DAILY_TOP_ARTISTS_TABLE = _ranked_artists_table("daily_top_artists")
+DAILY_COUNTRY_LISTENING_TABLE = _totals_by(
+    "daily_country_listening", "country", "Two-letter country code (null: unknown)"
+)
+DAILY_TIER_LISTENING_TABLE = _totals_by(
+    "daily_tier_listening", "subscription_tier", "Free, Premium or Family (null: played before tiers were recorded)"
+)
+DAILY_DEVICE_MIX_TABLE = _mart_table(
+    "daily_device_mix",
+    _f(2, "device", StringType(), "Device type (null: unknown)"),
+    _plays(3),
+    _seconds(4),
+    _minutes(5),
+    _f(6, "share", DoubleType(), "Share of the day's plays (0..1)", True),
+)
+DAILY_USER_STATS_TABLE = _mart_table(
+    "daily_user_stats",
+    _f(2, "user_id", LongType(), "User", True),
+    _plays(3),
+    _seconds(4),
+    _minutes(5),
+    _f(6, "distinct_tracks", LongType(), "Different tracks played", True),
+    _f(7, "distinct_artists", LongType(), "Different artists played", True),
+    _f(8, "favourite_artist", StringType(), "Most played artist (ties: alphabetical)", True),
+    _f(9, "first_play_at", TimestampType(), "First play of the day (UTC)", True),
+    _f(10, "last_play_at", TimestampType(), "Last play of the day (UTC)", True),
+)
+TOP_ARTISTS_7D_TABLE = _ranked_artists_table("top_artists_7d")
+TRENDING_TRACKS_TABLE = _mart_table(
+    "trending_tracks",
+    *_ranked_tracks(),
+    _f(6, "plays_7d", LongType(), "Plays in the 7 days ending on day", True),
+    _f(7, "plays_prev_7d", LongType(), "Plays in the 7 days before those", True),
+    _f(8, "change", LongType(), "plays_7d - plays_prev_7d", True),
+    _f(9, "change_ratio", DoubleType(), "change / plays_prev_7d (null when new)"),
+)
+
+MART_TABLES = (
+    DAILY_TOP_TRACKS_TABLE,
+    DAILY_TOP_ARTISTS_TABLE,
+    DAILY_COUNTRY_LISTENING_TABLE,
+    DAILY_TIER_LISTENING_TABLE,
+    DAILY_DEVICE_MIX_TABLE,
+    DAILY_USER_STATS_TABLE,
+    TOP_ARTISTS_7D_TABLE,
+    TRENDING_TRACKS_TABLE,
+)
+# Every table the code defines: time travel and `sonik tables` show each (empty before its first write).
+CODE_TABLES = (PLAYS, PLAYS_REJECTED, PLAYS_SOURCES, *MART_TABLES)
 
 
 class SchemaEvolutionError(ValueError):

@@ -1,7 +1,7 @@
 """Every use of PyIceberg's private API, in one place, each with why and what would replace it.
 
 PyIceberg 0.12 lacks three things this project needs; each is built on a private hook here, and
-``sonik_pipeline_tests/lakehouse/test_iceberg_internals.py`` pins every symbol and hook, so an upgrade
+``sonik_pipeline_tests/lakehouse/tables/test_iceberg_internals.py`` pins every symbol and hook, so an upgrade
 that renames or stops calling one fails that test by name instead of changing behaviour silently.
 
 - ``DataFileWriter`` and ``split_by_partition``: staging Parquet data files of a table *before* a
@@ -81,13 +81,12 @@ REQUIRED_INTERNALS: tuple[tuple[object, str], ...] = (
     (_SnapshotProducer, "_refresh_for_retry"),
     (_SnapshotProducer, "_clean_all_uncommitted"),
     (_OverwriteFiles, "_validate_concurrency"),
-    (ArrowScan, "to_table"),
     (ArrowScan, "to_record_batches"),
     (ExpireSnapshots, "by_ids"),
     (ParquetFormatWriter, "write"),
     (ParquetFormatWriter, "close"),
 )
-# Attributes of a Transaction that CachingTransaction keys its cache on.
+# Attributes of a Transaction that CachingTransaction keys its cache on (instance attributes, set in __init__).
 REQUIRED_TRANSACTION_ATTRIBUTES = ("_table", "_updates")
 # Instance attributes read by the overrides (set in _SnapshotProducer.__init__ or by the retry loop).
 REQUIRED_PRODUCER_ATTRIBUTES = (
@@ -102,14 +101,21 @@ REQUIRED_PRODUCER_ATTRIBUTES = (
 )
 
 
-def missing_internals(producer: _SnapshotProducer | None = None) -> list[str]:
-    """Names of the PyIceberg internals this module uses that the installed PyIceberg lacks (empty: all there)."""
+def missing_internals(producer: _SnapshotProducer | None = None, transaction: Transaction | None = None) -> list[str]:
+    """Names of the PyIceberg internals this module uses that the installed PyIceberg lacks (empty: all there).
+
+    Instance attributes exist only on an instance: pass a producer and a transaction to check theirs too.
+    """
     missing = [
         f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in REQUIRED_INTERNALS if not hasattr(owner, name)
     ]
     if producer is not None:
         missing += [
             f"_SnapshotProducer().{name}" for name in REQUIRED_PRODUCER_ATTRIBUTES if not hasattr(producer, name)
+        ]
+    if transaction is not None:
+        missing += [
+            f"Transaction().{name}" for name in REQUIRED_TRANSACTION_ATTRIBUTES if not hasattr(transaction, name)
         ]
     return missing
 
@@ -244,20 +250,16 @@ class DataFileWriter:
         if self._writer is not None:
             try:
                 self._writer.close()
-            except Exception:  # noqa: BLE001 - an unfinished file is deleted anyway
+            except Exception:  # an unfinished file is deleted anyway
                 pass
             paths.append(self._path)
             self._writer = None
         return paths
 
 
-def read_data_files(table: Table, tasks: list[FileScanTask]) -> pa.Table:
-    """The rows of the given data files, read with the table's current schema (evolution applied)."""
-    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
-
-
 def iter_data_file_batches(table: Table, tasks: list[FileScanTask]) -> Iterator[pa.RecordBatch]:
-    """The same rows as ``read_data_files``, batch by batch, so memory does not grow with the files.
+    """The rows of the given data files, read with the table's current schema (evolution applied), batch by
+    batch, so memory does not grow with the files.
 
     One file at a time: ``ArrowScan.to_record_batches`` over many tasks submits them all to a thread
     pool that materialises each file, so its memory grows with the number of files.

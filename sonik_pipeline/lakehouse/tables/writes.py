@@ -142,11 +142,6 @@ def _files_in(table: Table, partition_filter: BooleanExpression) -> list[DataFil
 ReplaceGuard = Callable[[list[DataFile], list[DataFile]], None]
 
 
-def partition_rows(table: Table, partition_filter: BooleanExpression) -> int:
-    """Rows the partition(s) matched by ``partition_filter`` hold in the current snapshot (from the manifests)."""
-    return sum(f.record_count for f in _files_in(table, partition_filter))
-
-
 class CommitOfStagedFiles:
     """One commit of staged files, over its attempts: if it fails without landing, nothing it wrote stays.
 
@@ -192,7 +187,7 @@ class CommitOfStagedFiles:
             return
         try:
             landed = self._landed(failure)
-        except Exception:  # noqa: BLE001 - never hide the commit's own failure behind the clean-up's
+        except Exception:  # never hide the commit's own failure behind the clean-up's
             landed = None
         name = table_name(self._table)
         if landed is None:
@@ -202,7 +197,7 @@ class CommitOfStagedFiles:
                 for attempt in self._attempts:
                     discard_uncommitted_manifests(attempt)
                 delete_locations(self._table, [*self._metadata_written(), *self._staged])
-            except Exception as cleanup:  # noqa: BLE001 - as above
+            except Exception as cleanup:  # as above
                 log.warning("%s: could not delete a failed commit's files (%s); orphan removal will", name, cleanup)
             else:
                 log.info(
@@ -221,7 +216,7 @@ class CommitOfStagedFiles:
             return False  # writing a manifest or metadata file failed: the catalog's swap comes after both
         try:
             self._table.refresh()
-        except Exception:  # noqa: BLE001 - the catalog cannot say
+        except Exception:  # the catalog cannot say
             return None
         return self._table.snapshot_by_id(self._attempts[-1].snapshot_id) is not None
 
@@ -238,7 +233,7 @@ class CommitOfStagedFiles:
                 continue
             try:
                 metadata = read_metadata(self._table.catalog, file.location)
-            except Exception:  # noqa: BLE001 - half-written: not provably ours
+            except Exception:  # half-written: not provably ours
                 continue
             if metadata.current_snapshot_id in ours:
                 written.append(file.location)

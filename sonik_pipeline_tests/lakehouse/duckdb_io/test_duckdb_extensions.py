@@ -4,6 +4,7 @@ import duckdb
 import pytest
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.duckdb_io.extensions import (
     DEFAULT_MEMORY_LIMIT,
     bounded_connection,
@@ -15,7 +16,6 @@ from sonik_pipeline.lakehouse.duckdb_io.extensions import (
     spill_directory,
     uses_object_storage,
 )
-from sonik_pipeline.lakehouse.ingest.run import day_filter
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import catalog_properties
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -33,7 +33,7 @@ def test_the_wheels_ship_extensions_for_this_duckdb() -> None:
 def test_iceberg_loads_offline_into_an_empty_extension_directory(tmp_path: Path, catalog: Catalog) -> None:
     # Given an empty extension directory (nothing installed, no network) and a table with one day
     table, _ = ensure_table(catalog, PLAYS)
-    replace_partition(table, day_filter(DAY), stage_files(table, [synthetic_batch(DAY, 1_234)]), {})
+    replace_partition(table, played_at_filter(DAY), stage_files(table, [synthetic_batch(DAY, 1_234)]), {})
     con = duckdb.connect(config={"extension_directory": str(tmp_path / "ext")})
 
     # When the iceberg extension is loaded

@@ -7,10 +7,11 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 from pyiceberg.types import ListType, LongType, NestedField
 
+from sonik_pipeline.lakehouse.days import played_at_sql
 from sonik_pipeline.lakehouse.duckdb_io import file_scan
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
-from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot, played_between
+from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 
@@ -28,7 +29,7 @@ def plays(catalog: Catalog):
 def _day(con: duckdb.DuckDBPyConnection, relation: str, day: dt.date) -> tuple:
     return con.execute(
         f"SELECT count(*), sum(hash(play_id, user_id, track_id, artist, title, played_at, duration_seconds, country, "
-        f"device, subscription_tier)) FROM {relation} WHERE {played_between(day, day)}"
+        f"device, subscription_tier)) FROM {relation} WHERE {played_at_sql(day)}"
     ).fetchone()
 
 
@@ -68,8 +69,7 @@ def test_a_renamed_column_or_a_snapshot_without_its_table_reads_through_iceberg_
     assert unbound == src and unbound.days_sql(con, DAYS[0], DAYS[0]) == src.scan_sql()
     # iceberg_scan maps the files by field id; pinned to the snapshot, it names columns as that snapshot did
     [(count, devices)] = con.execute(
-        f"SELECT count(*), count(device) FROM {src.days_sql(con, DAYS[0], DAYS[0])} "
-        f"WHERE {played_between(DAYS[0], DAYS[0])}"
+        f"SELECT count(*), count(device) FROM {src.days_sql(con, DAYS[0], DAYS[0])} WHERE {played_at_sql(DAYS[0])}"
     ).fetchall()
     assert count == devices == EVENTS
 

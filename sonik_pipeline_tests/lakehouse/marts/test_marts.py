@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.lakehouse.days import date_filter
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.marts.queries import (
@@ -22,18 +23,14 @@ from sonik_pipeline.lakehouse.marts.queries import (
     ROLLING_MARTS,
     TOP_ARTISTS_7D,
     TRENDING_TRACKS,
-    PlaysSnapshot,
-    compute_mart,
+    Mart,
     mart_rows,
-    plays_snapshot_behind,
-    replace_mart_days,
 )
-from sonik_pipeline.lakehouse.reads.plays_days import PLAYS_DAYS, load_plays_days, plays_days_sql
-from sonik_pipeline.lakehouse.reads.quality import mart_totals, mart_totals_by_day, plays_totals
+from sonik_pipeline.lakehouse.marts.run import MartOptions, plays_snapshots_behind, run_marts
+from sonik_pipeline.lakehouse.reads.plays_days import PLAYS_DAYS, PlaysSnapshot, load_plays_days
+from sonik_pipeline.lakehouse.reads.quality import mart_totals_by_day, plays_totals_by_day
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
-from sonik_pipeline.lakehouse.tables.definitions import ensure_table
-from sonik_pipeline.lakehouse.tables.writes import stage_files
 
 DAYS = [dt.date(2026, 4, 18), dt.date(2026, 4, 19), dt.date(2026, 4, 20)]
 DAY = DAYS[-1]
@@ -60,9 +57,18 @@ def lakehouse(catalog: Catalog):
     return catalog, con, PlaysSnapshot.current(plays), frame
 
 
-def _write_day(table, day: dt.date, rows: pa.Table, src: PlaysSnapshot):
-    """Replace ``day`` of a mart table with ``rows`` in one commit, as the mart assets do."""
-    return replace_mart_days(table, day, day, stage_files(table, [rows]), src, {})
+def _build(catalog: Catalog, con: duckdb.DuckDBPyConnection, mart: Mart, days: list[dt.date], top_n: int = 0):
+    """Run ``mart`` over ``days`` as the mart assets do (one read of plays, one commit); its report."""
+    [report] = run_marts(catalog, con, [mart], days, MartOptions(top_n=top_n))
+    return report
+
+
+def _computed(catalog: Catalog, con: duckdb.DuckDBPyConnection, mart: Mart, day: dt.date, top_n: int) -> pa.Table:
+    """The mart's rows for ``day`` as ``run_marts`` commits them, read back in order (rank, else its key)."""
+    _build(catalog, con, mart, [day], top_n)
+    rows = catalog.load_table(mart.table.identifier).scan(row_filter=date_filter("day", day)).to_arrow()
+    key = "rank" if "rank" in rows.column_names else rows.column_names[1]
+    return rows.sort_by(key)
 
 
 def _day(frame: pd.DataFrame, first: dt.date, last: dt.date | None = None) -> pd.DataFrame:
@@ -92,7 +98,7 @@ def _compare(actual: pa.Table, expected: pd.DataFrame, columns: list[str]) -> No
 def test_daily_top_tracks_match_pandas(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
 
-    actual = compute_mart(con, DAILY_TOP_TRACKS, src, DAY, 50)
+    actual = _computed(catalog, con, DAILY_TOP_TRACKS, DAY, 50)
 
     expected = _ranked(_totals(_day(frame, DAY).groupby(["track_id", "artist", "title"])), "track_id", 50)
     assert actual.num_rows == 50
@@ -107,7 +113,7 @@ def test_daily_top_tracks_match_pandas(lakehouse) -> None:
 def test_daily_top_artists_match_pandas(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
 
-    actual = compute_mart(con, DAILY_TOP_ARTISTS, src, DAY, 1_000)
+    actual = _computed(catalog, con, DAILY_TOP_ARTISTS, DAY, 1_000)
 
     expected = _ranked(_totals(_day(frame, DAY).groupby("artist")), "artist", 1_000)
     _compare(actual, expected, ["rank", "artist", "plays", "unique_listeners", "seconds_played", "minutes_played"])
@@ -117,8 +123,8 @@ def test_country_and_device_marts_match_pandas_including_unknowns(lakehouse) -> 
     catalog, con, src, frame = lakehouse
     day = _day(frame, DAY)
 
-    country = compute_mart(con, DAILY_COUNTRY_LISTENING, src, DAY, 0)
-    device = compute_mart(con, DAILY_DEVICE_MIX, src, DAY, 0)
+    country = _computed(catalog, con, DAILY_COUNTRY_LISTENING, DAY, 0)
+    device = _computed(catalog, con, DAILY_DEVICE_MIX, DAY, 0)
 
     by_country = _totals(day.groupby("country", dropna=False)).reset_index()
     assert None in country.column("country").to_pylist()
@@ -137,7 +143,7 @@ def test_daily_user_stats_match_pandas(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
     day = _day(frame, DAY)
 
-    actual = compute_mart(con, DAILY_USER_STATS, src, DAY, 0).to_pandas().set_index("user_id")
+    actual = _computed(catalog, con, DAILY_USER_STATS, DAY, 0).to_pandas().set_index("user_id")
 
     per_artist = day.groupby(["user_id", "artist"]).size().reset_index(name="n")
     favourite = (
@@ -161,8 +167,8 @@ def test_daily_user_stats_match_pandas(lakehouse) -> None:
 def test_rolling_views_match_pandas(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
 
-    top7 = compute_mart(con, TOP_ARTISTS_7D, src, DAY, 1_000)
-    trending = compute_mart(con, TRENDING_TRACKS, src, DAY, 10_000).to_pandas().set_index("track_id")
+    top7 = _computed(catalog, con, TOP_ARTISTS_7D, DAY, 1_000)
+    trending = _computed(catalog, con, TRENDING_TRACKS, DAY, 10_000).to_pandas().set_index("track_id")
 
     expected7 = _ranked(_totals(_day(frame, DAY - dt.timedelta(days=6), DAY).groupby("artist")), "artist", 1_000)
     _compare(top7, expected7, ["rank", "artist", "plays", "unique_listeners", "seconds_played"])
@@ -179,7 +185,7 @@ def test_trending_compares_this_week_with_last(catalog: Catalog) -> None:
     con = load_iceberg(duckdb.connect())
     frame = catalog.load_table("music.plays").scan().to_pandas()
 
-    trending = compute_mart(con, TRENDING_TRACKS, PlaysSnapshot.current(catalog.load_table("music.plays")), new, 10_000)
+    trending = _computed(catalog, con, TRENDING_TRACKS, new, 10_000)
 
     rows = trending.to_pandas().set_index("track_id")
     prev = frame[frame["played_at"].dt.date == old].groupby("track_id").size()
@@ -193,7 +199,9 @@ def test_trending_compares_this_week_with_last(catalog: Catalog) -> None:
 def test_reading_one_day_opens_only_that_days_files(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
 
-    plan = con.execute(f"EXPLAIN ANALYZE {plays_days_sql(con, src, DAY, DAY, MART_COLUMNS)}").fetchall()[0][1]
+    load_plays_days(con, src, DAY, DAY, MART_COLUMNS)  # a view over the day's planned files
+
+    plan = con.execute(f"EXPLAIN ANALYZE SELECT * FROM {PLAYS_DAYS}").fetchall()[0][1]
 
     assert re.search(r"Total Files Read: 1\b", plan), plan
     assert "played_day=2026-04-20" in plan
@@ -204,23 +212,21 @@ def test_reading_one_day_opens_only_that_days_files(lakehouse) -> None:
 
 def test_a_mart_pins_the_plays_snapshot_it_read(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
-    rows = compute_mart(con, DAILY_COUNTRY_LISTENING, src, DAY, 0)
 
-    report = _write_day(ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0], DAY, rows, src)
+    report = _build(catalog, con, DAILY_COUNTRY_LISTENING, [DAY])
     ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 10), "newer")], max_shrink_share=1.0)  # plays moves on
 
     table = catalog.load_table("music_marts.daily_country_listening")
-    assert plays_snapshot_behind(table, DAY) == src
-    assert table.snapshot_by_id(report.snapshot_id).summary["sonik.plays-snapshot-id"] == str(src.snapshot_id)
-    assert mart_totals(con, table, DAY) == plays_totals(con, src, DAY)  # reconciles at the pinned snapshot
-    assert plays_totals(con, PlaysSnapshot.current(catalog.load_table("music.plays")), DAY).plays == 10
+    assert report.plays == src
+    assert plays_snapshots_behind(table, [DAY]) == {DAY: src}
+    assert table.snapshot_by_id(report.commit.snapshot_id).summary["sonik.plays-snapshot-id"] == str(src.snapshot_id)
+    assert mart_totals_by_day(con, table, DAY, DAY) == plays_totals_by_day(con, src, DAY, DAY)  # at the pinned snapshot
+    assert plays_totals_by_day(con, PlaysSnapshot.current(catalog.load_table("music.plays")), DAY, DAY)[DAY].plays == 10
 
 
 def test_a_marts_totals_read_only_the_planned_days_files_not_iceberg_scan(lakehouse) -> None:
     catalog, con, src, frame = lakehouse
-    table = ensure_table(catalog, DAILY_COUNTRY_LISTENING.table)[0]
-    for day in DAYS:
-        _write_day(table, day, compute_mart(con, DAILY_COUNTRY_LISTENING, src, day, 0), src)
+    _build(catalog, con, DAILY_COUNTRY_LISTENING, DAYS)
     table = catalog.load_table("music_marts.daily_country_listening")
     # no iceberg extension, nor its autoloading: an iceberg_scan would fail to bind
     plain = duckdb.connect(config={"autoload_known_extensions": False, "autoinstall_known_extensions": False})
@@ -234,28 +240,10 @@ def test_a_marts_totals_read_only_the_planned_days_files_not_iceberg_scan(lakeho
         assert totals[day].seconds_played == int(expected["duration_seconds"].fillna(0).sum())
 
 
-def test_rewriting_a_mart_day_replaces_it(lakehouse) -> None:
-    catalog, con, src, frame = lakehouse
-    rows = compute_mart(con, DAILY_DEVICE_MIX, src, DAY, 0)
-
-    _write_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src)
-    _write_day(ensure_table(catalog, DAILY_DEVICE_MIX.table)[0], DAY, rows, src)
-
-    table = catalog.load_table("music_marts.daily_device_mix")
-    assert table.scan().count() == rows.num_rows
-    assert len(table.snapshots()) == 2
-
-
 def test_the_tutorial_top_artists_query_agrees_with_daily_top_artists(lakehouse) -> None:
     # The tutorial's query, with its clock fixed at the end of the 20th: "the last 3 days" are the 18th-20th.
     catalog, con, src, frame = lakehouse
-    for day in DAYS:
-        _write_day(
-            ensure_table(catalog, DAILY_TOP_ARTISTS.table)[0],
-            day,
-            compute_mart(con, DAILY_TOP_ARTISTS, src, day, 1_000),
-            src,
-        )
+    _build(catalog, con, DAILY_TOP_ARTISTS, DAYS, 1_000)
     now = "TIMESTAMP '2026-04-21 00:00:00'"
 
     direct = con.execute(f"""
@@ -281,7 +269,7 @@ def test_minutes_played_is_zero_not_null_when_no_duration_is_known(catalog: Cata
     con = load_iceberg(duckdb.connect())
 
     # When the mart is computed, then every group listened 0 seconds and 0.0 minutes (minutes_played is required)
-    result = compute_mart(con, mart, PlaysSnapshot.current(catalog.load_table("music.plays")), DAY, 100)
+    result = _computed(catalog, con, mart, DAY, 100)
     assert result.num_rows > 0
     assert set(result.column("seconds_played").to_pylist()) == {0}
     assert set(result.column("minutes_played").to_pylist()) == {0.0}
@@ -304,7 +292,7 @@ def test_user_stats_count_track_ids_and_break_ties_alphabetically() -> None:
     con = duckdb.connect()
     con.register("plays_days", rows)
 
-    got = con.execute(DAILY_USER_STATS.query("plays_days", DAY, DAY, 0)).to_arrow_table().to_pylist()
+    got = con.execute(DAILY_USER_STATS.sql("plays_days", DAY, DAY, 0)).to_arrow_table().to_pylist()
 
     assert [(r["user_id"], r["plays"], r["distinct_tracks"], r["distinct_artists"], r["favourite_artist"],
              r["seconds_played"], r["minutes_played"]) for r in got] == [

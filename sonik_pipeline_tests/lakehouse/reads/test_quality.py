@@ -1,20 +1,29 @@
-"""Quality measurements of a day of plays, and the totals marts are reconciled with."""
+"""Quality measurements of days of plays, by the rules ingest validates with; the totals marts are reconciled
+with; the newest day a table holds, from its metadata."""
 
 import datetime as dt
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
+from pyiceberg.table import Table
+from pyiceberg.types import DateType
 
+from sonik_pipeline.lakehouse.days import as_day, played_at_filter
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
-from sonik_pipeline.lakehouse.ingest.run import day_filter, ingest_day
-from sonik_pipeline.lakehouse.marts.queries import PlaysSnapshot
-from sonik_pipeline.lakehouse.reads.quality import plays_day_quality, plays_totals
+from sonik_pipeline.lakehouse.ingest.rules import CHECKED_RULES, DURATION_IN_RANGE, UNIQUE_PLAY_ID
+from sonik_pipeline.lakehouse.ingest.run import ingest_day
+from sonik_pipeline.lakehouse.ingest.validation import DayValidator
+from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
+from sonik_pipeline.lakehouse.reads.quality import PlaysDayQuality, newest_day, plays_quality, plays_totals_by_day
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS_SCHEMA
 from sonik_pipeline.lakehouse.tables.writes import replace_partition, stage_files
+from sonik_pipeline.maintenance.manifests import rewrite_manifests
+from sonik_pipeline_tests.conftest import record_manifest_reads
 
 DAY = dt.date(2026, 4, 20)
 
@@ -30,28 +39,35 @@ def test_an_ingested_day_is_clean(catalog: Catalog, con) -> None:
     ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 1_500), "test")])
     plays = catalog.load_table("music.plays")
 
-    quality = plays_day_quality(con, plays, PlaysSnapshot.current(plays), DAY)
+    quality = plays_quality(con, plays, PlaysSnapshot.current(plays), DAY, DAY)[DAY]
 
     assert (quality.rows, quality.duplicate_play_ids, quality.null_required) == (1_500, 0, 0)
     assert (quality.rows_outside_day, quality.durations_out_of_range) == (0, 0)
 
 
-def test_a_day_written_behind_the_pipelines_back_shows_each_fault(catalog: Catalog, con) -> None:
-    # Given a day with 2 duplicated play_ids, 3 durations out of range and 1 play of the next day in its files
+def _written_behind_the_pipelines_back(
+    catalog: Catalog, events: int, durations: dict[int, int], repeated: slice
+) -> tuple[Table, pa.Table]:
+    """The day, ingested, then replaced as another writer could: ``events`` plays with some ``durations`` set
+    (row -> seconds) and the ``repeated`` rows written twice, in one file. The table and the rows written."""
     ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 10), "test")])
     plays = catalog.load_table("music.plays")
-    rows = synthetic_batch(DAY, 100).cast(plays.schema().as_arrow())
-    durations = pc.if_else(
-        pa.array([i < 3 for i in range(100)]), pa.scalar(90_000, pa.int32()), rows["duration_seconds"]
-    )
+    rows = synthetic_batch(DAY, events).cast(plays.schema().as_arrow())
+    seconds = pa.array([durations.get(i, d) for i, d in enumerate(rows["duration_seconds"].to_pylist())], pa.int32())
     rows = rows.set_column(
-        rows.schema.get_field_index("duration_seconds"), rows.schema.field("duration_seconds"), durations
+        rows.schema.get_field_index("duration_seconds"), rows.schema.field("duration_seconds"), seconds
     )
-    rows = pa.concat_tables([rows, rows.slice(10, 2)])
-    replace_partition(plays, day_filter(DAY), stage_files(plays, [rows]), {})  # one file: the check reads its bounds
+    rows = pa.concat_tables([rows, rows[repeated]])
+    replace_partition(plays, played_at_filter(DAY), stage_files(plays, [rows]), {})  # one file: its bounds are read
     plays.refresh()
+    return plays, rows
 
-    quality = plays_day_quality(con, plays, PlaysSnapshot.current(plays), DAY)
+
+def test_a_day_written_behind_the_pipelines_back_shows_each_fault(catalog: Catalog, con) -> None:
+    # Given a day with 2 duplicated play_ids and 3 durations out of range
+    plays, _ = _written_behind_the_pipelines_back(catalog, 100, {0: 90_000, 1: 90_000, 2: 90_000}, slice(10, 12))
+
+    quality = plays_quality(con, plays, PlaysSnapshot.current(plays), DAY, DAY)[DAY]
 
     assert (quality.rows, quality.duplicate_play_ids, quality.durations_out_of_range) == (102, 2, 3)
     assert quality.rows_outside_day == 0
@@ -65,6 +81,95 @@ def test_plays_totals_count_unknown_durations_as_zero(catalog: Catalog, con) -> 
     ingest_day(catalog, DAY, [ArrowRows(rows, "test")])
     plays = catalog.load_table("music.plays")
 
-    totals = plays_totals(con, PlaysSnapshot.current(plays), DAY)
+    totals = plays_totals_by_day(con, PlaysSnapshot.current(plays), DAY, DAY)
 
-    assert (totals.plays, totals.seconds_played) == (40, known)
+    assert [(day, t.plays, t.seconds_played) for day, t in totals.items()] == [(DAY, 40, known)]
+
+
+def test_each_checked_rule_has_its_count_of_a_days_quality() -> None:
+    assert {rule.figure for rule in CHECKED_RULES} == set(PlaysDayQuality.__dataclass_fields__) - {"day", "rows"}
+
+
+def test_quality_counts_the_rows_ingest_rejects_for_the_same_rules(catalog: Catalog, con) -> None:
+    # Given a day written behind the pipeline's back: 4 durations out of range either way and 3 repeated play_ids
+    durations = {0: 86_401, 1: 90_000, 2: -1, 3: -3_600}
+    plays, rows = _written_behind_the_pipelines_back(catalog, 200, durations, slice(50, 53))
+
+    # When the day's quality is measured, and the same rows are validated as ingest would
+    quality = plays_quality(con, plays, PlaysSnapshot.current(plays), DAY, DAY)[DAY]
+    validator = DayValidator(PLAYS_SCHEMA, DAY)
+    validator.classify(ArrowRows(rows, "behind-the-back"))
+
+    # Then both count the same rows for each rule
+    rejected = validator.totals.rejected_by_reason
+    assert (quality.durations_out_of_range, rejected[DURATION_IN_RANGE.reason]) == (4, 4)
+    assert (quality.duplicate_play_ids, rejected[UNIQUE_PLAY_ID.reason]) == (3, 3)
+    assert sum(rejected.values()) == 7
+
+
+DAYS = [DAY - dt.timedelta(days=2), DAY - dt.timedelta(days=1), DAY]
+
+
+def _newest_by_scan(table) -> dt.date | None:
+    """What the checks read before: the whole played_at column."""
+    values = table.scan(selected_fields=("played_at",)).to_arrow().column("played_at").to_pylist()
+    return max(values).date() if values else None
+
+
+def _manifest_list_newest_day(table) -> dt.date:
+    """The newest day the current manifest list's partition summaries allow (deleted files included)."""
+    manifests = table.current_snapshot().manifests(table.io)
+    return max(as_day(from_bytes(DateType(), m.partitions[0].upper_bound)) for m in manifests)
+
+
+def test_the_newest_day_is_read_from_one_manifest_and_is_the_newest_played_at(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three days ingested one after another: a manifest each
+    for day in DAYS:
+        ingest_day(catalog, day, [ArrowRows(synthetic_batch(day, 30), "test")])
+    plays = catalog.load_table("music.plays")
+    assert len(plays.current_snapshot().manifests(plays.io)) == 3
+
+    # When the newest day is read from the metadata
+    reads = record_manifest_reads(monkeypatch)
+    newest = newest_day(plays)
+    reads = list(reads)  # what newest_day opened, not the scan below
+
+    # Then it is the day a scan of played_at finds, and only the newest day's manifest was opened
+    assert newest == _newest_by_scan(plays) == DAY
+    assert len(reads) == 1
+
+
+@pytest.mark.parametrize("clustered", [False, True], ids=["a-manifest-a-day", "one-manifest"])
+def test_the_newest_day_after_an_overwrite_removed_it_is_the_day_before(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, clustered: bool
+) -> None:
+    # Given three days (in a manifest each, or all in one), the newest of which an overwrite then removed
+    for day in DAYS:
+        ingest_day(catalog, day, [ArrowRows(synthetic_batch(day, 30), "test")])
+    if clustered:
+        rewrite_manifests(catalog.load_table("music.plays"))
+    plays = catalog.load_table("music.plays")
+    assert len(plays.current_snapshot().manifests(plays.io)) == (1 if clustered else 3)
+    plays.delete(played_at_filter(DAY))
+    plays = catalog.load_table("music.plays")
+    assert _manifest_list_newest_day(plays) == DAY  # the manifest list still bounds the deleted day's file
+
+    # When the newest day is read from the metadata
+    reads = record_manifest_reads(monkeypatch)
+    newest = newest_day(plays)
+    reads = list(reads)  # what newest_day opened, not the scan below
+
+    # Then it is the day before, as a scan finds; a manifest holding only deletions is not even opened
+    assert newest == _newest_by_scan(plays) == DAYS[1]
+    assert len(reads) == 1
+
+
+def test_a_table_without_data_has_no_newest_day(catalog: Catalog) -> None:
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 30), "test")])
+    plays = catalog.load_table("music.plays")
+    plays.delete(played_at_filter(DAY))
+
+    assert newest_day(catalog.load_table("music.plays")) is None
+    assert _newest_by_scan(catalog.load_table("music.plays")) is None

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -37,7 +37,7 @@ def test_locations_compare_by_scheme_bucket_and_whole_path_segments(tmp_path: Pa
 def _table_with_history(catalog: Catalog):
     table, _ = ensure_table(catalog, PLAYS)
     for i in range(3):
-        replace_partition(table, day_filter(DAY), stage_files(table, [synthetic_batch(DAY, 200, batch=i)]), {})
+        replace_partition(table, played_at_filter(DAY), stage_files(table, [synthetic_batch(DAY, 200, batch=i)]), {})
     return catalog.load_table("music.plays")
 
 

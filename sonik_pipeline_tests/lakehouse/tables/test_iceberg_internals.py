@@ -14,6 +14,7 @@ from pyiceberg.exceptions import ValidationException
 from pyiceberg.table import Table
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 
+from sonik_pipeline.lakehouse.days import epoch_day
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables import iceberg_internals
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
@@ -57,6 +58,14 @@ def test_every_producer_attribute_the_overrides_read_is_set(plays: Table) -> Non
         assert missing_internals(producer) == [], "PyIceberg's _SnapshotProducer no longer sets these attributes"
 
 
+def test_every_transaction_attribute_the_cache_is_keyed_on_is_set(plays: Table) -> None:
+    txn = iceberg_internals.transaction(plays)
+    assert missing_internals(transaction=txn) == [], "PyIceberg's Transaction no longer sets these attributes"
+
+    del txn._updates  # as a PyIceberg that renamed it would leave it
+    assert missing_internals(transaction=txn) == ["Transaction()._updates"]
+
+
 def test_a_symbol_patched_away_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(_SnapshotProducer, "_existing_manifests")
     assert missing_internals() == ["_SnapshotProducer._existing_manifests"]
@@ -64,7 +73,7 @@ def test_a_symbol_patched_away_is_reported_by_name(monkeypatch: pytest.MonkeyPat
 
 def test_staged_files_belong_to_the_tables_spec_and_partition(plays: Table) -> None:
     files = _staged(plays, 30, batch=7)
-    assert [(f.record_count, f.spec_id, f.partition[0]) for f in files] == [(30, 0, (DAY - dt.date(1970, 1, 1)).days)]
+    assert [(f.record_count, f.spec_id, f.partition[0]) for f in files] == [(30, 0, epoch_day(DAY))]
     assert files[0].file_path.startswith(plays.location() + "/data/played_day=2026-04-20/00000-0-")
 
 

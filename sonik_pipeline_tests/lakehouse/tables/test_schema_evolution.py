@@ -7,10 +7,13 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
+from sonik_pipeline.lakehouse.days import date_filter
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.ingest import run as ingest_module
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
-from sonik_pipeline.lakehouse.marts.queries import DAILY_TIER_LISTENING, PlaysSnapshot, compute_mart
+from sonik_pipeline.lakehouse.marts.queries import DAILY_TIER_LISTENING
+from sonik_pipeline.lakehouse.marts.run import run_marts
+from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_events
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, TableDef
 
@@ -57,8 +60,11 @@ def test_a_week_with_the_new_column_in_the_middle_reads_correctly(catalog: Catal
     per_day = con.execute(f"""SELECT played_at::DATE, count(*), count(subscription_tier) FROM {src.scan_sql()}
                               GROUP BY 1 ORDER BY 1""").fetchall()
     assert per_day == [(d, 500, 0) for d in DAYS[:3]] + [(d, 500, 500) for d in DAYS[3:]]
-    tiers_old = compute_mart(con, DAILY_TIER_LISTENING, src, DAYS[0], 0).to_pylist()
-    tiers_new = compute_mart(con, DAILY_TIER_LISTENING, src, DAYS[-1], 0).to_pylist()
+    [report] = run_marts(catalog, con, [DAILY_TIER_LISTENING], DAYS)
+    tiers = catalog.load_table(DAILY_TIER_LISTENING.table.identifier)
+    tiers_old = tiers.scan(row_filter=date_filter("day", DAYS[0])).to_arrow().to_pylist()
+    tiers_new = tiers.scan(row_filter=date_filter("day", DAYS[-1])).to_arrow().to_pylist()
+    assert report.plays == src
     assert [(r["subscription_tier"], r["plays"]) for r in tiers_old] == [(None, 500)]
     assert {r["subscription_tier"] for r in tiers_new} == {"Free", "Premium", "Family"}
     assert sum(r["plays"] for r in tiers_new) == 500

@@ -6,7 +6,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 
-from sonik_pipeline.lakehouse.ingest.run import day_filter
+from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.tables.writes import FileStager, replace_partition, stage_files
@@ -17,7 +17,7 @@ NEXT_DAY = DAY + dt.timedelta(days=1)
 
 def _replace(table, day: dt.date, rows: int, **props: str):
     files = stage_files(table, [synthetic_batch(day, rows)])
-    return replace_partition(table, day_filter(day), files, {"dagster.partition": str(day), **props})
+    return replace_partition(table, played_at_filter(day), files, {"dagster.partition": str(day), **props})
 
 
 def _rows_per_day(catalog: Catalog) -> dict[dt.date, int]:
@@ -109,8 +109,8 @@ def _race(catalog: Catalog, jobs: list[tuple[dt.date, int]]) -> list[BaseExcepti
             table = catalog.load_table("music.plays")
             files = stage_files(table, [synthetic_batch(day, rows, batch=batch)])
             start.wait()
-            replace_partition(table, day_filter(day), files, {})
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            replace_partition(table, played_at_filter(day), files, {})
+        except BaseException as exc:  # reported to the test
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(d, n, i)) for i, (d, n) in enumerate(jobs)]
@@ -138,8 +138,8 @@ def test_two_writers_of_the_same_day_end_with_exactly_one_copy(catalog: Catalog)
     files_a = stage_files(table_a, [synthetic_batch(DAY, 700)])
     files_b = stage_files(table_b, [synthetic_batch(DAY, 600)])
 
-    replace_partition(table_a, day_filter(DAY), files_a, {})
-    report_b = replace_partition(table_b, day_filter(DAY), files_b, {})
+    replace_partition(table_a, played_at_filter(DAY), files_a, {})
+    report_b = replace_partition(table_b, played_at_filter(DAY), files_b, {})
 
     assert _rows_per_day(catalog) == {DAY: 600}
     assert report_b.rows_removed == 700

@@ -1,0 +1,311 @@
+"""The Spark engine: table maintenance by Iceberg's own Spark procedures, the reference implementation.
+
+``compact``, ``rewrite_manifests``, ``expire_snapshots`` and ``remove_orphan_files`` call
+``CALL sonik.system.<procedure>`` with the same options the local engine takes, and read their reports
+from the procedures' result rows and the snapshots they commit. Ingest and the marts still run on the
+local engine until Spark takes them over too.
+
+The project's safety rules hold here as on the local engine: the ops check every table lies inside the
+warehouse before an engine is asked; orphan removal lets Spark find the unreferenced files (a dry run)
+and deletes them through the lakehouse's one deletion rule, after refusing a location that holds another
+table's metadata; a dry run of compaction or expiry is the local engine's plan, as Spark has none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.table import Table
+from pyiceberg.types import DateType, TimestampType, TimestamptzType
+
+from sonik_pipeline.engines.base import Progress
+from sonik_pipeline.engines.local import LocalEngine
+from sonik_pipeline.lakehouse.days import is_day_field
+from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.tables.catalog import table_name
+from sonik_pipeline.maintenance.compaction import (
+    CompactionOptions,
+    CompactionReport,
+    PartitionRewrite,
+    compact_table,
+    describe_partition,
+)
+from sonik_pipeline.maintenance.expiry import ExpiryOptions, ExpiryReport, expire_snapshots
+from sonik_pipeline.maintenance.files import (
+    DATA,
+    DELETE,
+    MANIFEST,
+    MANIFEST_LIST,
+    STATISTICS,
+    check_keys_deletable,
+    delete_files,
+    file_key,
+    kind_of_unreferenced,
+    stat_files,
+)
+from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, ManifestRewriteReport
+from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanReport, OrphanWindowTooShort, refuse_other_tables
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+SPARK_ORPHAN_FLOOR = dt.timedelta(hours=24)  # remove_orphan_files refuses a shorter window
+
+
+class SparkEngine(LocalEngine):
+    """Maintenance through a Spark session whose catalog ``catalog_name`` is this lakehouse's catalog."""
+
+    name = "spark"
+
+    def __init__(self, session: Callable[[], SparkSession], catalog_name: str) -> None:
+        self._session = session  # started on first use: a run that only ingests never starts a JVM
+        self._catalog = catalog_name
+
+    def _call(self, procedure: str, *before: str, **arguments: str) -> list[dict[str, Any]]:
+        """Run statements ``before``, then the procedure, in a session of their own.
+
+        Each call opens the catalog afresh and closes it after: Iceberg's JDBC catalog keeps a read open
+        on SQLite between statements, which would make its next commit fail once the local engine has
+        committed in between (SQLITE_BUSY_SNAPSHOT). ``newSession`` shares the context (no new JVM, no
+        new executors) and costs milliseconds.
+        """
+        session = self._session().newSession()
+        try:
+            for statement in before:
+                session.sql(statement).collect()
+            named = ", ".join(f"{name} => {value}" for name, value in arguments.items())
+            rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
+            return [row.asDict() for row in rows]
+        finally:
+            _close_catalog(session, self._catalog)
+
+    # -- compaction -----------------------------------------------------------------------------
+
+    def compact(
+        self, table: Table, options: CompactionOptions, snapshot_properties: Mapping[str, str], progress: Progress
+    ) -> CompactionReport:
+        if options.dry_run:  # Spark's procedure has no dry run: the same policy, planned locally
+            return compact_table(table, options, dict(snapshot_properties), progress=progress)
+        started = time.monotonic()
+        name = table_name(table)
+        before = {s.snapshot_id for s in table.snapshots()}
+        arguments = {"table": sql_string(name), "options": _map(_rewrite_options(table, options))}
+        columns = {f.name for f in table.schema().fields}
+        sort_order = [c for c in options.sort_by if c in columns]
+        if sort_order:
+            arguments["strategy"] = sql_string("sort")
+            arguments["sort_order"] = sql_string(", ".join(f"{c} ASC NULLS LAST" for c in sort_order))
+        if options.days_before and (where := _days_before(table, options.days_before)):
+            arguments["where"] = sql_string(where)
+        [row] = self._call("rewrite_data_files", **arguments)
+        table.refresh()
+        report = CompactionReport(table=name)
+        report.snapshot_ids = [
+            s.snapshot_id
+            for s in table.snapshots()
+            if s.snapshot_id not in before and s.summary is not None and s.summary.operation.value == "replace"
+        ]
+        report.partitions = _rewrites_by_partition(table, report.snapshot_ids)
+        report.groups = report.groups_committed = len(report.snapshot_ids)
+        report.seconds = time.monotonic() - started
+        progress(
+            f"{name}: Spark rewrote {row['rewritten_data_files_count']} data files "
+            f"({row['rewritten_bytes_count']:,} B) into {row['added_data_files_count']} "
+            f"in {len(report.snapshot_ids)} commits"
+        )
+        unequal = [p.partition for p in report.partitions if p.rows_verified != p.rows]
+        if unequal:
+            raise RuntimeError(f"{name}: Spark's rewrite changed the row count of partitions {unequal}")
+        return report
+
+    # -- manifests ------------------------------------------------------------------------------
+
+    def rewrite_manifests(
+        self, table: Table, options: ManifestRewriteOptions, snapshot_properties: Mapping[str, str], progress: Progress
+    ) -> ManifestRewriteReport:
+        started = time.monotonic()
+        name = table_name(table)
+        report = ManifestRewriteReport(table=name, dry_run=options.dry_run)
+        current = table.current_snapshot()
+        if current is None:
+            report.skipped = "no snapshot"
+            return report
+        manifests = current.manifests(table.io)
+        report.manifests_before = len(manifests)
+        report.bytes_before = sum(m.manifest_length for m in manifests)
+        if options.dry_run:
+            report.skipped = "dry run"
+            return report
+        sizing = (
+            [
+                f"ALTER TABLE {self._catalog}.{name} SET TBLPROPERTIES "
+                f"('commit.manifest.target-size-bytes' = '{int(options.target_size_bytes)}')"
+            ]
+            if options.target_size_bytes
+            else []
+        )
+        [row] = self._call("rewrite_manifests", *sizing, table=sql_string(name))
+        table.refresh()
+        after = table.current_snapshot()
+        if after is not None and after.snapshot_id != current.snapshot_id:
+            report.snapshot_id = after.snapshot_id
+            manifests = after.manifests(table.io)
+            written = [m for m in manifests if m.added_snapshot_id == after.snapshot_id]
+            report.entries = sum((m.existing_files_count or 0) + (m.added_files_count or 0) for m in written)
+        else:
+            report.skipped = "nothing to rewrite"
+        report.manifests_after = len(manifests)
+        report.bytes_after = sum(m.manifest_length for m in manifests)
+        report.seconds = time.monotonic() - started
+        progress(
+            f"{name}: Spark rewrote {row['rewritten_manifests_count']} manifests into {row['added_manifests_count']}"
+        )
+        return report
+
+    # -- expiry ---------------------------------------------------------------------------------
+
+    def expire_snapshots(self, table: Table, options: ExpiryOptions, progress: Progress) -> ExpiryReport:
+        if options.dry_run:  # Spark's procedure has no dry run: the same retention, planned locally
+            return expire_snapshots(table, options, progress=progress)
+        started = time.monotonic()
+        name = table_name(table)
+        retention, retain_last = options.for_table(table)
+        older_than = options.current_time().astimezone(dt.UTC) - retention
+        before = {s.snapshot_id for s in table.snapshots()}
+        [row] = self._call(
+            "expire_snapshots",
+            table=sql_string(name),
+            older_than=f"TIMESTAMP '{older_than:%Y-%m-%d %H:%M:%S.%f}'",
+            retain_last=str(retain_last),
+        )
+        table.refresh()
+        report = ExpiryReport(table=name)
+        report.snapshots_expired = sorted(before - {s.snapshot_id for s in table.snapshots()})
+        for kind, column in (
+            (DATA, "deleted_data_files_count"),
+            (DELETE, "deleted_position_delete_files_count"),
+            (DELETE, "deleted_equality_delete_files_count"),
+            (MANIFEST, "deleted_manifest_files_count"),
+            (MANIFEST_LIST, "deleted_manifest_lists_count"),
+            (STATISTICS, "deleted_statistics_files_count"),
+        ):
+            if row.get(column):
+                report.files_deleted[kind] += row[column]
+        report.seconds = time.monotonic() - started
+        progress(
+            f"{name}: Spark expired {len(report.snapshots_expired)} snapshots and deleted "
+            f"{sum(report.files_deleted.values())} files"
+        )
+        return report
+
+    # -- orphans --------------------------------------------------------------------------------
+
+    def remove_orphan_files(self, table: Table, options: OrphanOptions, progress: Progress) -> OrphanReport:
+        if options.older_than < SPARK_ORPHAN_FLOOR:
+            raise OrphanWindowTooShort(
+                f"Spark's remove_orphan_files refuses a window under 24 hours (asked: {options.older_than}); "
+                "nothing was deleted; run orphans_job with SONIK_ENGINE=local for a shorter one"
+            )
+        started = time.monotonic()
+        name = table_name(table)
+        report = OrphanReport(table=name, dry_run=options.dry_run)
+        older_than = (options.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC) - options.older_than
+        rows = self._call(
+            "remove_orphan_files",
+            table=sql_string(name),
+            older_than=f"TIMESTAMP '{older_than:%Y-%m-%d %H:%M:%S.%f}'",
+            dry_run="true",  # Spark finds them; the lakehouse's own deletion rule deletes them
+        )
+        found = stat_files(table, sorted({file_key(r["orphan_file_location"]) for r in rows}))
+        refuse_other_tables(table, [f for f in found if f.key.endswith(".metadata.json")])
+        report.deleted = check_keys_deletable(table, [f.key for f in found])
+        for orphan in found:
+            kind = kind_of_unreferenced(orphan.key)
+            report.files_deleted[kind] += 1
+            report.bytes_deleted[kind] += orphan.size
+        if report.deleted and not options.dry_run:
+            delete_files(table, report.deleted)
+        if report.deleted:
+            progress(
+                f"{name}: {'would delete' if options.dry_run else 'deleted'} {len(report.deleted)} orphan files "
+                f"Spark found ({sum(report.bytes_deleted.values()):,} B)"
+            )
+        report.seconds = time.monotonic() - started
+        return report
+
+
+def _map(options: Mapping[str, str]) -> str:
+    return "map(" + ", ".join(f"{sql_string(k)}, {sql_string(v)}" for k, v in options.items()) + ")"
+
+
+def _rewrite_options(table: Table, options: CompactionOptions) -> dict[str, str]:
+    """rewrite_data_files' options for ours: the same target, small-file share, file groups and progress."""
+    target = options.target_file_size_bytes or int(table.properties.get("write.target-file-size-bytes", 512 << 20))
+    spark = {
+        "target-file-size-bytes": str(target),
+        "min-file-size-bytes": str(min(int(target * options.small_file_ratio), target - 1)),  # Spark: below target
+        "min-input-files": str(options.min_input_files),
+        "max-file-group-size-bytes": str(options.max_file_group_size_bytes),
+    }
+    if options.partial_progress:
+        spark |= {
+            "partial-progress.enabled": "true",
+            "partial-progress.max-commits": str(options.partial_progress_max_commits),
+        }
+    return spark
+
+
+def _days_before(table: Table, day: dt.date) -> str | None:
+    """A predicate on the table's day-partition source column for the days before ``day`` (None: not by day)."""
+    schema = table.schema()
+    for pfield in table.spec().fields:
+        if is_day_field(pfield, schema):
+            column = schema.find_field(pfield.source_id)
+            if isinstance(column.field_type, DateType):
+                return f"{column.name} < DATE '{day}'"
+            if isinstance(column.field_type, TimestampType):
+                return f"{column.name} < TIMESTAMP_NTZ '{day} 00:00:00'"
+            if isinstance(column.field_type, TimestamptzType):
+                return f"{column.name} < TIMESTAMP '{day} 00:00:00+00:00'"
+    return None
+
+
+def _rewrites_by_partition(table: Table, snapshot_ids: list[int]) -> list[PartitionRewrite]:
+    """Per partition, the files the rewrite commits removed and added (read from the manifests they wrote)."""
+    by_partition: dict[str, PartitionRewrite] = {}
+    for snapshot_id in snapshot_ids:
+        snapshot = table.snapshot_by_id(snapshot_id)
+        for manifest in snapshot.manifests(table.io):
+            if manifest.added_snapshot_id != snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                if entry.snapshot_id != snapshot_id:
+                    continue
+                data = entry.data_file
+                partition = describe_partition(table, data.spec_id, data.partition)
+                rewrite = by_partition.setdefault(partition, PartitionRewrite(partition, 0, 0, 0))
+                if entry.status == ManifestEntryStatus.DELETED:
+                    rewrite.files_before += 1
+                    rewrite.bytes_before += data.file_size_in_bytes
+                    rewrite.rows += data.record_count
+                elif entry.status == ManifestEntryStatus.ADDED:
+                    rewrite.files_after += 1
+                    rewrite.bytes_after += data.file_size_in_bytes
+                    rewrite.rows_verified += data.record_count
+    for rewrite in by_partition.values():
+        rewrite.groups = 1 if rewrite.files_before else 0
+    return sorted(by_partition.values(), key=lambda p: p.partition)
+
+
+def _close_catalog(session: SparkSession, catalog_name: str) -> None:
+    """Close the Iceberg catalog a session opened (its JDBC connections), once the session is done with it."""
+    try:
+        session._jsparkSession.sessionState().catalogManager().catalog(catalog_name).icebergCatalog().close()
+    except Exception as exc:  # a catalog with nothing to close (REST), or never opened
+        log.debug("closing the Spark session's catalog %s: %s", catalog_name, exc)

@@ -1,0 +1,164 @@
+"""How a Spark session reaches this lakehouse: the catalog as Iceberg's Spark catalog named like ours, and the jars.
+
+Pure functions from the project's settings to Spark configuration, so they are tested without a JVM:
+
+- the catalog: SQLite and PostgreSQL through Iceberg's JDBC catalog (it reads and writes the same
+  ``iceberg_tables`` rows PyIceberg's SQL catalog does, under the same catalog name), REST as REST; the
+  warehouse and PyIceberg's ``s3.*`` settings carried over;
+- the jars: in production Maven coordinates (``spark.jars.packages``) or a cluster's own; offline, the
+  Iceberg Spark runtime from PyPI's ``snowpark-connect-deps-iceberg`` wheel and the JDBC drivers from
+  Debian's ``libpostgresql-jdbc-java`` and ``libxerial-sqlite-jdbc-java``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+ICEBERG_VERSION = "1.10.2"
+RUNTIME_JAR = f"iceberg-spark-runtime-3.5_2.12-{ICEBERG_VERSION}.jar"
+RUNTIME_PACKAGE = f"org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:{ICEBERG_VERSION}"
+OFFLINE_RUNTIME_WHEEL = "snowpark-connect-deps-iceberg==1.0.2"  # 1.0.3 strips shaded classes: it fails
+SYSTEM_JARS = Path("/usr/share/java")
+JDBC_DRIVERS = {  # catalog URI scheme -> (driver jar under /usr/share/java, the Debian package that installs it)
+    "sqlite": ("sqlite-jdbc.jar", "libxerial-sqlite-jdbc-java"),
+    "postgresql": ("postgresql.jar", "libpostgresql-jdbc-java"),
+}
+SQLITE_BUSY_TIMEOUT_MS = "30000"  # as PyIceberg's side waits: a catalog briefly locked by another writer is waited for
+
+# PyIceberg's s3.* settings and their names in Iceberg's Java S3FileIO (most are the same).
+_S3_PROPERTIES = {
+    "s3.endpoint": "s3.endpoint",
+    "s3.access-key-id": "s3.access-key-id",
+    "s3.secret-access-key": "s3.secret-access-key",
+    "s3.session-token": "s3.session-token",
+    "s3.path-style-access": "s3.path-style-access",
+    "s3.region": "client.region",
+}
+_REST_PROPERTIES = ("credential", "token", "scope", "oauth2-server-uri", "prefix", "header.X-Iceberg-Access-Delegation")
+
+# Spark's defaults suit a cluster; these suit a maintenance step on one machine and are overridable.
+LOCAL_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+class SparkNotReady(RuntimeError):
+    """Something the Spark engine needs is missing: the message names what to install or set."""
+
+
+def catalog_conf(catalog_name: str, catalog_uri: str, warehouse: str, properties: Mapping[str, str]) -> dict[str, str]:
+    """``spark.sql.catalog.<name>.*`` for the catalog PyIceberg opens from the same settings."""
+    prefix = f"spark.sql.catalog.{catalog_name}"
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.warehouse": warehouse,
+        # Another engine commits to the same tables: always read the catalog, never a cached table.
+        f"{prefix}.cache-enabled": "false",
+    }
+    scheme = catalog_uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        conf |= {
+            f"{prefix}.type": "jdbc",
+            f"{prefix}.uri": f"jdbc:sqlite:{make_url(catalog_uri).database}",
+            f"{prefix}.jdbc.busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+        }
+    elif scheme == "postgresql":
+        url = make_url(catalog_uri)
+        query = "&".join(f"{k}={v}" for k, v in url.query.items())
+        conf |= {
+            f"{prefix}.type": "jdbc",
+            f"{prefix}.uri": f"jdbc:postgresql://{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+            + (f"?{query}" if query else ""),
+        }
+        if url.username:
+            conf[f"{prefix}.jdbc.user"] = url.username
+        if url.password:
+            conf[f"{prefix}.jdbc.password"] = url.password
+    elif scheme in ("http", "https"):
+        conf |= {f"{prefix}.type": "rest", f"{prefix}.uri": catalog_uri}
+        conf |= {f"{prefix}.{key}": properties[key] for key in _REST_PROPERTIES if key in properties}
+    else:
+        raise SparkNotReady(f"the Spark engine cannot reach a catalog at {scheme}://... (SQLite, PostgreSQL or REST)")
+    s3 = {java: properties[ours] for ours, java in _S3_PROPERTIES.items() if ours in properties}
+    if warehouse.startswith(("s3://", "s3a://")) or s3:
+        conf[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+        conf |= {f"{prefix}.{key}": value for key, value in s3.items()}
+    return conf
+
+
+def offline_jars(catalog_uri: str) -> list[str]:
+    """The runtime jar from the PyPI wheel and the catalog's JDBC driver from the system, each checked present."""
+    spec = importlib.util.find_spec("snowpark_connect_deps_iceberg")
+    runtime = Path(spec.origin).parent / "jars" / RUNTIME_JAR if spec and spec.origin else None
+    if runtime is None or not runtime.is_file():
+        raise SparkNotReady(
+            f"the Iceberg Spark runtime {RUNTIME_JAR} is not installed: pip install '{OFFLINE_RUNTIME_WHEEL}' "
+            f"(in the project: pip install '.[spark]'), or name the package {RUNTIME_PACKAGE} in SONIK_SPARK_PACKAGES"
+        )
+    scheme = catalog_uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme in JDBC_DRIVERS:
+        jar, package = JDBC_DRIVERS[scheme]
+        if not (SYSTEM_JARS / jar).is_file():
+            raise SparkNotReady(
+                f"the {scheme} JDBC driver {SYSTEM_JARS / jar} is missing: apt-get install {package} "
+                "(or name the driver's jar in SONIK_SPARK_JARS)"
+            )
+    # Every driver there is, not only this catalog's: Java's DriverManager learns its drivers once per JVM,
+    # and a process that opens another catalog later (a test session) keeps the JVM of its first.
+    drivers = [str(SYSTEM_JARS / jar) for jar, _ in JDBC_DRIVERS.values() if (SYSTEM_JARS / jar).is_file()]
+    return [str(runtime), *drivers]
+
+
+def session_conf(
+    *,
+    catalog_name: str,
+    catalog_uri: str,
+    warehouse: str,
+    properties: Mapping[str, str],
+    master: str,
+    remote: str | None,
+    jars: Sequence[str],
+    packages: Sequence[str],
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """The whole configuration of the engine's session: where it runs, its jars, the catalog, then the user's own."""
+    conf = dict(LOCAL_DEFAULTS)
+    if remote:  # Spark Connect: the server owns its jars and catalogs' classes; we only name the catalog
+        conf["spark.remote"] = remote
+    else:
+        conf["spark.master"] = master
+        if packages:
+            conf["spark.jars.packages"] = ",".join(packages)
+        # Jars given or packages named replace the offline ones; with neither, the offline ones are required.
+        chosen = list(jars) or ([] if packages else offline_jars(catalog_uri))
+        if chosen:
+            conf["spark.jars"] = ",".join(chosen)
+            # On the driver's own class path too: JDBC drivers must be visible to the system class loader.
+            conf["spark.driver.extraClassPath"] = ":".join(chosen)
+    conf["spark.sql.extensions"] = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+    conf |= catalog_conf(catalog_name, catalog_uri, warehouse, properties)
+    conf |= dict(extra)
+    return conf
+
+
+def share_sqlite_catalog(catalog_uri: str) -> None:
+    """Put a SQLite catalog in WAL mode, so Spark's JDBC readers and PyIceberg's writers never block each other.
+
+    In SQLite's default rollback journal a reader's open statement blocks every writer; Iceberg's JDBC
+    catalog keeps one open for as long as the catalog lives. WAL lets one writer and any readers work at
+    once, and is kept by the file; PyIceberg and the ``sqlite3`` shell read it as before.
+    """
+    if not catalog_uri.startswith("sqlite"):
+        return
+    path = make_url(catalog_uri).database
+    if path and Path(path).is_file():
+        with sqlite3.connect(path, timeout=float(SQLITE_BUSY_TIMEOUT_MS) / 1000) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,84 @@
+"""The Spark engine's session configuration, from the same settings PyIceberg opens the catalog with (no JVM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sonik_pipeline.engines import spark_session
+from sonik_pipeline.engines.spark_session import SparkNotReady, catalog_conf, session_conf
+from sonik_pipeline.settings import Settings, SettingsError
+
+C = "spark.sql.catalog.sonik"
+
+
+def test_sqlite_and_postgres_catalogs_become_iceberg_jdbc_catalogs_of_the_same_name() -> None:
+    sqlite = catalog_conf("sonik", "sqlite:////data/lake/catalog.db", "file:///data/lake/warehouse", {})
+    assert sqlite[C] == "org.apache.iceberg.spark.SparkCatalog"
+    assert (sqlite[f"{C}.type"], sqlite[f"{C}.uri"]) == ("jdbc", "jdbc:sqlite:/data/lake/catalog.db")
+    assert sqlite[f"{C}.warehouse"] == "file:///data/lake/warehouse"
+    assert sqlite[f"{C}.cache-enabled"] == "false"
+
+    postgres = catalog_conf("sonik", "postgresql+psycopg://sonik:s3cret@db.internal:6432/lake", "s3://lake/wh", {})
+    assert postgres[f"{C}.uri"] == "jdbc:postgresql://db.internal:6432/lake"
+    assert (postgres[f"{C}.jdbc.user"], postgres[f"{C}.jdbc.password"]) == ("sonik", "s3cret")
+    assert postgres[f"{C}.io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO"
+
+
+def test_a_rest_catalog_keeps_its_credential_and_pyicebergs_s3_settings() -> None:
+    properties = {"credential": "id:secret", "s3.endpoint": "http://127.0.0.1:8333", "s3.region": "us-east-1"}
+    rest = catalog_conf("sonik", "http://127.0.0.1:8181", "s3://lake", properties)
+    assert (rest[f"{C}.type"], rest[f"{C}.uri"], rest[f"{C}.credential"]) == (
+        "rest",
+        "http://127.0.0.1:8181",
+        "id:secret",
+    )
+    assert (rest[f"{C}.s3.endpoint"], rest[f"{C}.client.region"]) == ("http://127.0.0.1:8333", "us-east-1")
+
+
+def test_spark_connect_names_the_server_and_no_jars_while_packages_replace_the_offline_jars() -> None:
+    common = {"catalog_name": "sonik", "catalog_uri": "sqlite:////l/catalog.db", "warehouse": "file:///l/w"}
+    remote = session_conf(
+        **common, properties={}, master="local[*]", remote="sc://spark:15002", jars=[], packages=[], extra={}
+    )
+    assert remote["spark.remote"] == "sc://spark:15002"
+    assert "spark.master" not in remote and "spark.jars" not in remote
+    packaged = session_conf(
+        **common,
+        properties={},
+        master="yarn",
+        remote=None,
+        jars=[],
+        packages=[spark_session.RUNTIME_PACKAGE],
+        extra={"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "400"},
+    )
+    assert (packaged["spark.master"], packaged["spark.jars.packages"]) == ("yarn", spark_session.RUNTIME_PACKAGE)
+    assert "spark.jars" not in packaged
+    assert (packaged["spark.executor.memory"], packaged["spark.sql.shuffle.partitions"]) == ("4g", "400")
+
+
+def test_a_missing_runtime_or_driver_is_one_line_naming_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(spark_session, "SYSTEM_JARS", tmp_path)
+    with pytest.raises(SparkNotReady, match=r"apt-get install libpostgresql-jdbc-java"):
+        spark_session.offline_jars("postgresql+psycopg://localhost/lake")
+    monkeypatch.setattr(spark_session, "RUNTIME_JAR", "iceberg-spark-runtime-0.0.jar")
+    with pytest.raises(SparkNotReady, match=r"pip install 'snowpark-connect-deps-iceberg==1\.0\.2'"):
+        spark_session.offline_jars("sqlite:////l/catalog.db")
+
+
+def test_the_engine_settings_are_checked_at_load() -> None:
+    spark = Settings.from_env(
+        {"SONIK_ENGINE": "spark", "SONIK_SPARK_PACKAGES": "a:b:1, c:d:2", "SONIK_SPARK_CONF": '{"spark.x": 1}'}
+    )
+    assert (spark.engine, spark.spark_packages, spark.spark_conf) == ("spark", ("a:b:1", "c:d:2"), (("spark.x", "1"),))
+    assert Settings.from_env({}).engine == "local"
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"SONIK_ENGINE": "flink", "SONIK_SPARK_REMOTE": "http://x", "SONIK_SPARK_CONF": "[]"})
+    assert str(refused.value).splitlines() == [
+        "SONIK_ENGINE='flink': expected one of local, spark",
+        "SONIK_SPARK_REMOTE='http://x': expected a Spark Connect URL, e.g. sc://spark-connect.internal:15002",
+        """SONIK_SPARK_CONF='[]': expected a JSON object of Spark settings, e.g. {"spark.executor.memory": "4g"}""",
+    ]
