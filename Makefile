@@ -19,7 +19,7 @@ install: $(BIN)/dagster
 ## Backfill plays and every mart for the last $(DAYS) complete days into ./lakehouse, then open the Dagster UI on it.
 demo: install
 	mkdir -p "$(DAGSTER_HOME)"
-	$(BIN)/dagster asset materialize -m sonik_pipeline --select 'plays*' \
+	$(BIN)/dagster asset materialize -m sonik_pipeline.definitions --select 'plays*' \
 		--partition-range "$$($(BIN)/sonik days --last $(DAYS))"
 	$(BIN)/dagster dev
 

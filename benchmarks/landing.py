@@ -4,7 +4,7 @@ For each size in ``--sizes`` (default 1M and 10M events; the headline run adds 1
 ``--formats`` (JSON Lines and Parquet), one day is written to a landing zone as the app drops it
 (``write_landing_day``, 8 files; not timed). Then, each in a fresh process:
 
-* **project**: ``dagster asset materialize -m sonik_pipeline --select plays --partition DAY`` with
+* **project**: ``dagster asset materialize -m sonik_pipeline.definitions --select plays --partition DAY`` with
   ``SONIK_SOURCE=landing``, a fresh ``SONIK_HOME`` and ``DAGSTER_HOME``: wall time and peak RSS (``wait4``),
   and the ``plays`` step's own time from the run's log. The rows landed in ``music.plays`` are checked.
 * **start-up**: the same command on a 1-event day, Dagster's fixed cost; the project's figure "start-up
@@ -191,7 +191,7 @@ class Bench:
             **({"SONIK_LANDING_DIR": str(landing)} if landing else {}),
         }
         dagster = str(Path(sys.executable).with_name("dagster"))
-        cmd = [dagster, "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays"]
+        cmd = [dagster, "asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", "plays"]
         measured = run_measured([*cmd, "--partition", DAY.isoformat()], self._log(name), env=env, cwd=self.work)
         if measured.returncode != 0:
             raise RuntimeError(f"dagster {name} failed:\n{measured.tail()}")

@@ -802,7 +802,8 @@ def _steps(steps: dict[str, float]) -> str:
 
 def phase_dagster_marts(runner: Runner, res: Results, state: State, n: int) -> None:
     res.section("dagster asset materialize (six daily marts, one day, start-up included)")
-    args = ["asset", "materialize", "-m", "sonik_pipeline", "--select", DAILY_MART_KEYS, "--partition", str(DAY)]
+    args = ["asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", DAILY_MART_KEYS]
+    args += ["--partition", str(DAY)]
     run = run_dagster(runner, "marts", args, state.home, n)
     after = lakehouse_after_run(state.home)
     if after["country_plays"] != n:
@@ -833,7 +834,7 @@ def phase_daily_job(runner: Runner, res: Results, state: State, n: int, keep: bo
         "job",
         "execute",
         "-m",
-        "sonik_pipeline",
+        "sonik_pipeline.definitions",
         "-j",
         "daily_job",
         "--tags",

@@ -1,5 +1,4 @@
-"""sonik_pipeline: Sonik's play-event lakehouse as a Dagster code location."""
+"""sonik_pipeline: Sonik's play-event lakehouse as a Dagster code location (``sonik_pipeline.definitions``).
 
-from sonik_pipeline.definitions import defs
-
-__all__ = ["defs"]
+Nothing is imported here, so the ``sonik`` command and the lakehouse modules load without Dagster.
+"""

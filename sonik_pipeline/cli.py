@@ -374,7 +374,9 @@ def cmd_rejects_replay(args: argparse.Namespace) -> None:
     if plan.files and not args.dry_run:
         days = sorted({f.day for f in plan.files})
         print("next: the landing sensor ingests those days when it sees the files (SONIK_SOURCE=landing); or now:")
-        command = "SONIK_SOURCE=landing dagster asset materialize -m sonik_pipeline --select plays --partition"
+        command = (
+            "SONIK_SOURCE=landing dagster asset materialize -m sonik_pipeline.definitions --select plays --partition"
+        )
         for day in days:
             print(f"  {command} {day}")
 

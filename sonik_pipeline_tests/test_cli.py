@@ -49,7 +49,7 @@ def test_materializing_a_day_twice_leaves_one_copy_and_one_more_snapshot(tmp_pat
         "asset",
         "materialize",
         "-m",
-        "sonik_pipeline",
+        "sonik_pipeline.definitions",
         "--select",
         "plays",
         "--partition",
@@ -73,7 +73,7 @@ def test_a_partition_range_writes_each_day_in_its_own_directory(tmp_path: Path, 
             "asset",
             "materialize",
             "-m",
-            "sonik_pipeline",
+            "sonik_pipeline.definitions",
             "--select",
             "plays",
             "--partition-range",
@@ -223,7 +223,7 @@ RECONCILED = ["daily_country_listening", "daily_tier_listening", "daily_device_m
 @pytest.mark.slow
 def test_a_30_day_backfill_of_plays_and_marts_from_the_cli_is_complete_and_repeatable(tmp_path: Path, user_env) -> None:
     user_env["SONIK_EVENTS_PER_DAY"] = "300"
-    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays*",
+    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", "plays*",
            "--partition-range", "2026-03-22...2026-04-20"]  # fmt: skip
     totals = textwrap.dedent(TOTALS).replace("MARTS", repr(MART_TABLES)).replace("RECONCILED", repr(RECONCILED))
 
@@ -250,8 +250,8 @@ def test_a_bad_setting_stops_dagster_asset_materialize_with_one_line(tmp_path: P
     user_env["SONIK_EVENTS_PER_DAY"] = "abc"
 
     result = _fails(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline", "--select", "plays", "--partition",
-         "2026-04-20"], user_env, tmp_path,
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", "plays",
+         "--partition", "2026-04-20"], user_env, tmp_path,
     )  # fmt: skip
 
     assert result.returncode == 1

@@ -57,7 +57,7 @@ def _hold_catalog(env: dict[str, str], seconds: float) -> subprocess.Popen:
 def _execute(env: dict[str, str], job: str, log: Path) -> subprocess.Popen:
     with log.open("w") as out:  # the child has its own copy of the descriptor
         return subprocess.Popen(
-            [str(BIN / "dagster"), "job", "execute", "-m", "sonik_pipeline", "-j", job],
+            [str(BIN / "dagster"), "job", "execute", "-m", "sonik_pipeline.definitions", "-j", job],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -111,7 +111,7 @@ def test_a_killed_dagster_job_execute_run_lets_the_next_maintenance_run_through(
 
     # When the next maintenance job is started the same way
     second = subprocess.run(
-        [str(BIN / "dagster"), "job", "execute", "-m", "sonik_pipeline", "-j", "expiry_job"],
+        [str(BIN / "dagster"), "job", "execute", "-m", "sonik_pipeline.definitions", "-j", "expiry_job"],
         env={**terminal, "SONIK_ENGINE": engine},
         capture_output=True,
         text=True,
