@@ -5,10 +5,17 @@
 from the procedures' result rows and the snapshots they commit. Ingest and the marts still run on the
 local engine until Spark takes them over too.
 
-The project's safety rules hold here as on the local engine: the ops check every table lies inside the
-warehouse before an engine is asked; orphan removal lets Spark find the unreferenced files (a dry run)
-and deletes them through the lakehouse's one deletion rule, after refusing a location that holds another
-table's metadata; a dry run of compaction or expiry is the local engine's plan, as Spark has none.
+What the project keeps on this engine: the ops check that every table lies inside the warehouse before
+an engine is asked (a copied lakehouse is refused); orphan removal lets Spark find the unreferenced files
+(a dry run) and deletes them through the lakehouse's one deletion rule, after refusing a location that
+holds another table's metadata; a dry run of compaction or expiry is the local engine's plan, as Spark has
+none. What differs, as the procedures work: expiry's files are deleted by Spark itself (every file the
+expired snapshots alone reached, wherever it lies), and old ``metadata.json`` files are left to Iceberg's
+``write.metadata.delete-after-commit`` settings; a rewrite is checked by its row counts per partition after
+Spark committed it (Spark validates the rewrite itself; the local engine checksums the rows before its
+commit); Spark's own planning also splits files above 1.8x the target, so a dry run (the local plan) may
+show fewer partitions than Spark rewrites; and the procedures take no commit properties, so their
+snapshots carry no ``dagster.run-id``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyiceberg.manifest import ManifestEntryStatus
@@ -55,6 +62,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+MANIFEST_SIZE = "commit.manifest.target-size-bytes"
 SPARK_ORPHAN_FLOOR = dt.timedelta(hours=24)  # remove_orphan_files refuses a shorter window
 
 
@@ -67,8 +75,10 @@ class SparkEngine(LocalEngine):
         self._session = session  # started on first use: a run that only ingests never starts a JVM
         self._catalog = catalog_name
 
-    def _call(self, procedure: str, *before: str, **arguments: str) -> list[dict[str, Any]]:
-        """Run statements ``before``, then the procedure, in a session of their own.
+    def _call(
+        self, procedure: str, *, before: Sequence[str] = (), after: Sequence[str] = (), **arguments: str
+    ) -> list[dict[str, Any]]:
+        """Run statements ``before``, the procedure, then ``after`` (even if it failed), in a session of their own.
 
         Each call opens the catalog afresh and closes it after: Iceberg's JDBC catalog keeps a read open
         on SQLite between statements, which would make its next commit fail once the local engine has
@@ -80,7 +90,11 @@ class SparkEngine(LocalEngine):
             for statement in before:
                 session.sql(statement).collect()
             named = ", ".join(f"{name} => {value}" for name, value in arguments.items())
-            rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
+            try:
+                rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
+            finally:
+                for statement in after:
+                    session.sql(statement).collect()
             return [row.asDict() for row in rows]
         finally:
             _close_catalog(session, self._catalog)
@@ -95,6 +109,8 @@ class SparkEngine(LocalEngine):
         started = time.monotonic()
         name = table_name(table)
         before = {s.snapshot_id for s in table.snapshots()}
+        current = table.current_snapshot()
+        as_it_was = str(current.snapshot_id) if current else "none (it was empty)"
         arguments = {"table": sql_string(name), "options": _map(_rewrite_options(table, options))}
         columns = {f.name for f in table.schema().fields}
         sort_order = [c for c in options.sort_by if c in columns]
@@ -112,7 +128,8 @@ class SparkEngine(LocalEngine):
             if s.snapshot_id not in before and s.summary is not None and s.summary.operation.value == "replace"
         ]
         report.partitions = _rewrites_by_partition(table, report.snapshot_ids)
-        report.groups = report.groups_committed = len(report.snapshot_ids)
+        report.groups = sum(p.groups for p in report.partitions)  # Spark's file groups are per partition here
+        report.groups_committed = report.groups
         report.seconds = time.monotonic() - started
         progress(
             f"{name}: Spark rewrote {row['rewritten_data_files_count']} data files "
@@ -120,8 +137,12 @@ class SparkEngine(LocalEngine):
             f"in {len(report.snapshot_ids)} commits"
         )
         unequal = [p.partition for p in report.partitions if p.rows_verified != p.rows]
-        if unequal:
-            raise RuntimeError(f"{name}: Spark's rewrite changed the row count of partitions {unequal}")
+        if unequal:  # Spark has committed: say which snapshot holds the table as it was, rather than guess
+            raise RuntimeError(
+                f"{name}: Spark's rewrite changed the row counts of partitions {unequal} (snapshots "
+                f"{report.snapshot_ids}); the table as it was is snapshot {as_it_was}: "
+                "`sonik rollback` restores it"
+            )
         return report
 
     # -- manifests ------------------------------------------------------------------------------
@@ -142,15 +163,20 @@ class SparkEngine(LocalEngine):
         if options.dry_run:
             report.skipped = "dry run"
             return report
-        sizing = (
-            [
-                f"ALTER TABLE {self._catalog}.{name} SET TBLPROPERTIES "
-                f"('commit.manifest.target-size-bytes' = '{int(options.target_size_bytes)}')"
+        # rewrite_manifests reads the size from the table's property: set it for this rewrite, then put it back.
+        sizing, restore = [], []
+        if options.target_size_bytes:
+            table_sql = f"{self._catalog}.{name}"
+            sizing = [
+                f"ALTER TABLE {table_sql} SET TBLPROPERTIES ('{MANIFEST_SIZE}' = '{int(options.target_size_bytes)}')"
             ]
-            if options.target_size_bytes
-            else []
-        )
-        [row] = self._call("rewrite_manifests", *sizing, table=sql_string(name))
+            kept = table.properties.get(MANIFEST_SIZE)
+            restore = [
+                f"ALTER TABLE {table_sql} SET TBLPROPERTIES ('{MANIFEST_SIZE}' = '{kept}')"
+                if kept is not None
+                else f"ALTER TABLE {table_sql} UNSET TBLPROPERTIES ('{MANIFEST_SIZE}')"
+            ]
+        [row] = self._call("rewrite_manifests", before=sizing, after=restore, table=sql_string(name))
         table.refresh()
         after = table.current_snapshot()
         if after is not None and after.snapshot_id != current.snapshot_id:

@@ -31,6 +31,7 @@ from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, copied_lakehouse, op_output_metadata, run_asset_job
 
 DAYS = [dt.date(2026, 4, 20), dt.date(2026, 4, 21), dt.date(2026, 4, 22)]
+MANIFEST_SIZE = "commit.manifest.target-size-bytes"
 THREE_DAYS_AGO = time.time() - 3 * 86400
 
 try:
@@ -96,6 +97,7 @@ def test_spark_maintains_what_the_local_engine_wrote_and_the_local_engine_carrie
     tagged = table.current_snapshot().snapshot_id
     table.manage_snapshots().create_tag(tagged, "before-spark").commit()
     before = _day_fingerprints(catalog)
+    manifest_size = table.properties.get(MANIFEST_SIZE)
     files_before = len(catalog.load_table("music.plays").inspect.files())
     orphan = Path(table.location().removeprefix("file://")) / "data" / "left-by-a-crash.parquet"
     orphan.write_bytes(b"x" * 1000)
@@ -104,7 +106,7 @@ def test_spark_maintains_what_the_local_engine_wrote_and_the_local_engine_carrie
 
     # When Spark compacts, rewrites manifests, expires and removes orphans
     compaction = _run(spark, "compaction_job", "compact_tables", {"min_input_files": 2, "skip_recent_days": 0})
-    manifests = _run(spark, "manifests_job", "rewrite_table_manifests", {})
+    manifests = _run(spark, "manifests_job", "rewrite_table_manifests", {"target_size_mb": 1})
     expiry = _run(spark, "expiry_job", "expire_table_snapshots", {"retention_days": 0, "retain_last": 2})
     orphans = _run(spark, "orphans_job", "remove_orphans", {})
 
@@ -124,6 +126,7 @@ def test_spark_maintains_what_the_local_engine_wrote_and_the_local_engine_carrie
     assert _day_fingerprints(catalog) == before
     assert len(table.inspect.files()) < files_before
     assert table.metadata.refs["before-spark"].snapshot_id == tagged
+    assert table.properties.get(MANIFEST_SIZE) == manifest_size  # the rewrite's own size was set for it only
     assert _day_fingerprints(catalog, tagged) == before
     assert len(table.snapshots()) < 12
     previous = table.snapshot_by_id(table.current_snapshot().parent_snapshot_id)

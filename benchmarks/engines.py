@@ -1,0 +1,841 @@
+"""Benchmark: one day landed as 200 small files, compacted by the local engine, by Spark local[1] and local[2].
+
+Setup, for each engine on a fresh lakehouse built in place (a SQLite catalog and a ``file://`` warehouse
+under its own folder in one temporary work folder; never copied, as Iceberg metadata holds absolute
+paths): ``music.plays`` by ``ensure_table``, then ``--events`` synthetic events of ``DAY`` (default
+10,000,000; ``--quick``: 1,000,000) appended as ``--files`` appends (default 200) of ``synthetic_batch``
+cast to the table's schema: 200 commits, 200 small files, as a micro-batch writer leaves a day. The
+seeds are fixed, so every engine gets the same rows.
+
+What it measures, each engine in a child process (this script re-invoked with a hidden flag) built as
+the project builds it, ``LakehouseEngine(kind=..., spark_master=...).engine()``, then
+``engine.compact(table, CompactionOptions(sort_by=("artist", "track_id"), min_input_files=2))``, the
+compaction_job's policy with no day skipped:
+
+* **Wall time** of the child from launch to exit, split into: interpreter start and imports; the Spark
+  session's start (dagster-pyspark's lazy session with ``session_conf``, started before the compaction so
+  it is timed apart; the engine would start it on its first ``CALL``); the compaction (``engine.compact``);
+  and stopping the session (the JVM reaped, so its usage is the child's). Within a Spark compaction, the
+  ``CALL sonik.system.rewrite_data_files`` is timed apart from the engine's report (PyIceberg reading the
+  manifests the procedure wrote), and the procedure is split by Spark's own job times (its status store):
+  before the first job (parsing, opening the JDBC catalog, loading the table, planning file groups, and
+  the JVM's first use of Iceberg's classes), the jobs (read, sort, write), and after the last (the commit);
+  Iceberg's own scan-planning and commit durations (its LoggingMetricsReporter, whose loggers the child
+  sets to INFO) are shown within them.
+  For the local engine, the rewrite (plan, read, sort, write, read-back verification) and the commit,
+  from the engine's progress messages.
+* **Peak RSS of the process tree**: this script samples ``/proc`` every 0.2 s and sums the resident
+  memory of the child and all its descendants (the JVM is the Python child's child), leaving out a fork
+  not yet exec'd, which shares its parent's memory (the JVM forks for shell commands); the JVM's share is
+  shown. ``wait4``'s ``ru_maxrss`` is printed beside it as a cross-check: exact, but the peak of the single
+  largest process, not a sum (Linux takes the maximum over a tree, never the total).
+* **CPU**: the child's user + system seconds (the JVM's included, as it is reaped), and the cores other
+  processes on the machine kept busy meanwhile, from ``/proc/stat``: a busy machine slows every figure.
+* **Data**: data files before and after (PyIceberg's plan of the current snapshot), and per day the rows
+  and two order-independent digests, DuckDB's 64-bit ``hash`` of ``play_id`` summed, and of every column
+  of a row summed: of the generated input, of the landed table and of the compacted table (DuckDB
+  ``read_parquet`` over the files PyIceberg plans). Each must equal the input.
+
+Target (from the issue): Spark local[2] compacts at least 1.6x faster than Spark local[1], compared on
+``engine.compact`` (session start excluded; it is shown apart). Spark against the local engine is
+reported as measured, with no target.
+
+Spark runs with the project's configuration (``session_conf`` via ``LakehouseEngine``) plus, as
+``SONIK_SPARK_CONF`` would add them, ``spark.local.dir`` in the work folder (Spark's spill stays there) and
+``spark.driver.memory`` when ``--spark-driver-memory`` is given (default: Spark's own, 1g of heap).
+
+The exit code is 0 whether or not the target is met (this is a report); it is non-zero if a child
+fails, if an engine's compaction leaves a day with other rows or digests than the input, or if it
+leaves as many files as it found.
+
+Usage: ``.venv/bin/python benchmarks/engines.py [--quick | --events N] [--files 200] [--engines local,spark1,spark2]
+[--spark-driver-memory 2g] [--keep] [--work-dir D]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+
+from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
+from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch
+from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
+from sonik_pipeline.maintenance.compaction import CompactionOptions
+from sonik_pipeline.settings import CATALOG_NAME
+
+DAY = dt.date(2024, 5, 1)
+DEFAULT_EVENTS = 10_000_000
+QUICK_EVENTS = 1_000_000
+DEFAULT_FILES = 200
+SEED = 3
+SORT_BY = ("artist", "track_id")  # compaction_job's default sort
+SPARK_SCALING_TARGET = 1.6  # Spark local[2] against local[1], compaction time
+SAMPLE_SECONDS = 0.2
+MIN_AVAILABLE_MIB = 4096  # below this, the figures would measure swapping or the OOM killer
+MiB = 2**20
+CHILD_FLAG = "--_child"
+RESULT_PREFIX = "ENGINES-RESULT "
+# Iceberg's LoggingMetricsReporter lines in a Spark child's log: scan planning and commit durations (ISO 8601).
+SCAN_REPORT_RE = re.compile(
+    r"ScanReport\{.*?totalPlanningDuration=TimerResult\{[^}]*totalDuration=(PT[^,]+),.*?"
+    r"scannedDataManifests=CounterResult\{unit=COUNT, value=(\d+)\}"
+)
+COMMIT_REPORT_RE = re.compile(
+    r"CommitReport\{.*?totalDuration=TimerResult\{[^}]*totalDuration=(PT[^,]+),.*?"
+    r"attempts=CounterResult\{unit=COUNT, value=(\d+)\}"
+)
+DURATION_RE = re.compile(r"PT(?:([\d.]+)H)?(?:([\d.]+)M)?(?:([\d.]+)S)?")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    key: str
+    label: str
+    master: str | None  # None: the local engine
+
+
+ENGINES = {
+    run.key: run
+    for run in (
+        EngineRun("local", "local engine", None),
+        EngineRun("spark1", "Spark local[1]", "local[1]"),
+        EngineRun("spark2", "Spark local[2]", "local[2]"),
+    )
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def catalog_uri(home: Path) -> str:
+    return f"sqlite:///{home / 'catalog.db'}"
+
+
+def warehouse(home: Path) -> str:
+    return (home / "warehouse").as_uri()
+
+
+def split_evenly(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+Digest = dict[str, list[int]]  # day -> [rows, sum of hash(play_id), sum of hash(row)]
+
+
+def digest_sql(source: str, columns: list[str]) -> str:
+    """Per day: rows and two order-independent digests (sums of 64-bit hashes, exact as HUGEINT)."""
+    row = ", ".join(sql_identifier(c) for c in columns)
+    return (
+        f"SELECT CAST(played_at AS DATE)::VARCHAR AS day, count(*), sum(hash(play_id)), sum(hash({row})) "
+        f"FROM {source} GROUP BY ALL"
+    )
+
+
+def add_digest(total: Digest, rows: list[tuple[Any, ...]]) -> None:
+    for day, count, ids, whole in rows:
+        current = total.setdefault(day, [0, 0, 0])
+        for i, value in enumerate((count, ids, whole)):
+            current[i] += int(value)
+
+
+def table_digest_and_shape(home: Path) -> tuple[Digest, dict[str, int]]:
+    """The digest of ``music.plays`` as PyIceberg plans it now, and its data files, bytes and snapshots."""
+    table = open_catalog(CATALOG_NAME, catalog_uri(home), warehouse(home)).load_table(PLAYS.identifier)
+    files = [task.file for task in table.scan().plan_files()]
+    shape = {
+        "files": len(files),
+        "bytes": sum(f.file_size_in_bytes for f in files),
+        "rows": sum(f.record_count for f in files),
+        "snapshots": len(table.snapshots()),
+    }
+    listing = ", ".join(sql_string(f.file_path.removeprefix("file://")) for f in files)
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = '1GB'")
+        digest: Digest = {}
+        add_digest(digest, con.execute(digest_sql(f"read_parquet([{listing}])", columns(table))).fetchall())
+    finally:
+        con.close()
+    return digest, shape
+
+
+def columns(table: Any) -> list[str]:
+    return [f.name for f in table.schema().fields]
+
+
+# ---------------------------------------------------------------------------------------------
+# Children: one step each, in a fresh interpreter; each returns a JSON-able dict
+# ---------------------------------------------------------------------------------------------
+
+
+def child_land(home: Path, n_events: int, n_files: int) -> dict[str, Any]:
+    """``music.plays`` with the day appended as ``n_files`` commits; the input's digest as generated."""
+    catalogue()  # cached one-time build, kept out of the timing
+    catalog = open_catalog(CATALOG_NAME, catalog_uri(home), warehouse(home))
+    table, _ = ensure_table(catalog, PLAYS)
+    schema = table.schema().as_arrow()
+    con = duckdb.connect()
+    digest: Digest = {}
+    started = time.perf_counter()
+    for batch, n in enumerate(split_evenly(n_events, n_files)):
+        rows = synthetic_batch(DAY, n, seed=SEED, batch=batch).cast(schema)
+        con.register("input_batch", rows)
+        add_digest(digest, con.execute(digest_sql("input_batch", schema.names)).fetchall())
+        con.unregister("input_batch")
+        table.append(rows)
+    seconds = time.perf_counter() - started
+    landed, shape = table_digest_and_shape(home)
+    return {"seconds": seconds, "input": digest, "landed": landed, "shape": shape}
+
+
+def child_verify(home: Path) -> dict[str, Any]:
+    digest, shape = table_digest_and_shape(home)
+    return {"digest": digest, "shape": shape}
+
+
+def spark_jobs(session: Any) -> list[dict[str, Any]]:
+    """Every job of the session's Spark context with its start and end (epoch seconds) and its stages."""
+    store = session.sparkContext._jsc.sc().statusStore()
+
+    def stage(stage_id: int) -> dict[str, Any] | None:
+        try:
+            data = store.lastStageAttempt(stage_id)
+        except Exception:  # a stage the job skipped (its output was reused) may have no attempt
+            return None
+        return {
+            "name": data.name(),
+            "tasks": data.numTasks(),
+            "run_seconds": data.executorRunTime() / 1000,
+            "status": str(data.status()),
+        }
+
+    jobs = store.jobsList(None)
+    found = []
+    for i in range(jobs.size()):
+        job = jobs.apply(i)
+        submitted, completed = job.submissionTime(), job.completionTime()
+        stage_ids = sorted(job.stageIds().apply(j) for j in range(job.stageIds().size()))
+        found.append(
+            {
+                "id": job.jobId(),
+                "name": job.name(),
+                "start": submitted.get().getTime() / 1000 if submitted.isDefined() else None,
+                "end": completed.get().getTime() / 1000 if completed.isDefined() else None,
+                "stages": [s for s in map(stage, stage_ids) if s is not None],
+            }
+        )
+    return sorted(found, key=lambda j: j["id"])
+
+
+def child_compact(home: Path, key: str, spill: Path, driver_memory: str) -> dict[str, Any]:
+    """``key``'s engine compacts ``music.plays``, built as the project builds it; the Spark session timed apart."""
+    import dagster as dg
+
+    from sonik_pipeline.engines.spark import SparkEngine
+    from sonik_pipeline.resources import LakehouseCatalog, LakehouseEngine
+
+    run = ENGINES[key]
+    lakehouse = LakehouseCatalog(catalog_name=CATALOG_NAME, catalog_uri=catalog_uri(home), warehouse=warehouse(home))
+    spark_conf = {"spark.local.dir": str(spill)}
+    if driver_memory:
+        spark_conf["spark.driver.memory"] = driver_memory
+    resource = LakehouseEngine(
+        kind="spark" if run.master else "local",
+        lakehouse=lakehouse,
+        spark_master=run.master or "local[*]",
+        spark_conf=spark_conf,
+    )
+    engine = resource.engine()
+    calls: list[dict[str, Any]] = []
+    session = None
+    marks = {"imported": time.time()}
+    if isinstance(engine, SparkEngine):
+        # The engine starts the session on its first CALL; started here first, so its cost is shown apart.
+        session = resource._spark_resource().spark_session
+        marks["session"] = time.time()
+        jvm = session.sparkContext._jvm  # Iceberg's own reports (scan planning, commits) into the child's log
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.iceberg", jvm.org.apache.logging.log4j.Level.INFO
+        )
+        call = engine._call
+
+        def timed_call(procedure: str, *before: str, **arguments: str) -> list[dict[str, Any]]:
+            started = time.time()
+            rows = call(procedure, *before, **arguments)
+            calls.append({"procedure": procedure, "start": started, "end": time.time(), "rows": rows})
+            return rows
+
+        engine._call = timed_call  # the procedure timed apart from the engine's report; the engine unchanged
+    table = lakehouse.load().load_table(PLAYS.identifier)
+    messages: list[tuple[float, str]] = []
+
+    def progress(message: str) -> None:
+        messages.append((time.time(), message))
+        print(message, flush=True)
+
+    options = CompactionOptions(sort_by=SORT_BY, min_input_files=2, work_dir=str(spill))
+    marks["compact"] = time.time()
+    report = engine.compact(table, options, {"sonik.benchmark": "engines"}, progress)
+    marks["compacted"] = time.time()
+    jobs = spark_jobs(session) if session is not None else []
+    if session is not None:
+        from pyspark import SparkContext
+
+        resource.teardown_after_execution(dg.build_init_resource_context())
+        gateway = SparkContext._gateway
+        if gateway is not None and getattr(gateway, "proc", None) is not None:
+            # The JVM exits when its stdin closes; waiting for it makes its usage this process's own.
+            gateway.shutdown()
+            gateway.proc.stdin.close()
+            gateway.proc.wait(timeout=120)
+        marks["stopped"] = time.time()
+    return {
+        "marks": marks,
+        "calls": calls,
+        "jobs": jobs,
+        "messages": messages,
+        "seconds": report.seconds,
+        "files_before": report.files_before,
+        "files_after": report.files_after,
+        "bytes_before": report.bytes_before,
+        "bytes_after": report.bytes_after,
+        "rows_verified": report.rows_verified,
+        "commits": len(report.snapshot_ids),
+    }
+
+
+def run_child(args: argparse.Namespace) -> dict[str, Any]:
+    home = Path(args.path)
+    if args.child == "land":
+        return child_land(home, args.events, args.files)
+    if args.child == "verify":
+        return child_verify(home)
+    return child_compact(home, args.engine, Path(args.spill), args.spark_driver_memory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent: children measured as a process tree
+# ---------------------------------------------------------------------------------------------
+
+
+class Proc(NamedTuple):
+    ppid: int
+    name: str  # the command name, or for a process forked by a JVM thread, that thread's name
+    vsize: int
+    rss: int
+
+
+def processes() -> dict[int, Proc]:
+    """Every process now, from ``/proc/<pid>/stat``."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on
+        found[int(entry.name)] = Proc(int(fields[1]), name, int(fields[20]), int(fields[21]) * PAGE)
+    return found
+
+
+def tree(root: int, table: dict[int, Proc]) -> tuple[list[Proc], int]:
+    """The processes of ``root``'s tree, and how many were left out as forks not yet exec'd.
+
+    A process forked (or vforked) and not yet exec'd shares its parent's memory and reports it all as its
+    own RSS: the JVM runs shell commands so (Hadoop's local file system), and counting such a child would
+    add the JVM's whole heap a second time. It is known by its parent's exact virtual size.
+    """
+    children: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
+    members, forks, todo = [], 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in table:
+            continue
+        proc = table[pid]
+        parent = table.get(proc.ppid)
+        if pid != root and parent is not None and parent.vsize == proc.vsize:
+            forks += 1
+        else:
+            members.append(proc)
+        todo += children.get(pid, [])
+    return members, forks
+
+
+def busy_ticks() -> int:
+    """Jiffies all CPUs spent busy since boot (everything but idle and iowait)."""
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in cpu[:8]]
+    return sum(values) - values[3] - values[4]
+
+
+@dataclass
+class TreeSampler:
+    """Samples the summed RSS of a process and its descendants in a thread; keeps the peak and its parts."""
+
+    root: int
+    peak: int = 0
+    jvm_at_peak: int = 0
+    jvm_peak: int = 0
+    samples: int = 0
+    forks: int = 0  # samples of a fork not yet exec'd, left out (see ``tree``)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> TreeSampler:
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            members, forks = tree(self.root, processes())
+            total = sum(p.rss for p in members)
+            jvm = sum(p.rss for p in members if p.name == "java")
+            self.samples += 1
+            self.forks += forks
+            self.jvm_peak = max(self.jvm_peak, jvm)
+            if total > self.peak:
+                self.peak, self.jvm_at_peak = total, jvm
+            self._stop.wait(SAMPLE_SECONDS)
+
+
+@dataclass
+class Measured:
+    """A child as the parent saw it."""
+
+    result: dict[str, Any]
+    start: float  # epoch seconds
+    end: float
+    cpu_seconds: float  # the child's user + system, its reaped descendants included
+    largest_process_mib: float  # wait4's ru_maxrss: the largest single process of the tree
+    tree_peak_mib: float
+    jvm_at_peak_mib: float
+    jvm_peak_mib: float
+    samples: int
+    forks_left_out: int
+    others_cores: float  # cores other processes kept busy on average meanwhile
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def iso_seconds(duration: str) -> float:
+    hours, minutes, seconds = DURATION_RE.fullmatch(duration).groups()
+    return float(hours or 0) * 3600 + float(minutes or 0) * 60 + float(seconds or 0)
+
+
+def iceberg_reports(log_text: str) -> dict[str, list[list[float]]]:
+    """Iceberg's own scan-planning and commit reports from a Spark child's log: [seconds, manifests or attempts]."""
+    return {
+        "scans": [[iso_seconds(d), int(n)] for d, n in SCAN_REPORT_RE.findall(log_text)],
+        "commits": [[iso_seconds(d), int(n)] for d, n in COMMIT_REPORT_RE.findall(log_text)],
+    }
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+class Runner:
+    def __init__(self, work: Path, args: argparse.Namespace):
+        self.work = work
+        self.args = args
+        self.logs = work / "logs"
+        self.logs.mkdir()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIK_", "PYICEBERG_"))}
+        self.env["TMPDIR"] = str(work / "tmp")
+        (work / "tmp").mkdir()
+        self._count = 0
+
+    def child(self, kind: str, home: Path, engine: str = "local") -> Measured:
+        self._count += 1
+        cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, kind, "--path", str(home)]
+        cmd += ["--events", str(self.args.events), "--files", str(self.args.files), "--engine", engine]
+        cmd += ["--spill", str(home.parent / f"spill-{engine}"), "--spark-driver-memory", self.args.spark_driver_memory]
+        Path(home.parent / f"spill-{engine}").mkdir(exist_ok=True)
+        log = self.logs / f"{self._count:02d}-{kind}-{engine}.log"
+        with log.open("wb") as out:
+            ticks = busy_ticks()
+            start = time.time()
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            with TreeSampler(proc.pid) as sampler:
+                try:
+                    _, status, usage = os.wait4(proc.pid, 0)
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+            end = time.time()
+            ticks = busy_ticks() - ticks
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        text = log.read_text(errors="replace")
+        lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
+        if proc.returncode != 0 or not lines:
+            tail = "\n".join(text.splitlines()[-40:])
+            raise ChildFailed(f"{kind} child ({engine}) failed (exit code {proc.returncode}), {log}:\n{tail}")
+        cpu = usage.ru_utime + usage.ru_stime
+        result = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+        result["iceberg"] = iceberg_reports(text)
+        return Measured(
+            result=result,
+            start=start,
+            end=end,
+            cpu_seconds=cpu,
+            largest_process_mib=usage.ru_maxrss / 1024,
+            tree_peak_mib=sampler.peak / MiB,
+            jvm_at_peak_mib=sampler.jvm_at_peak / MiB,
+            jvm_peak_mib=sampler.jvm_peak / MiB,
+            samples=sampler.samples,
+            forks_left_out=sampler.forks,
+            others_cores=max(0.0, (ticks / TICKS - cpu) / max(end - start, 1e-9)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# One engine: build, compact, verify
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    run: EngineRun
+    landed: Measured
+    compacted: Measured
+    verified: Measured
+    errors: list[str]
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.compacted.result
+
+    @property
+    def compact_seconds(self) -> float:
+        return self.report["marks"]["compacted"] - self.report["marks"]["compact"]
+
+    @property
+    def session_seconds(self) -> float | None:
+        marks = self.report["marks"]
+        return marks["session"] - marks["imported"] if "session" in marks else None
+
+    def breakdown(self) -> list[tuple[str, float]]:
+        """Where the child's wall time went, in order; the parts add up to it, "of which" lines are shares."""
+        marks, measured = self.report["marks"], self.compacted
+        parts = [("interpreter start and imports", marks["imported"] - measured.start)]
+        if "session" in marks:
+            parts.append(("Spark session start", marks["session"] - marks["imported"]))
+        before_compact = marks.get("session", marks["imported"])
+        parts.append(("load the table", marks["compact"] - before_compact))
+        parts += self.compaction_parts()
+        if "stopped" in marks:
+            parts.append(("session stop, JVM exit", marks["stopped"] - marks["compacted"]))
+        parts.append(("interpreter exit", measured.end - marks.get("stopped", marks["compacted"])))
+        return parts
+
+    def compaction_parts(self) -> list[tuple[str, float]]:
+        marks = self.report["marks"]
+        start, end = marks["compact"], marks["compacted"]
+        calls = [c for c in self.report["calls"] if c["procedure"] == "rewrite_data_files"]
+        if not calls:  # the local engine: its progress says when the groups were rewritten and committed
+            rewritten = [t for t, m in self.report["messages"] if ": group " in m]
+            mark = rewritten[-1] if rewritten else end
+            return [("compaction: plan, read, sort, write, verify", mark - start), ("compaction: commit", end - mark)]
+        call = calls[0]
+        jobs = [
+            j for j in self.report["jobs"] if j["start"] and j["end"] and call["start"] <= j["start"] <= call["end"]
+        ]
+        parts = [("compaction: before the procedure", call["start"] - start)]
+        if jobs:
+            first, last = min(j["start"] for j in jobs), max(j["end"] for j in jobs)
+            scans, commits = self.report["iceberg"]["scans"], self.report["iceberg"]["commits"]
+            parts.append(("procedure: before the first Spark job (catalog, table, planning)", first - call["start"]))
+            parts += [(f"  of which Iceberg's scan planning ({n} manifests)", seconds) for seconds, n in scans]
+            parts.append((f"procedure: {len(jobs)} Spark job(s) (read, sort, write)", last - first))
+            parts.append(("procedure: after the last job (commit)", call["end"] - last))
+            parts += [(f"  of which Iceberg's commit ({n} attempt(s))", seconds) for seconds, n in commits]
+        else:
+            parts.append(("procedure (no Spark job seen)", call["end"] - call["start"]))
+        parts.append(("compaction: engine's report (PyIceberg reads the manifests)", end - call["end"]))
+        return parts
+
+    def procedure_seconds(self) -> float | None:
+        calls = [c for c in self.report["calls"] if c["procedure"] == "rewrite_data_files"]
+        return calls[0]["end"] - calls[0]["start"] if calls else None
+
+    def jobs_seconds(self) -> float | None:
+        parts = dict(self.compaction_parts())
+        return next((v for k, v in parts.items() if "Spark job(s)" in k), None)
+
+
+def two_slot_bound(run: Outcome) -> float | None:
+    """A one-slot run's compaction time if each stage's tasks had run two at a time (Amdahl, equal tasks)."""
+    stages = [stage for job in run.report["jobs"] for stage in job["stages"] if stage["tasks"]]
+    if not stages:
+        return None
+    saved = sum(s["run_seconds"] * (1 - math.ceil(s["tasks"] / 2) / s["tasks"]) for s in stages)
+    return run.compact_seconds - saved
+
+
+def check_data(run: EngineRun, landed: dict[str, Any], after: dict[str, Any], reference: Digest | None) -> list[str]:
+    errors = []
+    source = landed["input"]
+    if reference is not None and source != reference:
+        errors.append(f"{run.label}: the generated input differs from the first engine's ({source} vs {reference})")
+    if landed["landed"] != source:
+        errors.append(f"{run.label}: the landed table differs from the input: {landed['landed']} vs {source}")
+    if after["digest"] != source:
+        errors.append(f"{run.label}: the compacted table differs from the input: {after['digest']} vs {source}")
+    if after["shape"]["files"] >= landed["shape"]["files"]:
+        errors.append(
+            f"{run.label}: {after['shape']['files']} files after compaction, {landed['shape']['files']} before"
+        )
+    return errors
+
+
+def run_engine(runner: Runner, run: EngineRun, reference: Digest | None) -> Outcome:
+    home = runner.work / run.key / "lakehouse"
+    home.mkdir(parents=True)
+    try:
+        landed = runner.child("land", home, run.key)
+        print(f"  ... {run.label}: landed in {landed.seconds:.0f} s", file=sys.stderr, flush=True)
+        compacted = runner.child("compact", home, run.key)
+        print(f"  ... {run.label}: compacted in {compacted.seconds:.0f} s", file=sys.stderr, flush=True)
+        verified = runner.child("verify", home, run.key)
+    finally:
+        if not runner.args.keep:
+            shutil.rmtree(runner.work / run.key, ignore_errors=True)
+    errors = check_data(run, landed.result, verified.result, reference)
+    return Outcome(run, landed, compacted, verified, errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} s"
+
+
+def _mib(value: float) -> str:
+    return f"{value:,.0f} MiB"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or not denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}x"
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    rule = ["-" * width for width in widths]
+    for row in [header, rule, *rows]:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))]
+        print("  " + "  ".join(cells).rstrip())
+
+
+def print_report(outcomes: list[Outcome]) -> None:
+    header = ["engine", "session start", "compaction", "child wall", "CPU", "others' load"]
+    header += ["peak RSS tree", "JVM at peak", "largest proc", "files", "rows after", "digests"]
+    rows = []
+    for o in outcomes:
+        shape_before, shape_after = o.landed.result["shape"], o.verified.result["shape"]
+        day = o.verified.result["digest"].get(str(DAY), [0, 0, 0])
+        rows.append(
+            [
+                o.run.label,
+                _s(o.session_seconds),
+                _s(o.compact_seconds),
+                _s(o.compacted.seconds),
+                _s(o.compacted.cpu_seconds),
+                f"{o.compacted.others_cores:.1f} cores",
+                _mib(o.compacted.tree_peak_mib),
+                _mib(o.compacted.jvm_at_peak_mib) if o.compacted.jvm_peak_mib else "-",
+                _mib(o.compacted.largest_process_mib),
+                f"{shape_before['files']} -> {shape_after['files']}",
+                f"{day[0]:,}",
+                "= input" if not o.errors else "DIFFERENT",
+            ]
+        )
+    print_table(header, rows)
+    for o in outcomes:
+        before, after = o.landed.result["shape"], o.verified.result["shape"]
+        print(
+            f"  {o.run.label}: {before['bytes'] / MiB:,.0f} -> {after['bytes'] / MiB:,.0f} MiB of data files, "
+            f"{o.report['commits']} commit(s), rows reported by the engine {o.report['rows_verified']:,}; "
+            f"landed in {o.landed.result['seconds']:.1f} s; RSS sampled {o.compacted.samples}x "
+            f"({o.compacted.forks_left_out} fork(s) not yet exec'd left out)"
+        )
+
+    by_key = {o.run.key: o for o in outcomes}
+    print("\nTarget and ratios (same run)")
+    one, two, local = by_key.get("spark1"), by_key.get("spark2"), by_key.get("local")
+    if one and two:
+        speedup = one.compact_seconds / two.compact_seconds
+        verdict = "MET" if speedup >= SPARK_SCALING_TARGET else "NOT MET"
+        print(
+            f"  Spark local[1] / local[2], compaction: {speedup:.2f}x   target >= {SPARK_SCALING_TARGET}x   {verdict}"
+        )
+        print(
+            f"    the procedure alone {_ratio(one.procedure_seconds(), two.procedure_seconds())}, "
+            f"its Spark jobs alone {_ratio(one.jobs_seconds(), two.jobs_seconds())}, "
+            f"the child's wall time {_ratio(one.compacted.seconds, two.compacted.seconds)}; "
+            f"CPU seconds local[2] / local[1] {_ratio(two.compacted.cpu_seconds, one.compacted.cpu_seconds)}"
+        )
+        if (bound := two_slot_bound(one)) is not None:
+            print(
+                f"    the most two slots could gain, from local[1]'s stages (tasks of equal length, the rest "
+                f"serial): {one.compact_seconds:.1f} s -> {bound:.1f} s, {one.compact_seconds / bound:.2f}x"
+            )
+        busy = max(one.compacted.others_cores, two.compacted.others_cores)
+        if busy >= 0.5:
+            print(
+                f"    NOTE: other processes kept up to {busy:.1f} of the {os.cpu_count()} CPUs busy during the Spark "
+                "runs: local[2] had less than two cores to itself, so this ratio understates its scaling"
+            )
+    else:
+        print("  Spark local[1] / local[2]: not measured (both Spark runs are needed)")
+    if local:
+        for spark in (one, two):
+            if spark is None:
+                continue
+            print(
+                f"  {spark.run.label} / local engine (no target): compaction "
+                f"{_ratio(spark.compact_seconds, local.compact_seconds)}, child wall "
+                f"{_ratio(spark.compacted.seconds, local.compacted.seconds)}, peak RSS tree "
+                f"{_ratio(spark.compacted.tree_peak_mib, local.compacted.tree_peak_mib)}, CPU "
+                f"{_ratio(spark.compacted.cpu_seconds, local.compacted.cpu_seconds)}"
+            )
+
+    print("\nWhere the time goes (seconds of the child's wall time)")
+    for o in outcomes:
+        parts = o.breakdown()
+        print(f"  {o.run.label} ({o.compacted.seconds:,.1f} s):")
+        for name, seconds in parts:
+            print(f"    {name:<70}{seconds:8.1f}")
+        for job in o.report["jobs"]:
+            if job["start"] is None or job["end"] is None:
+                continue
+            stages = ", ".join(f"{s['tasks']} task(s) {s['run_seconds']:.1f} s" for s in job["stages"])
+            print(
+                f"      job {job['id']} ({job['name'][:50]}): {job['end'] - job['start']:.1f} s; "
+                f"its stages, tasks and their summed run time: {stages}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=None, help=f"events in the day (default {DEFAULT_EVENTS:,})")
+    parser.add_argument("--quick", action="store_true", help=f"a short run: {QUICK_EVENTS:,} events")
+    parser.add_argument(
+        "--files", type=int, default=DEFAULT_FILES, help=f"appends, so small files (default {DEFAULT_FILES})"
+    )
+    parser.add_argument("--engines", default=",".join(ENGINES), help=f"which engines, of {', '.join(ENGINES)}")
+    parser.add_argument(
+        "--spark-driver-memory", default="", help="spark.driver.memory for the Spark runs (default: Spark's, 1g)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (lakehouses, logs)")
+    parser.add_argument("--work-dir", default=None, help="where the work folder is made (default: the system temp)")
+    parser.add_argument(CHILD_FLAG, choices=("land", "compact", "verify"), dest="child", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="local", choices=sorted(ENGINES), help=argparse.SUPPRESS)
+    parser.add_argument("--spill", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.events is not None and args.quick:
+        parser.error("--quick and --events are exclusive")
+    args.events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
+    args.engines = [key.strip() for key in args.engines.split(",") if key.strip()]
+    if unknown := set(args.engines) - set(ENGINES):
+        parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}; engines: {', '.join(ENGINES)}")
+    if args.events < args.files or args.files < 2:
+        parser.error("--files must be at least 2 and at most --events")
+    return args
+
+
+def available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(RESULT_PREFIX + json.dumps(run_child(args)), flush=True)
+        return 0
+
+    available = available_mib()
+    work = Path(tempfile.mkdtemp(prefix="sonik-engines-", dir=args.work_dir))
+    print(
+        f"sonik_pipeline engines benchmark: {args.events:,} events on {DAY} in {args.files} appends, compacted "
+        f"(sort_by {','.join(SORT_BY)}) by {', '.join(ENGINES[k].label for k in args.engines)}\n"
+        f"  {os.cpu_count()} CPU(s), {available:,.0f} MiB available, load average {os.getloadavg()[0]:.1f} at start, "
+        f"Spark driver memory {args.spark_driver_memory or 'default (1g)'}, work folder {work}",
+        flush=True,
+    )
+    if available < MIN_AVAILABLE_MIB:
+        print(f"ERROR: only {available:,.0f} MiB available, {MIN_AVAILABLE_MIB:,} needed", file=sys.stderr)
+        return 1
+    runner = Runner(work, args)
+    outcomes: list[Outcome] = []
+    errors: list[str] = []
+    started = time.perf_counter()
+    try:
+        for key in args.engines:
+            try:
+                outcome = run_engine(runner, ENGINES[key], outcomes[0].landed.result["input"] if outcomes else None)
+            except ChildFailed as exc:
+                errors.append(str(exc))
+                continue
+            outcomes.append(outcome)
+            errors += outcome.errors
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"  load average {os.getloadavg()[0]:.1f} at the end, {time.perf_counter() - started:,.0f} s in all\n")
+    if outcomes:
+        print_report(outcomes)
+    print(f"\n  work folder {work} ({'kept' if args.keep else 'removed'})")
+    for error in errors:
+        print(f"ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
