@@ -15,9 +15,10 @@ compaction_job's policy with no day skipped:
 * **Wall time** of the child from launch to exit, split into: interpreter start and imports; the Spark
   session's start (dagster-pyspark's lazy session with ``session_conf``, started before the compaction so
   it is timed apart; the engine would start it on its first ``CALL``); the compaction (``engine.compact``);
-  and stopping the session (the JVM reaped, so its usage is the child's). Within a Spark compaction, the
-  ``CALL sonik.system.rewrite_data_files`` is timed apart from the engine's report (PyIceberg reading the
-  manifests the procedure wrote), and the procedure is split by Spark's own job times (its status store):
+  and stopping the session (the JVM reaped, so its usage is the child's). Within a Spark compaction,
+  Iceberg's rewrite (its Spark action, what ``rewrite_data_files`` runs) is timed apart from the engine's
+  report (PyIceberg reading the manifests the rewrite wrote), and the rewrite is split by Spark's own
+  job times (its status store):
   before the first job (parsing, opening the JDBC catalog, loading the table, planning file groups, and
   the JVM's first use of Iceberg's classes), the jobs (read, sort, write), and after the last (the commit);
   Iceberg's own scan-planning and commit durations (its LoggingMetricsReporter, whose loggers the child
@@ -277,15 +278,15 @@ def child_compact(home: Path, key: str, spill: Path, driver_memory: str) -> dict
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
             "org.apache.iceberg", jvm.org.apache.logging.log4j.Level.INFO
         )
-        call = engine._call
+        rewrite = engine._rewrite_data_files
 
-        def timed_call(procedure: str, *before: str, **arguments: str) -> list[dict[str, Any]]:
+        def timed_rewrite(*args: Any, **kwargs: Any) -> dict[str, Any]:
             started = time.time()
-            rows = call(procedure, *before, **arguments)
-            calls.append({"procedure": procedure, "start": started, "end": time.time(), "rows": rows})
-            return rows
+            row = rewrite(*args, **kwargs)
+            calls.append({"procedure": "rewrite_data_files", "start": started, "end": time.time(), "rows": [row]})
+            return row
 
-        engine._call = timed_call  # the procedure timed apart from the engine's report; the engine unchanged
+        engine._rewrite_data_files = timed_rewrite  # the rewrite timed apart from the engine's report
     table = lakehouse.load().load_table(PLAYS.identifier)
     messages: list[tuple[float, str]] = []
 

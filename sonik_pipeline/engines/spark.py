@@ -1,21 +1,22 @@
-"""The Spark engine: table maintenance by Iceberg's own Spark procedures, the reference implementation.
+"""The Spark engine: table maintenance by Iceberg's own Spark implementation, the reference one.
 
-``compact``, ``rewrite_manifests``, ``expire_snapshots`` and ``remove_orphan_files`` call
-``CALL sonik.system.<procedure>`` with the same options the local engine takes, and read their reports
-from the procedures' result rows and the snapshots they commit. Ingest and the marts still run on the
-local engine until Spark takes them over too.
+Compaction and manifest rewriting run Iceberg's Spark actions (what ``rewrite_data_files`` and
+``rewrite_manifests`` call), which take snapshot properties: their commits carry ``dagster.run-id`` like
+every other commit of the lineage. Through Spark Connect the JVM is the server's, so there the SQL
+procedures run instead, without those properties. Expiry and orphan removal call ``expire_snapshots`` and
+``remove_orphan_files``. Every call takes the same options the local engine takes, and the reports are
+read from the results and the commits' manifests. Ingest and the marts still run on the local engine.
 
 What the project keeps on this engine: the ops check that every table lies inside the warehouse before
 an engine is asked (a copied lakehouse is refused); orphan removal lets Spark find the unreferenced files
 (a dry run) and deletes them through the lakehouse's one deletion rule, after refusing a location that
 holds another table's metadata; a dry run of compaction or expiry is the local engine's plan, as Spark has
-none. What differs, as the procedures work: expiry's files are deleted by Spark itself (every file the
-expired snapshots alone reached, wherever it lies), and old ``metadata.json`` files are left to Iceberg's
+none. What differs, as Iceberg's implementation works: expiry's files are deleted by Spark itself (every
+file the expired snapshots alone reached), and old ``metadata.json`` files are left to Iceberg's
 ``write.metadata.delete-after-commit`` settings; a rewrite is checked by its row counts per partition after
 Spark committed it (Spark validates the rewrite itself; the local engine checksums the rows before its
-commit); Spark's own planning also splits files above 1.8x the target, so a dry run (the local plan) may
-show fewer partitions than Spark rewrites; and the procedures take no commit properties, so their
-snapshots carry no ``dagster.run-id``.
+commit); and Spark's own planning also splits files above 1.8x the target, so a dry run (the local plan)
+may show fewer partitions than Spark rewrites.
 """
 
 from __future__ import annotations
@@ -89,9 +90,8 @@ class SparkEngine(LocalEngine):
         try:
             for statement in before:
                 session.sql(statement).collect()
-            named = ", ".join(f"{name} => {value}" for name, value in arguments.items())
             try:
-                rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
+                rows = session.sql(self._procedure(procedure, arguments)).collect()
             finally:
                 for statement in after:
                     session.sql(statement).collect()
@@ -111,15 +111,12 @@ class SparkEngine(LocalEngine):
         before = {s.snapshot_id for s in table.snapshots()}
         current = table.current_snapshot()
         as_it_was = str(current.snapshot_id) if current else "none (it was empty)"
-        arguments = {"table": sql_string(name), "options": _map(_rewrite_options(table, options))}
+        rewrite = _rewrite_options(table, options)
         columns = {f.name for f in table.schema().fields}
         sort_order = [c for c in options.sort_by if c in columns]
-        if sort_order:
-            arguments["strategy"] = sql_string("sort")
-            arguments["sort_order"] = sql_string(", ".join(f"{c} ASC NULLS LAST" for c in sort_order))
-        if options.days_before and (where := _days_before(table, options.days_before)):
-            arguments["where"] = sql_string(where)
-        [row] = self._call("rewrite_data_files", **arguments)
+        before_day = _days_before(table, options.days_before) if options.days_before else None
+        properties = {**snapshot_properties, "sonik.operation": "compaction", "sonik.engine": self.name}
+        row = self._rewrite_data_files(name, rewrite, sort_order, before_day, properties)
         table.refresh()
         report = CompactionReport(table=name)
         report.snapshot_ids = [
@@ -144,6 +141,88 @@ class SparkEngine(LocalEngine):
                 "`sonik rollback` restores it"
             )
         return report
+
+    def _rewrite_data_files(
+        self,
+        name: str,
+        rewrite: Mapping[str, str],
+        sort_order: Sequence[str],
+        before_day: tuple[str, str, str] | None,
+        properties: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """Iceberg's rewrite action, which takes snapshot properties (``dagster.run-id`` in the lineage); through
+        Spark Connect, where the JVM is the server's, the ``rewrite_data_files`` procedure, which takes none."""
+        session = self._session().newSession()
+        try:
+            jvm = getattr(session, "_jvm", None)
+            if jvm is None:
+                arguments = {"table": sql_string(name), "options": _map(rewrite)}
+                if sort_order:
+                    arguments["strategy"] = sql_string("sort")
+                    arguments["sort_order"] = sql_string(", ".join(f"{c} ASC NULLS LAST" for c in sort_order))
+                if before_day:
+                    column, literal, iso = before_day
+                    arguments["where"] = sql_string(f"{column} < {literal} '{iso}'")
+                [row] = [r.asDict() for r in session.sql(self._procedure("rewrite_data_files", arguments)).collect()]
+                return row
+            iceberg = jvm.org.apache.iceberg
+            table = iceberg.spark.Spark3Util.loadIcebergTable(session._jsparkSession, f"{self._catalog}.{name}")
+            action = iceberg.spark.actions.SparkActions.get(session._jsparkSession).rewriteDataFiles(table)
+            for key, value in rewrite.items():
+                action = action.option(key, value)
+            if sort_order:
+                order = iceberg.SortOrder.builderFor(table.schema())
+                for column in sort_order:
+                    order = order.asc(column, iceberg.NullOrder.NULLS_LAST)
+                action = action.sort(order.build())
+            if before_day:
+                column, _, iso = before_day
+                action = action.filter(iceberg.expressions.Expressions.lessThan(column, iso))
+            for key, value in properties.items():
+                action = action.snapshotProperty(key, value)
+            result = action.execute()
+            return {
+                "rewritten_data_files_count": result.rewrittenDataFilesCount(),
+                "added_data_files_count": result.addedDataFilesCount(),
+                "rewritten_bytes_count": result.rewrittenBytesCount(),
+            }
+        finally:
+            _close_catalog(session, self._catalog)
+
+    def _rewrite_manifests(
+        self, name: str, before: Sequence[str], after: Sequence[str], properties: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Iceberg's manifest-rewrite action with snapshot properties; through Spark Connect, the procedure."""
+        session = self._session().newSession()
+        jvm = getattr(session, "_jvm", None)
+        if jvm is None:
+            _close_catalog(session, self._catalog)
+            [row] = self._call("rewrite_manifests", before=before, after=after, table=sql_string(name))
+            return row
+        try:
+            for statement in before:
+                session.sql(statement).collect()
+            try:
+                iceberg = jvm.org.apache.iceberg
+                table = iceberg.spark.Spark3Util.loadIcebergTable(session._jsparkSession, f"{self._catalog}.{name}")
+                action = iceberg.spark.actions.SparkActions.get(session._jsparkSession).rewriteManifests(table)
+                for key, value in properties.items():
+                    action = action.snapshotProperty(key, value)
+                result = action.execute()
+                count = iceberg.relocated.com.google.common.collect.Iterables.size
+                return {
+                    "rewritten_manifests_count": count(result.rewrittenManifests()),
+                    "added_manifests_count": count(result.addedManifests()),
+                }
+            finally:
+                for statement in after:
+                    session.sql(statement).collect()
+        finally:
+            _close_catalog(session, self._catalog)
+
+    def _procedure(self, procedure: str, arguments: Mapping[str, str]) -> str:
+        named = ", ".join(f"{name} => {value}" for name, value in arguments.items())
+        return f"CALL {self._catalog}.system.{procedure}({named})"
 
     # -- manifests ------------------------------------------------------------------------------
 
@@ -176,7 +255,8 @@ class SparkEngine(LocalEngine):
                 if kept is not None
                 else f"ALTER TABLE {table_sql} UNSET TBLPROPERTIES ('{MANIFEST_SIZE}')"
             ]
-        [row] = self._call("rewrite_manifests", before=sizing, after=restore, table=sql_string(name))
+        properties = {**snapshot_properties, "sonik.operation": "manifest-rewrite", "sonik.engine": self.name}
+        row = self._rewrite_manifests(name, sizing, restore, properties)
         table.refresh()
         after = table.current_snapshot()
         if after is not None and after.snapshot_id != current.snapshot_id:
@@ -287,18 +367,18 @@ def _rewrite_options(table: Table, options: CompactionOptions) -> dict[str, str]
     return spark
 
 
-def _days_before(table: Table, day: dt.date) -> str | None:
-    """A predicate on the table's day-partition source column for the days before ``day`` (None: not by day)."""
+def _days_before(table: Table, day: dt.date) -> tuple[str, str, str] | None:
+    """(column, SQL literal type, ISO value) bounding the table's day-partition source column before ``day``."""
     schema = table.schema()
     for pfield in table.spec().fields:
         if is_day_field(pfield, schema):
             column = schema.find_field(pfield.source_id)
             if isinstance(column.field_type, DateType):
-                return f"{column.name} < DATE '{day}'"
+                return column.name, "DATE", day.isoformat()
             if isinstance(column.field_type, TimestampType):
-                return f"{column.name} < TIMESTAMP_NTZ '{day} 00:00:00'"
+                return column.name, "TIMESTAMP_NTZ", f"{day}T00:00:00"
             if isinstance(column.field_type, TimestamptzType):
-                return f"{column.name} < TIMESTAMP '{day} 00:00:00+00:00'"
+                return column.name, "TIMESTAMP", f"{day}T00:00:00+00:00"
     return None
 
 

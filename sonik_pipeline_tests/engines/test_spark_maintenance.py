@@ -67,11 +67,10 @@ def _day_fingerprints(catalog: Catalog, snapshot_id: int | None = None) -> dict[
     return found
 
 
-def _run(defs: dg.Definitions, job: str, op: str, config: dict) -> dg.ExecuteInProcessResult:
-    result = defs.resolve_job_def(job).execute_in_process(
-        {"ops": {op: {"config": config}}}, instance=dg.DagsterInstance.get(), raise_on_error=False
+def _run(defs: dg.Definitions, job: str, op: str, config: dict, tags: dict | None = None) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        {"ops": {op: {"config": config}}}, instance=dg.DagsterInstance.get(), raise_on_error=False, tags=tags
     )
-    return result
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -105,7 +104,9 @@ def test_spark_maintains_what_the_local_engine_wrote_and_the_local_engine_carrie
     spark = build_definitions(_spark(settings))
 
     # When Spark compacts, rewrites manifests, expires and removes orphans
-    compaction = _run(spark, "compaction_job", "compact_tables", {"min_input_files": 2, "skip_recent_days": 0})
+    # (as scheduled in the night after DAYS[-1], whose partition it leaves alone: skip_recent_days=1)
+    night = {"dagster/scheduled_execution_time": f"{DAYS[-1]}T03:00:00+00:00"}
+    compaction = _run(spark, "compaction_job", "compact_tables", {"min_input_files": 2, "skip_recent_days": 1}, night)
     manifests = _run(spark, "manifests_job", "rewrite_table_manifests", {"target_size_mb": 1})
     expiry = _run(spark, "expiry_job", "expire_table_snapshots", {"retention_days": 0, "retain_last": 2})
     orphans = _run(spark, "orphans_job", "remove_orphans", {})
@@ -126,6 +127,10 @@ def test_spark_maintains_what_the_local_engine_wrote_and_the_local_engine_carrie
     assert _day_fingerprints(catalog) == before
     assert len(table.inspect.files()) < files_before
     assert table.metadata.refs["before-spark"].snapshot_id == tagged
+    # ... and Spark's commits carry the Dagster run that made them, like every other commit of the lineage
+    by_run = {s.summary.additional_properties.get("dagster.run-id"): s.summary for s in table.snapshots()}
+    assert by_run[compaction.run_id]["sonik.operation"] == "compaction"
+    assert by_run[manifests.run_id]["sonik.operation"] == "manifest-rewrite"
     assert table.properties.get(MANIFEST_SIZE) == manifest_size  # the rewrite's own size was set for it only
     assert _day_fingerprints(catalog, tagged) == before
     assert len(table.snapshots()) < 12
