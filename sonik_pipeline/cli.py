@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import datetime as dt
 import json
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -234,8 +235,26 @@ def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str
     try:
         result = con.execute(sql)
         return [d[0] for d in result.description], result.fetchall()
+    except duckdb.CatalogException as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}{_missing_table_hint(str(exc))}") from None
     except duckdb.Error as exc:
         raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+
+_MISSING_TABLE = re.compile(r'Table with name "?([^"\s]+)"? does not exist')
+
+
+def _missing_table_hint(message: str) -> str:
+    """For a table DuckDB does not know: the lakehouse's name for it (tables are named with their namespace)."""
+    match = _MISSING_TABLE.search(message)
+    if not match:
+        return ""
+    wanted = match.group(1).lower()
+    names = [table.identifier for table in CODE_TABLES]
+    like = [name for name in names if name.rsplit(".", 1)[-1] == wanted.rsplit(".", 1)[-1]]
+    if like:
+        return f"; the lakehouse's table is {like[0]} (tables are named with their namespace)"
+    return f"; the lakehouse's tables are {', '.join(names)}"
 
 
 # What looks at the catalog rather than at named tables (SHOW TABLES, information_schema.tables,

@@ -12,7 +12,7 @@ from sonik_pipeline.jobs import MAINTENANCE_JOBS, MAINTENANCE_POOL, MAINTENANCE_
 from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
-from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table, lakehouse_table_names
 from sonik_pipeline.lakehouse.tables.writes import replace_partition, stage_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import copied_lakehouse, op_output_metadata
@@ -85,6 +85,10 @@ def test_expiry_job_expires_and_orphans_job_removes_orphans(defs: dg.Definitions
     orphans = op_output_metadata(cleaned, "remove_orphans")
     assert orphans["orphans"].value == {"music.plays": [stray]}
     assert orphans["total_bytes_deleted"].value == 1000
+    # ... and each run's log ends with one line saying what it did (what `dagster job execute` prints)
+    logs = [e.user_message for e in dg.DagsterInstance.get().all_logs(cleaned.run_id) if e.user_message]
+    tables = len(lakehouse_table_names(catalog))
+    assert f"orphan removal: deleted 1 files (1,000 B) in {tables} tables; by table: music.plays 1" in logs
 
 
 def _warehouse_files(root: Path) -> dict[Path, int]:

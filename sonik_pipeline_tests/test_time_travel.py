@@ -133,6 +133,16 @@ def test_rollback_asks_for_confirmation(catalog: Catalog, cli_env, monkeypatch: 
         (["sql", "SELECT count(*) FROM music.plays", "--as-of", "2001-01-01"], "no table existed yet at 2001-01-01"),
         (["sql", "SELECT 1", "--as-of", "last tuesday"], "not a time: 'last tuesday'"),
         (["sql", "SELECT nothing FROM music.plays"], "SQL error: Binder Error"),
+        (
+            ["sql", "SELECT count(*) FROM plays"],
+            "SQL error: Catalog Error: Table with name plays does not exist!; the lakehouse's table is music.plays "
+            "(tables are named with their namespace)",
+        ),
+        (
+            ["sql", "SELECT * FROM music.songs"],
+            'SQL error: Catalog Error: Table with name "music.songs" does not exist because schema "music" does not '
+            "exist.; the lakehouse's tables are music.plays, music.plays_rejected, music.plays_sources, music_marts.",
+        ),
         (["sql", "DELETE FROM music.plays"], "sonik sql is read-only"),
         (["sql", "COPY (SELECT 1) TO 'x.csv'"], "sonik sql is read-only"),
         (["sql", "SELECT 1; SELECT 2"], "sonik sql is read-only"),

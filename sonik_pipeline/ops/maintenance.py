@@ -231,6 +231,16 @@ class OrphanConfig(dg.Config):
     dry_run: bool = Field(default=False, description="Only list what would be deleted.")
 
 
+def _deletion_summary(what: str, reports, dry_run: bool) -> str:
+    """One line for the run's log (what `dagster job execute` shows): files and bytes deleted, by table."""
+    touched = [r for r in reports if r.files_deleted]
+    files = sum(sum(r.files_deleted.values()) for r in reports)
+    size = sum(sum(r.bytes_deleted.values()) for r in reports)
+    verb = "would delete" if dry_run else "deleted"
+    tables = ", ".join(f"{r.table} {sum(r.files_deleted.values())}" for r in touched) or "none"
+    return f"{what}: {verb} {files} files ({size:,} B) in {len(reports)} tables; by table: {tables}"
+
+
 def _files_metadata(reports) -> dict:
     files, size = {}, {}
     for report in reports:
@@ -257,6 +267,8 @@ def expire_table_snapshots(
     with _refusals_as_failures():
         tables = _tables_to_clean(lakehouse.load(), config.tables)
         reports = [engine.engine().expire_snapshots(t, options, context.log.info) for t in tables]
+    expired = sum(len(r.snapshots_expired) for r in reports)
+    context.log.info(_deletion_summary(f"expiry ({expired} snapshots expired)", reports, config.dry_run))
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
@@ -285,6 +297,7 @@ def remove_orphans(
             reports = [engine.engine().remove_orphan_files(t, options, context.log.info) for t in tables]
         except OrphanWindowTooShort as refused:  # an engine's own floor (Spark's is 24 hours)
             raise dg.Failure(description=str(refused)) from None
+    context.log.info(_deletion_summary("orphan removal", reports, config.dry_run))
     context.add_output_metadata(
         {
             "dry_run": config.dry_run,
