@@ -24,7 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pyiceberg.manifest import ManifestEntryStatus
@@ -76,12 +77,11 @@ class SparkEngine(LocalEngine):
         self._session = session  # started on first use: a run that only ingests never starts a JVM
         self._catalog = catalog_name
 
-    def _call(
-        self, procedure: str, *, before: Sequence[str] = (), after: Sequence[str] = (), **arguments: str
-    ) -> list[dict[str, Any]]:
-        """Run statements ``before``, the procedure, then ``after`` (even if it failed), in a session of their own.
+    @contextmanager
+    def _fresh_session(self, before: Sequence[str] = (), after: Sequence[str] = ()) -> Iterator[SparkSession]:
+        """A session of its own for one operation: ``before`` run first, ``after`` run last (even on failure).
 
-        Each call opens the catalog afresh and closes it after: Iceberg's JDBC catalog keeps a read open
+        Each operation opens the catalog afresh and closes it after: Iceberg's JDBC catalog keeps a read open
         on SQLite between statements, which would make its next commit fail once the local engine has
         committed in between (SQLITE_BUSY_SNAPSHOT). ``newSession`` shares the context (no new JVM, no
         new executors) and costs milliseconds.
@@ -91,13 +91,21 @@ class SparkEngine(LocalEngine):
             for statement in before:
                 session.sql(statement).collect()
             try:
-                rows = session.sql(self._procedure(procedure, arguments)).collect()
+                yield session
             finally:
                 for statement in after:
                     session.sql(statement).collect()
-            return [row.asDict() for row in rows]
         finally:
             _close_catalog(session, self._catalog)
+
+    def _call(
+        self, procedure: str, *, before: Sequence[str] = (), after: Sequence[str] = (), **arguments: str
+    ) -> list[dict[str, Any]]:
+        """``CALL <catalog>.system.<procedure>(name => value, ...)`` in a fresh session; its result rows."""
+        named = ", ".join(f"{name} => {value}" for name, value in arguments.items())
+        with self._fresh_session(before, after) as session:
+            rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
+        return [row.asDict() for row in rows]
 
     # -- compaction -----------------------------------------------------------------------------
 
@@ -152,22 +160,19 @@ class SparkEngine(LocalEngine):
     ) -> dict[str, Any]:
         """Iceberg's rewrite action, which takes snapshot properties (``dagster.run-id`` in the lineage); through
         Spark Connect, where the JVM is the server's, the ``rewrite_data_files`` procedure, which takes none."""
-        session = self._session().newSession()
-        try:
-            jvm = getattr(session, "_jvm", None)
-            if jvm is None:
-                arguments = {"table": sql_string(name), "options": _map(rewrite)}
-                if sort_order:
-                    arguments["strategy"] = sql_string("sort")
-                    arguments["sort_order"] = sql_string(", ".join(f"{c} ASC NULLS LAST" for c in sort_order))
-                if before_day:
-                    column, literal, iso = before_day
-                    arguments["where"] = sql_string(f"{column} < {literal} '{iso}'")
-                [row] = [r.asDict() for r in session.sql(self._procedure("rewrite_data_files", arguments)).collect()]
-                return row
-            iceberg = jvm.org.apache.iceberg
-            table = iceberg.spark.Spark3Util.loadIcebergTable(session._jsparkSession, f"{self._catalog}.{name}")
-            action = iceberg.spark.actions.SparkActions.get(session._jsparkSession).rewriteDataFiles(table)
+        if not _reaches_the_jvm(self._session()):
+            arguments = {"table": sql_string(name), "options": _map(rewrite)}
+            if sort_order:
+                arguments["strategy"] = sql_string("sort")
+                arguments["sort_order"] = sql_string(", ".join(f"{c} ASC NULLS LAST" for c in sort_order))
+            if before_day:
+                column, literal, iso = before_day
+                arguments["where"] = sql_string(f"{column} < {literal} '{iso}'")
+            [row] = self._call("rewrite_data_files", **arguments)
+            return row
+        with self._fresh_session() as session:
+            iceberg, table, actions = self._java(session, name)
+            action = actions.rewriteDataFiles(table)
             for key, value in rewrite.items():
                 action = action.option(key, value)
             if sort_order:
@@ -186,43 +191,31 @@ class SparkEngine(LocalEngine):
                 "added_data_files_count": result.addedDataFilesCount(),
                 "rewritten_bytes_count": result.rewrittenBytesCount(),
             }
-        finally:
-            _close_catalog(session, self._catalog)
 
     def _rewrite_manifests(
         self, name: str, before: Sequence[str], after: Sequence[str], properties: Mapping[str, str]
     ) -> dict[str, Any]:
         """Iceberg's manifest-rewrite action with snapshot properties; through Spark Connect, the procedure."""
-        session = self._session().newSession()
-        jvm = getattr(session, "_jvm", None)
-        if jvm is None:
-            _close_catalog(session, self._catalog)
+        if not _reaches_the_jvm(self._session()):
             [row] = self._call("rewrite_manifests", before=before, after=after, table=sql_string(name))
             return row
-        try:
-            for statement in before:
-                session.sql(statement).collect()
-            try:
-                iceberg = jvm.org.apache.iceberg
-                table = iceberg.spark.Spark3Util.loadIcebergTable(session._jsparkSession, f"{self._catalog}.{name}")
-                action = iceberg.spark.actions.SparkActions.get(session._jsparkSession).rewriteManifests(table)
-                for key, value in properties.items():
-                    action = action.snapshotProperty(key, value)
-                result = action.execute()
-                count = iceberg.relocated.com.google.common.collect.Iterables.size
-                return {
-                    "rewritten_manifests_count": count(result.rewrittenManifests()),
-                    "added_manifests_count": count(result.addedManifests()),
-                }
-            finally:
-                for statement in after:
-                    session.sql(statement).collect()
-        finally:
-            _close_catalog(session, self._catalog)
+        with self._fresh_session(before, after) as session:
+            iceberg, table, actions = self._java(session, name)
+            action = actions.rewriteManifests(table)
+            for key, value in properties.items():
+                action = action.snapshotProperty(key, value)
+            result = action.execute()
+            count = iceberg.relocated.com.google.common.collect.Iterables.size
+            return {
+                "rewritten_manifests_count": count(result.rewrittenManifests()),
+                "added_manifests_count": count(result.addedManifests()),
+            }
 
-    def _procedure(self, procedure: str, arguments: Mapping[str, str]) -> str:
-        named = ", ".join(f"{name} => {value}" for name, value in arguments.items())
-        return f"CALL {self._catalog}.system.{procedure}({named})"
+    def _java(self, session: SparkSession, name: str) -> tuple[Any, Any, Any]:
+        """Iceberg's Java package, the table as Iceberg's Java API loads it, and Spark's actions on it."""
+        iceberg = session._jvm.org.apache.iceberg
+        table = iceberg.spark.Spark3Util.loadIcebergTable(session._jsparkSession, f"{self._catalog}.{name}")
+        return iceberg, table, iceberg.spark.actions.SparkActions.get(session._jsparkSession)
 
     # -- manifests ------------------------------------------------------------------------------
 
@@ -407,6 +400,11 @@ def _rewrites_by_partition(table: Table, snapshot_ids: list[int]) -> list[Partit
     for rewrite in by_partition.values():
         rewrite.groups = 1 if rewrite.files_before else 0
     return sorted(by_partition.values(), key=lambda p: p.partition)
+
+
+def _reaches_the_jvm(session: SparkSession) -> bool:
+    """A classic session reaches its JVM through py4j; a Spark Connect session's JVM is the server's."""
+    return getattr(session, "_jvm", None) is not None
 
 
 def _close_catalog(session: SparkSession, catalog_name: str) -> None:
