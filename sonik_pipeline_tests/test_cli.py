@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sonik_pipeline.cli import _tables_read, last_complete_days
+from sonik_pipeline.cli.days import last_complete_days
+from sonik_pipeline.cli.sql import _tables_read
 
 BIN = Path(sys.executable).parent
 

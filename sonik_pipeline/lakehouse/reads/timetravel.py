@@ -291,7 +291,7 @@ def create_views(
     """A DuckDB view per lakehouse table (``music.plays``, ``music_marts.daily_top_tracks``, ...) a query reads.
 
     ``reads`` are the (schema, table) names the query reads, lower case, schema "" where it was not
-    written (``_tables_read`` in cli.py); None makes a view of every table. Only those tables are
+    written (``_tables_read`` in cli/sql.py); None makes a view of every table. Only those tables are
     opened at all, so a damaged table never stops a query of the others; a table that cannot be read
     (its metadata or manifests damaged, a location DuckDB cannot take) gets no view and is listed in
     ``unreadable`` with its problem. With ``as_of``, every table reads the snapshot current at that

@@ -1,0 +1,46 @@
+"""The ``sonik`` command: small helpers for people outside the Dagster UI, one module per group of commands."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+from sonik_pipeline.cli import days, rejects, sql, tables
+from sonik_pipeline.cli.common import USER_ERRORS, SonikParser
+from sonik_pipeline.settings import Settings
+
+# In the order `sonik --help` lists them.
+COMMAND_GROUPS = (days, tables, sql, rejects)
+
+
+def build_parser() -> SonikParser:
+    parser = SonikParser(prog="sonik", description="Sonik lakehouse helpers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        Settings.from_env()  # every SONIK_* value checked before any command runs
+        code = args.func(args)  # a command that found something wrong returns 1
+    except USER_ERRORS as exc:
+        for line in str(exc).splitlines():
+            print(f"sonik: error: {line}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        traceback.print_exc()
+        print(
+            f"sonik: unexpected {type(exc).__name__} (traceback above): "
+            "unless your setup explains it, please report it as a bug with the traceback",
+            file=sys.stderr,
+        )
+        return 1
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

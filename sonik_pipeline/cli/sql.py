@@ -1,0 +1,131 @@
+"""``sonik sql``: one read-only SELECT in DuckDB over the lakehouse, now or as it was."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+import duckdb
+
+from sonik_pipeline.cli.common import UsageError, add_format_option, catalog_from_settings, lakehouse_duckdb, print_rows
+from sonik_pipeline.lakehouse.reads import timetravel
+from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable
+from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES
+
+
+def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one SELECT: `sonik sql` reads, it never writes (no COPY, CREATE, INSERT, ATTACH...)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise UsageError("sonik sql is read-only: give exactly one SELECT (or WITH ... SELECT) statement")
+    try:
+        result = con.execute(sql)
+        return [d[0] for d in result.description], result.fetchall()
+    except duckdb.CatalogException as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}{_missing_table_hint(str(exc))}") from None
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+
+_MISSING_TABLE = re.compile(r'Table with name "?([^"\s]+)"? does not exist')
+
+
+def _missing_table_hint(message: str) -> str:
+    """For a table DuckDB does not know: the lakehouse's name for it (tables are named with their namespace)."""
+    match = _MISSING_TABLE.search(message)
+    if not match:
+        return ""
+    wanted = match.group(1).lower()
+    names = [table.identifier for table in CODE_TABLES]
+    like = [name for name in names if name.rsplit(".", 1)[-1] == wanted.rsplit(".", 1)[-1]]
+    if like:
+        return f"; the lakehouse's table is {like[0]} (tables are named with their namespace)"
+    return f"; the lakehouse's tables are {', '.join(names)}"
+
+
+# What looks at the catalog rather than at named tables (SHOW TABLES, information_schema.tables,
+# duckdb_views(), query_table('music.plays')): such a query sees every table's view.
+_CATALOG_SCHEMAS = ("information_schema", "pg_catalog")
+_CATALOG_FUNCTIONS = ("query", "query_table")
+
+
+def _tables_read(sql: str) -> set[tuple[str, str]] | None:
+    """The (schema, table) names a query reads, lower case, schema "" where not written; None for "every table".
+
+    From DuckDB's parse tree (``json_serialize_sql``), never bound: binding would need the tables (and
+    ``get_table_names`` binds, so a ``JOIN ... USING`` of tables it does not have fails). A CTE's name
+    reads as a table too, which only costs a view. None where DuckDB cannot tell (a statement that
+    does not serialize) and for a query of the catalog itself (``SHOW TABLES``, ``information_schema``).
+    """
+    try:
+        with duckdb.connect() as con:
+            [text] = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    except duckdb.Error:
+        return None
+    tree = json.loads(text)
+    if tree.get("error"):
+        return None
+    found: set[tuple[str, str]] = set()
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "SHOW_REF" and not node.get("query"):  # SHOW TABLES; DESCRIBE/SUMMARIZE x carry x's query
+                return None
+            if kind == "TABLE_FUNCTION":
+                function = str((node.get("function") or {}).get("function_name", "")).lower()
+                if function in _CATALOG_FUNCTIONS or function.startswith(("duckdb_", "pragma_")):
+                    return None
+            if kind == "BASE_TABLE" and "table_name" in node:
+                schema = (node.get("schema_name") or "").lower()
+                if schema in _CATALOG_SCHEMAS:
+                    return None
+                found.add((schema, node["table_name"].lower()))
+            nodes.extend(node.values())
+        elif isinstance(node, list):
+            nodes.extend(node)
+    return found
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    catalog = catalog_from_settings()
+    con = lakehouse_duckdb(catalog)
+    as_of = timetravel.parse_time(args.as_of) if args.as_of else None
+    reads = _tables_read(args.query)
+    views = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot, reads=reads)
+    if views.unreadable and reads is not None:  # the query reads them: no answer without them
+        raise TableUnreadable("\n".join(views.unreadable.values()))
+    for problem in views.unreadable.values():  # which tables the query reads is unknown: maybe not these
+        print(f"sonik: warning: {problem}", file=sys.stderr)
+    for found in views.inexact:  # only the tables this query reads: the others do not change its answer
+        if found.snapshot is None:  # its history then was expired: nothing to read, so no answer
+            raise UsageError(found.reason)
+        if args.strict:
+            raise UsageError(f"{found.reason} (--strict: not reading {found.fallback or 'it'} instead)")
+        print(f"sonik: warning: {found.warning}", file=sys.stderr)
+    if args.as_of or args.snapshot:
+        pins = ", ".join(f"{t}@{s}" for t, s in views.pinned.items())
+        print(f"-- reading {pins}", file=sys.stderr)
+    columns, rows = run_readonly_sql(con, args.query)
+    print_rows(columns, rows, args.format)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sql = sub.add_parser("sql", help="run one read-only SELECT in DuckDB over views of the lakehouse tables it reads")
+    add_format_option(sql)
+    sql.add_argument("query", help='e.g. "SELECT artist, count(*) FROM music.plays GROUP BY 1 ORDER BY 2 DESC"')
+    when = sql.add_mutually_exclusive_group()
+    when.add_argument("--as-of", help="read every table as it was at this time (ISO-8601, UTC by default)")
+    when.add_argument("--snapshot", type=int, help="read the table holding this snapshot id at that snapshot")
+    sql.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --as-of: refuse, rather than warn, when a table's snapshot current then was expired",
+    )
+    sql.set_defaults(func=cmd_sql)
