@@ -25,6 +25,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.cli import main
+from sonik_pipeline.cli.tables import TABLE_COLUMNS
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
@@ -188,12 +189,19 @@ def test_sonik_tables_lists_every_table_and_names_each_broken_one_in_a_line(cata
 
     # Then every table is listed, the broken ones with empty figures, each named on stderr in one line; exit 1
     assert code == 1
-    assert _csv(out) == [
-        ["table", "rows", "data_files", "snapshots", "last_commit"],
-        ["music.other", "", "", "", ""],
-        ["music.plays", "", "", "", ""],
-        ["music.plays_rejected", "0", "0", "0", ""],
+    header, other, plays, rejected = _csv(out)
+    assert header == list(TABLE_COLUMNS)
+    assert other == ["music.other", *[""] * (len(TABLE_COLUMNS) - 1)]
+    assert plays == ["music.plays", *[""] * (len(TABLE_COLUMNS) - 1)]
+    rejected = dict(zip(header, rejected, strict=True))
+    assert [rejected[c] for c in ("table", "rows", "data_files", "snapshots", "last_commit")] == [
+        "music.plays_rejected",
+        "0",
+        "0",
+        "0",
+        "",
     ]
+    assert int(rejected["metadata_json_bytes"]) > 0
     other_line, plays_line = err.splitlines()
     assert other_line == (
         f"sonik: error: music.other: its current metadata file is missing ({_local(gone)}); restore it from a backup"

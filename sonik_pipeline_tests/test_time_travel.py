@@ -13,6 +13,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.cli import main
+from sonik_pipeline.cli.tables import TABLE_COLUMNS
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.reads import timetravel
@@ -79,7 +80,7 @@ def test_snapshots_lists_operations_records_and_the_dagster_run(catalog: Catalog
     code, out, _ = sonik("snapshots", "music.plays")
     assert code == 0 and "snapshot_id" in out.splitlines()[0] and "(2 rows)" in out
     code, out, _ = sonik("tables", "--format", "csv")
-    assert out.splitlines()[0] == "table,rows,data_files,snapshots,last_commit"
+    assert out.splitlines()[0] == ",".join(TABLE_COLUMNS)
     assert out.splitlines()[1].startswith("music.plays,50,1,2,")
 
 

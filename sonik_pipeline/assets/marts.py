@@ -19,6 +19,7 @@ from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS, M
 from sonik_pipeline.lakehouse.marts.run import PREVIEW_ROWS, MartDayReport, MartOptions, MartReport, run_marts
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
+from sonik_pipeline.table_health import observe_health
 
 # Follows plays without a click: any day of plays materialized (by hand, a schedule or a backfill, old
 # days included) requests the marts over it once the daemon's automation sensor sees it. This is
@@ -124,6 +125,8 @@ def build_marts_asset(name: str, marts: Sequence[Mart], partitions: dg.Partition
                         _day_metadata(report, day), asset_key=report.mart.name, partition_key=keys[day.day]
                     )
                 yield dg.MaterializeResult(asset_key=report.mart.name, metadata=_run_metadata(report))
+        catalog = lakehouse.load()  # each mart table after the run, plotted on its asset
+        observe_health(context, [catalog.load_table(mart.table.identifier) for mart in selected])
 
     return _marts
 

@@ -16,8 +16,10 @@ from sonik_pipeline.lakehouse.ingest.run import (
     IngestOptions,
 )
 from sonik_pipeline.lakehouse.tables.attachment import TableLocationTaken
+from sonik_pipeline.lakehouse.tables.definitions import PLAYS
 from sonik_pipeline.partitions import day_of
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseEngine, PlaySource
+from sonik_pipeline.table_health import observe_health
 
 PLAYS_KEY = dg.AssetKey("plays")
 
@@ -129,6 +131,8 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 yield dg.AssetMaterialization(asset_key=PLAYS_KEY, partition=committed, metadata=metadata[committed])
             failed = next((k for k in context.partition_keys if k not in done), None)
             raise dg.Failure(description=str(exc), metadata={"failed_day": failed, "days_committed": done}) from exc
+        if done:  # music.plays after the run, plotted on the asset (its Plots tab, "Events")
+            observe_health(context, [catalog.load_table(PLAYS.identifier)])
         yield dg.MaterializeResult(
             metadata={"source": play_source.describe(), "days_in_run": len(done), "rows_in_run": rows}
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import sys
 
 from pyiceberg.exceptions import TableAlreadyExistsError
@@ -13,6 +14,21 @@ from sonik_pipeline.lakehouse.reads import timetravel
 from sonik_pipeline.lakehouse.tables import attachment
 from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable, load_table
 from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES, lakehouse_table_names
+from sonik_pipeline.lakehouse.tables.health import table_health
+
+# The same figures, under the same names, as the health the Dagster UI plots on each table's asset.
+HEALTH_COLUMNS = (
+    "data_files",
+    "snapshots",
+    "small_files",
+    "avg_file_mb",
+    "delete_files",
+    "manifests",
+    "oldest_snapshot_age_hours",
+    "metadata_json_bytes",
+    "data_bytes",
+)
+TABLE_COLUMNS = ("table", "rows", *HEALTH_COLUMNS, "last_commit")
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -20,25 +36,27 @@ def cmd_tables(args: argparse.Namespace) -> int:
     rows: list[tuple] = []
     unreadable = []
     names = lakehouse_table_names(catalog)
+    now = dt.datetime.now(dt.UTC)
     for name in names:
         try:
             table = load_table(catalog, name)
+            if (current := table.current_snapshot()) is not None:
+                timetravel.check_manifests(table, current)  # health reads them: a damaged one is one line
+            health = table_health(table, now)
         except TableUnreadable as exc:  # listed with empty figures; the others still are
-            rows.append((name, None, None, None, None))
+            rows.append((name, *[None] * (len(TABLE_COLUMNS) - 1)))
             unreadable.append(str(exc))
             continue
-        current = table.current_snapshot()
         summary = current.summary if current else None
         rows.append(
             (
                 name,
                 int(summary.get("total-records") or 0) if summary else 0,
-                int(summary.get("total-data-files") or 0) if summary else 0,
-                len(table.snapshots()),
+                *(getattr(health, figure) for figure in HEALTH_COLUMNS),
                 timetravel.snapshot_rows(table)[-1].committed_at if current else "",
             )
         )
-    print_rows(["table", "rows", "data_files", "snapshots", "last_commit"], rows, args.format)
+    print_rows(list(TABLE_COLUMNS), rows, args.format)
     for problem in unreadable:
         print(f"sonik: error: {problem}", file=sys.stderr)
     # Only the tables the catalog does not list can be lost (and loading a listed one again would fail

@@ -20,6 +20,7 @@ from sonik_pipeline.maintenance.expiry import ExpiryOptions
 from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions
 from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanWindowTooShort
 from sonik_pipeline.resources import LakehouseCatalog, LakehouseEngine
+from sonik_pipeline.table_health import observe_health
 
 # Maintenance runs carry this tag; the instance allows one such run at a time (dagster_home/dagster.yaml),
 # so two maintenance runs never work on the same table at once. Ingest runs are not limited by it.
@@ -60,6 +61,12 @@ def _refusals_as_failures() -> Iterator[None]:
 
 def _run_properties(context: dg.OpExecutionContext) -> dict[str, str]:
     return {"dagster.run-id": context.run.run_id}
+
+
+def _health_after(context: dg.OpExecutionContext, catalog: Catalog, tables: list[Table]) -> dict:
+    """The tables' health after the step (plotted on their assets), for the step's metadata too."""
+    reloaded = [catalog.load_table(table.name()) for table in tables]
+    return {"health": dg.MetadataValue.json(observe_health(context, reloaded))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +134,9 @@ def compact_tables(
         dry_run=config.dry_run,
     )
     per_table = {}
-    for table in _tables(lakehouse.load(), config.tables):
+    catalog = lakehouse.load()
+    tables = _tables(catalog, config.tables)
+    for table in tables:
         report = engine.engine().compact(table, options, _run_properties(context), context.log.info)
         per_table[report.table] = {
             "partitions_rewritten": len(report.partitions),
@@ -148,6 +157,7 @@ def compact_tables(
             "dry_run": config.dry_run,
             **{key: sum(t[key] for t in per_table.values()) for key in (*totals, "rows_verified")},
             "tables": dg.MetadataValue.json(per_table),
+            **_health_after(context, catalog, tables),
         }
     )
 
@@ -174,7 +184,9 @@ def rewrite_table_manifests(
         target_size_bytes=int(config.target_size_mb * MIB) if config.target_size_mb else None, dry_run=config.dry_run
     )
     per_table = {}
-    for table in _tables(lakehouse.load(), config.tables):
+    catalog = lakehouse.load()
+    tables = _tables(catalog, config.tables)
+    for table in tables:
         report = engine.engine().rewrite_manifests(table, options, _run_properties(context), context.log.info)
         per_table[report.table] = {
             "manifests_before": report.manifests_before,
@@ -194,6 +206,7 @@ def rewrite_table_manifests(
             **{key: sum(t[key] for t in per_table.values()) for key in totals},
             "tables_rewritten": sum(1 for t in per_table.values() if t["snapshot_id"]),
             "tables": dg.MetadataValue.json(per_table),
+            **_health_after(context, catalog, tables),
         }
     )
 
@@ -264,8 +277,9 @@ def expire_table_snapshots(
         retain_last=config.retain_last,
         dry_run=config.dry_run,
     )
+    catalog = lakehouse.load()
     with _refusals_as_failures():
-        tables = _tables_to_clean(lakehouse.load(), config.tables)
+        tables = _tables_to_clean(catalog, config.tables)
         reports = [engine.engine().expire_snapshots(t, options, context.log.info) for t in tables]
     expired = sum(len(r.snapshots_expired) for r in reports)
     context.log.info(_deletion_summary(f"expiry ({expired} snapshots expired)", reports, config.dry_run))
@@ -274,6 +288,7 @@ def expire_table_snapshots(
             "dry_run": config.dry_run,
             "snapshots_expired": dg.MetadataValue.json({r.table: len(r.snapshots_expired) for r in reports}),
             **_files_metadata(reports),
+            **_health_after(context, catalog, tables),
         }
     )
 
@@ -291,8 +306,9 @@ def remove_orphans(
         )
     except OrphanWindowTooShort as refused:
         raise dg.Failure(description=str(refused)) from None
+    catalog = lakehouse.load()
     with _refusals_as_failures():
-        tables = _tables_to_clean(lakehouse.load(), config.tables)
+        tables = _tables_to_clean(catalog, config.tables)
         try:
             reports = [engine.engine().remove_orphan_files(t, options, context.log.info) for t in tables]
         except OrphanWindowTooShort as refused:  # an engine's own floor (Spark's is 24 hours)
@@ -304,5 +320,6 @@ def remove_orphans(
             "orphans": dg.MetadataValue.json({r.table: r.deleted for r in reports if r.deleted}),
             "kept_in_flight": dg.MetadataValue.json({r.table: r.in_flight for r in reports if r.in_flight}),
             **_files_metadata(reports),
+            **_health_after(context, catalog, tables),
         }
     )

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).parent / "dagster"
 DAY = "2026-04-20"
+NEXT_DAY = "2026-04-21"
 EVENTS_PER_DAY = 500
 JOB = "daily_job"
 MART_NAMES = tuple(mart.name for mart in (*DAILY_MARTS, *ROLLING_MARTS))
@@ -105,6 +106,23 @@ query RunEvents($runId: ID!) {
 }"""
 
 ASSET_GROUPS = "query AssetGroups { assetNodes { groupName } }"
+
+PLAYS_OBSERVATIONS = """
+query PlaysObservations {
+  assetOrError(assetKey: {path: ["plays"]}) {
+    ... on Asset {
+      assetObservations(limit: 50) {
+        metadataEntries {
+          label
+          ... on IntMetadataEntry { intValue }
+          ... on FloatMetadataEntry { floatValue }
+        }
+      }
+    }
+  }
+}"""
+# Among the health figures observed on each table's asset: the ones the Plots tab must draw.
+HEALTH_PLOTS = ("data_files", "small_files", "snapshots", "manifests", "oldest_snapshot_age_hours")
 
 
 @dataclass(frozen=True)
@@ -476,3 +494,53 @@ def test_the_ui_draws_the_asset_graph_and_shows_the_latest_plays_metadata(
 
     for shot in (graph, asset_page):
         assert shot.stat().st_size > 10_000, f"{shot} looks blank"
+
+
+@pytest.fixture(scope="module")
+def maintained(dagster_dev: DagsterDev, daily_run: FinishedRun) -> FinishedRun:
+    """After the daily run: the next day ingested, then a compaction run, each launched as the UI launches them."""
+    _wait_for_run(dagster_dev, _launch_partition_run(dagster_dev, NEXT_DAY))
+    selector = _job_selector(dagster_dev.url, "compaction_job")
+    assert selector is not None
+    params = {"selector": selector, "runConfigData": {"ops": {"compact_tables": {"config": {"skip_recent_days": 0}}}}}
+    result = _graphql(dagster_dev.url, LAUNCH_RUN, {"params": params})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", f"launchRun answered {json.dumps(result, indent=2)}"
+    return _wait_for_run(dagster_dev, result["run"]["runId"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"no Debian chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"
+)
+def test_the_plays_asset_page_plots_the_tables_health_over_its_runs(
+    dagster_dev: DagsterDev, maintained: FinishedRun, tmp_path: Path, screenshot_export_dir: Path | None
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    # The figures as Dagster recorded them: one observation per run that touched music.plays
+    observed = _graphql(dagster_dev.url, PLAYS_OBSERVATIONS)["assetOrError"]["assetObservations"]
+    figures = [{e["label"]: e.get("intValue", e.get("floatValue")) for e in o["metadataEntries"]} for o in observed]
+    assert [f["data_files"] for f in reversed(figures)] == [1, 2, 2]  # two days ingested, then a compaction
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            # The asset's metadata as plots over events (a partitioned asset shows partitions first): what an
+            # operator opens to watch the table's health
+            page.goto(f"{dagster_dev.url}/assets/plays")
+            try:
+                page.get_by_role("button", name="Plots").first.click()
+                page.get_by_role("button", name="Events").first.click()
+                for key in HEALTH_PLOTS:
+                    page.get_by_text(key, exact=True).first.wait_for()
+                # each plot is a chart drawn on its canvas: the figures are plotted, not listed in the metadata table
+                page.locator("canvas").first.wait_for()
+                assert page.locator("canvas").count() >= len(HEALTH_PLOTS)
+            except Exception:
+                _screenshot(page, tmp_path / "plays_health_plots_failed.png", screenshot_export_dir)
+                raise
+            plots = _screenshot(page, tmp_path / "plays_health_plots.png", screenshot_export_dir)
+        finally:
+            browser.close()
+    assert plots.stat().st_size > 10_000, f"{plots} looks blank"
