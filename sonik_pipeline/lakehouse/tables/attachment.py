@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NoSuchNamespaceError,
@@ -270,8 +271,15 @@ def reattach(catalog: Catalog, identifier: str, metadata_location: str, replace:
         current = catalog.load_table(identifier)
         if str(current.metadata.table_uuid) == str(metadata.table_uuid):
             raise TableAlreadyExistsError(f"{identifier} is already that table (uuid {metadata.table_uuid})")
+        if isinstance(catalog, RestCatalog):
+            raise TableAlreadyExistsError(
+                f"{identifier}: --replace is refused on a REST catalog: it would drop the catalog's table, and "
+                f"REST catalogs such as SeaweedFS and S3 Tables delete a dropped table's files, which at "
+                f"{current.location()} are the lost table's too; nothing was changed. Unregister the new table "
+                f"with the catalog's own tools, keeping its files, then run sonik reattach {identifier}"
+            )
         replaced = str(current.metadata.table_uuid)
-        catalog.drop_table(identifier)  # the catalog entry only: drop_table purges nothing
+        catalog.drop_table(identifier)  # the catalog entry only: a SQL catalog's drop_table purges nothing
     table = catalog.register_table(identifier, metadata_location)
     if replaced:
         superseded = [u for u in table.properties.get(SUPERSEDED_TABLES_PROPERTY, "").split(",") if u]

@@ -11,7 +11,7 @@ import sqlalchemy.event
 import sqlalchemy.exc
 from pydantic import ValidationError
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import RESTError
+from pyiceberg.exceptions import AuthorizationExpiredError, ForbiddenError, OAuthError, RESTError, UnauthorizedError
 from pyiceberg.exceptions import ValidationError as MetadataValidationError
 from pyiceberg.table import Table
 from pyiceberg.utils.config import Config
@@ -88,7 +88,15 @@ def catalog_properties(name: str, uri: str, warehouse: str) -> dict[str, str]:
     return {**{k: str(v) for k, v in configured.items()}, "uri": _with_sqlite_busy_timeout(uri), "warehouse": warehouse}
 
 
-def _what_to_do(uri: str) -> str:
+# A REST catalog that answers but refuses who we are: its credential or token is wrong, expired or lacks rights.
+REST_REFUSALS = (OAuthError, UnauthorizedError, ForbiddenError, AuthorizationExpiredError)
+
+
+def _what_to_do(uri: str, exc: BaseException, name: str) -> str:
+    if isinstance(exc, REST_REFUSALS):
+        # The credential is never in the URI: it is PyIceberg's own setting, from the environment.
+        variables = f"PYICEBERG_CATALOG__{name.upper()}__"
+        return f"check the REST catalog's credential ({variables}CREDENTIAL, or {variables}TOKEN) and its rights"
     if uri.startswith("sqlite"):
         return "check that SONIK_HOME (or the SONIK_CATALOG_URI path) is a writable folder and the catalog path a file"
     if uri.startswith("postgresql"):
@@ -169,8 +177,9 @@ def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
     ) as exc:
         if uri.startswith("sqlite") and _is_locked(exc):
             raise CatalogLocked(locked_message(make_url(catalog_properties(name, uri, warehouse)["uri"]))) from exc
+        problem = _first_line(exc, urlsplit(uri).password)
         raise CatalogUnavailable(
-            f"cannot open the Iceberg catalog {shown}: {_first_line(exc, urlsplit(uri).password)}; {_what_to_do(uri)}"
+            f"cannot open the Iceberg catalog {shown}: {problem}; {_what_to_do(uri, exc, name)}"
         ) from exc
 
 
