@@ -7,13 +7,16 @@ Pure functions from the project's settings to Spark configuration, so they are t
   warehouse and PyIceberg's ``s3.*`` settings carried over;
 - the jars: in production Maven coordinates (``spark.jars.packages``) or a cluster's own; offline, the
   Iceberg Spark runtime from PyPI's ``snowpark-connect-deps-iceberg`` wheel and the JDBC drivers from
-  Debian's ``libpostgresql-jdbc-java`` and ``libxerial-sqlite-jdbc-java``.
+  Debian's ``libpostgresql-jdbc-java`` and ``libxerial-sqlite-jdbc-java``. An ``s3://`` warehouse also needs
+  ``iceberg-aws-bundle``, which no PyPI wheel ships: a local session without it is refused before its JVM starts.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import sqlite3
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +26,12 @@ ICEBERG_VERSION = "1.10.2"
 RUNTIME_JAR = f"iceberg-spark-runtime-3.5_2.12-{ICEBERG_VERSION}.jar"
 RUNTIME_PACKAGE = f"org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:{ICEBERG_VERSION}"
 OFFLINE_RUNTIME_WHEEL = "snowpark-connect-deps-iceberg==1.0.2"  # 1.0.3 strips shaded classes: it fails
+# Iceberg's S3FileIO is in the runtime jar, but the AWS SDK v2 it calls is not: that is iceberg-aws-bundle, which
+# no PyPI wheel ships (see docs/production.md), so an s3:// warehouse on Spark needs it from Maven or a jar.
+S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
+AWS_BUNDLE_JAR = f"iceberg-aws-bundle-{ICEBERG_VERSION}.jar"
+AWS_BUNDLE_PACKAGE = f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}"
+_AWS_SDK_S3_CLIENT = "software/amazon/awssdk/services/s3/S3Client.class"  # in the bundle, or the SDK's own jars
 SYSTEM_JARS = Path("/usr/share/java")
 JDBC_DRIVERS = {  # catalog URI scheme -> (driver jar under /usr/share/java, the Debian package that installs it)
     "sqlite": ("sqlite-jdbc.jar", "libxerial-sqlite-jdbc-java"),
@@ -55,11 +64,15 @@ class SparkNotReady(RuntimeError):
 
 
 def catalog_conf(catalog_name: str, catalog_uri: str, warehouse: str, properties: Mapping[str, str]) -> dict[str, str]:
-    """``spark.sql.catalog.<name>.*`` for the catalog PyIceberg opens from the same settings."""
+    """``spark.sql.catalog.<name>.*`` for the catalog PyIceberg opens from the same settings.
+
+    ``warehouse`` is the storage root (``SONIK_WAREHOUSE``); the catalog's own warehouse is the one in
+    ``properties`` (``catalog_properties``), a REST catalog's warehouse name when one is configured.
+    """
     prefix = f"spark.sql.catalog.{catalog_name}"
     conf = {
         prefix: "org.apache.iceberg.spark.SparkCatalog",
-        f"{prefix}.warehouse": warehouse,
+        f"{prefix}.warehouse": properties.get("warehouse") or warehouse,
         # Another engine commits to the same tables: always read the catalog, never a cached table.
         f"{prefix}.cache-enabled": "false",
     }
@@ -89,7 +102,7 @@ def catalog_conf(catalog_name: str, catalog_uri: str, warehouse: str, properties
         raise SparkNotReady(f"the Spark engine cannot reach a catalog at {scheme}://... (SQLite, PostgreSQL or REST)")
     s3 = {java: properties[ours] for ours, java in _S3_PROPERTIES.items() if ours in properties}
     if warehouse.startswith(("s3://", "s3a://")) or s3:
-        conf[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+        conf[f"{prefix}.io-impl"] = S3_FILE_IO
         conf |= {f"{prefix}.{key}": value for key, value in s3.items()}
     return conf
 
@@ -146,7 +159,41 @@ def session_conf(
     conf["spark.sql.extensions"] = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
     conf |= catalog_conf(catalog_name, catalog_uri, warehouse, properties)
     conf |= dict(extra)
+    check_s3_file_io(conf)
     return conf
+
+
+def _holds(jar: str, entry: str) -> bool:
+    try:
+        with zipfile.ZipFile(jar) as archive:
+            archive.getinfo(entry)
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+    return True
+
+
+def check_s3_file_io(conf: Mapping[str, str]) -> None:
+    """Refuse, before a JVM starts, a local session whose catalog uses S3FileIO without the AWS SDK on its class path.
+
+    Without it the session starts and the first table load fails deep in Java (``NoClassDefFoundError:
+    software/amazon/awssdk/...``). Only a ``local`` master is checked: a cluster (or a Spark Connect server)
+    brings jars of its own that this process cannot see.
+    """
+    if "spark.remote" in conf or not conf.get("spark.master", "").startswith("local"):
+        return
+    if not any(key.endswith(".io-impl") and value == S3_FILE_IO for key, value in conf.items()):
+        return
+    packages = conf.get("spark.jars.packages", "")
+    if "iceberg-aws-bundle" in packages or "software.amazon.awssdk:" in packages:
+        return
+    named = [*conf.get("spark.jars", "").split(","), *conf.get("spark.driver.extraClassPath", "").split(":")]
+    jars = {jar for entry in named if entry.strip() for jar in glob.glob(entry.strip().removeprefix("file://"))}
+    if any(_holds(jar, _AWS_SDK_S3_CLIENT) for jar in jars):
+        return
+    raise SparkNotReady(
+        f"an s3:// warehouse on the Spark engine needs Iceberg's AWS bundle {AWS_BUNDLE_JAR} (S3FileIO's AWS SDK), "
+        f"which no PyPI wheel ships: name {AWS_BUNDLE_PACKAGE} in SONIK_SPARK_PACKAGES, or its jar in SONIK_SPARK_JARS"
+    )
 
 
 def share_sqlite_catalog(catalog_uri: str) -> None:

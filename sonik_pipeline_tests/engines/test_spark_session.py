@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ def test_a_rest_catalog_keeps_its_credential_and_pyicebergs_s3_settings() -> Non
         "id:secret",
     )
     assert (rest[f"{C}.s3.endpoint"], rest[f"{C}.client.region"]) == ("http://127.0.0.1:8333", "us-east-1")
+
+    # A warehouse the catalog's settings name (catalog_properties' "warehouse") is the Spark catalog's too;
+    # the files are still on S3 under SONIK_WAREHOUSE, so Iceberg's S3FileIO reads them
+    named = catalog_conf("sonik", "http://127.0.0.1:8181", "s3://lake", {**properties, "warehouse": "lake"})
+    assert (named[f"{C}.warehouse"], named[f"{C}.io-impl"]) == ("lake", "org.apache.iceberg.aws.s3.S3FileIO")
 
 
 def test_spark_connect_names_the_server_and_no_jars_while_packages_replace_the_offline_jars() -> None:
@@ -82,3 +88,44 @@ def test_the_engine_settings_are_checked_at_load() -> None:
         "SONIK_SPARK_REMOTE='http://x': expected a Spark Connect URL, e.g. sc://spark-connect.internal:15002",
         """SONIK_SPARK_CONF='[]': expected a JSON object of Spark settings, e.g. {"spark.executor.memory": "4g"}""",
     ]
+
+
+def _jar(path: Path, *entries: str) -> str:
+    with zipfile.ZipFile(path, "w") as jar:
+        for entry in entries:
+            jar.writestr(entry, b"")
+    return str(path)
+
+
+def test_an_s3_warehouse_without_the_aws_sdk_on_a_local_class_path_is_one_line_naming_the_jar(tmp_path: Path) -> None:
+    # Given a REST catalog with its warehouse on S3, and the runtime jar alone (as the offline wheel gives it)
+    runtime = _jar(tmp_path / spark_session.RUNTIME_JAR, "org/apache/iceberg/aws/s3/S3FileIO.class")
+    rest = {
+        "catalog_name": "sonik",
+        "catalog_uri": "http://127.0.0.1:8181",
+        "warehouse": "s3://lake",
+        "properties": {"warehouse": "lake", "s3.endpoint": "http://127.0.0.1:8333"},
+        "remote": None,
+        "packages": [],
+        "extra": {},
+    }
+
+    # When a local session is configured, Then it is refused before any JVM starts, naming the jar and the package
+    with pytest.raises(SparkNotReady) as refused:
+        session_conf(**rest, master="local[2]", jars=[runtime])
+    assert str(refused.value) == (
+        "an s3:// warehouse on the Spark engine needs Iceberg's AWS bundle iceberg-aws-bundle-1.10.2.jar (S3FileIO's "
+        "AWS SDK), which no PyPI wheel ships: name org.apache.iceberg:iceberg-aws-bundle:1.10.2 in "
+        "SONIK_SPARK_PACKAGES, or its jar in SONIK_SPARK_JARS"
+    )
+
+    # And with the bundle's jar, its package, on a cluster or through Spark Connect, the session is configured
+    bundle = _jar(tmp_path / "iceberg-aws-bundle-1.10.2.jar", "software/amazon/awssdk/services/s3/S3Client.class")
+    assert session_conf(**rest, master="local[2]", jars=[runtime, bundle])[f"{C}.io-impl"] == spark_session.S3_FILE_IO
+    packaged = {**rest, "packages": [spark_session.RUNTIME_PACKAGE, spark_session.AWS_BUNDLE_PACKAGE]}
+    assert session_conf(**packaged, master="local[2]", jars=[])["spark.jars.packages"].endswith("aws-bundle:1.10.2")
+    assert session_conf(**rest, master="yarn", jars=[runtime])["spark.master"] == "yarn"
+    assert session_conf(**{**rest, "remote": "sc://spark:15002"}, master="local[2]", jars=[])["spark.remote"]
+    # a local warehouse needs no S3FileIO, so nothing more
+    local = {**rest, "warehouse": (tmp_path / "wh").as_uri(), "properties": {}}
+    assert f"{C}.io-impl" not in session_conf(**local, master="local[2]", jars=[runtime])

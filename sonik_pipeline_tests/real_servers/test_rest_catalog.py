@@ -4,8 +4,10 @@ refuses the credential is one line, and the tables are where the project expects
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +220,42 @@ def test_a_rest_catalog_that_is_down_or_refuses_the_credential_is_one_line(
         == f"sonik_pipeline.lakehouse.tables.catalog.CatalogUnavailable: {line.removeprefix('sonik: error: ')}"
     )
     assert wrong not in err + shown and seaweedfs.secret not in err + shown
+
+
+@pytest.mark.slow  # as every Spark test
+@pytest.mark.skipif(
+    importlib.util.find_spec("pyspark") is None, reason="pyspark is not installed: pip install '.[spark]'"
+)
+def test_the_spark_engine_on_the_s3_warehouse_without_the_aws_bundle_is_one_line_and_deletes_nothing(
+    lakehouse: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the REST lakehouse's tables in the bucket, and the Spark engine with only the offline jars (no PyPI
+    # wheel ships iceberg-aws-bundle, which Iceberg's S3FileIO needs)
+    assert run_asset_job(build_definitions(Settings.from_env()), "plays_job", str(DAY)).success
+    catalog = open_catalog(CATALOG_NAME, lakehouse.settings.catalog_uri, lakehouse.settings.warehouse)
+    plays = catalog.load_table(PLAYS.identifier)
+    before = stored(lakehouse.server.filesystem(), plays.location())
+    monkeypatch.setenv("SONIK_ENGINE", "spark")
+    monkeypatch.setenv("SONIK_SPARK_MASTER", "local[1]")
+
+    # When the expiry job runs on Spark
+    started = time.monotonic()
+    result = (
+        build_definitions(Settings.from_env())
+        .resolve_job_def("expiry_job")
+        .execute_in_process(
+            run_config={"ops": {"expire_table_snapshots": {"config": {"retention_days": 0, "retain_last": 1}}}},
+            instance=dg.DagsterInstance.get(),
+            raise_on_error=False,
+        )
+    )
+
+    # Then it fails at once (no JVM was started) naming the jar and how to get it, and nothing was deleted
+    assert not result.success and time.monotonic() - started < 30
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.event_specific_data.error
+    message = error.cause.message if error.cause else error.message
+    assert "SparkNotReady: an s3:// warehouse on the Spark engine needs Iceberg's AWS bundle " in message
+    assert "iceberg-aws-bundle-1.10.2.jar" in message and "SONIK_SPARK_PACKAGES" in message
+    assert catalog.load_table(PLAYS.identifier).metadata_location == plays.metadata_location
+    assert stored(lakehouse.server.filesystem(), plays.location()) == before

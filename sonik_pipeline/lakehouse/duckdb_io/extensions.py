@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import duckdb
 
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.tables.catalog import storage_root
 
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
 SECRET_NAME = "sonik_warehouse"
@@ -80,7 +81,7 @@ def load_iceberg(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 def uses_object_storage(properties: Mapping[str, str]) -> bool:
     """True when the warehouse is on S3 (by its scheme) or S3 is configured (a REST catalog's tables)."""
-    scheme = urlsplit(properties.get("warehouse", "")).scheme
+    scheme = urlsplit(storage_root(properties)).scheme
     return scheme in OBJECT_STORE_SCHEMES or any(key.startswith("s3.") for key in properties)
 
 

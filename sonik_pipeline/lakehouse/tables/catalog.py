@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +21,9 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 # SQLite serialises writers; waiting for the lock beats failing a commit with "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 SQL_DRIVERS = ("", "psycopg", "psycopg2", "pg8000")  # postgresql[+driver]://; "" is SQLAlchemy's default
+# Our own catalog property (PyIceberg ignores it): SONIK_WAREHOUSE, the root every table's files must lie under,
+# kept apart from the catalog's ``warehouse``, which a REST catalog may take as a name rather than a place.
+STORAGE_ROOT = "sonik.storage-root"
 
 
 class CatalogUnavailable(Exception):
@@ -77,15 +81,30 @@ def _with_sqlite_busy_timeout(uri: str) -> str:
 
 
 def catalog_properties(name: str, uri: str, warehouse: str) -> dict[str, str]:
-    """PyIceberg's configuration of catalog ``name`` as it stands now, with our URI and warehouse on top.
+    """PyIceberg's configuration of catalog ``name`` as it stands now, with our URI and storage root on top.
 
     That is ``~/.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__*`` variables, such as
     ``PYICEBERG_CATALOG__SONIK__S3__ENDPOINT`` for ``s3.endpoint``: object-storage endpoints and
     credentials stay in PyIceberg's standard settings, never in Dagster config. ``load_catalog`` reads
     the environment once, at import; reading it here too means a changed environment is always seen.
+
+    ``warehouse`` (``SONIK_WAREHOUSE``) is where the files live: the storage root the deletion rule holds
+    every table to, kept as ``STORAGE_ROOT``. It is also the catalog's own ``warehouse`` unless PyIceberg's
+    configuration names one (``PYICEBERG_CATALOG__SONIK__WAREHOUSE``): REST catalogs such as Polaris,
+    Lakekeeper, Nessie or S3 Tables want a warehouse's name or ARN there, not a storage URI.
     """
-    configured = Config().get_catalog_config(name) or {}
-    return {**{k: str(v) for k, v in configured.items()}, "uri": _with_sqlite_busy_timeout(uri), "warehouse": warehouse}
+    configured = {k: str(v) for k, v in (Config().get_catalog_config(name) or {}).items()}
+    return {
+        **configured,
+        "uri": _with_sqlite_busy_timeout(uri),
+        "warehouse": configured.get("warehouse") or warehouse,
+        STORAGE_ROOT: warehouse,
+    }
+
+
+def storage_root(properties: Mapping[str, str]) -> str:
+    """Where a catalog's tables are stored: ``STORAGE_ROOT``, or for a catalog opened without it, its warehouse."""
+    return properties.get(STORAGE_ROOT) or properties.get("warehouse", "")
 
 
 # A REST catalog that answers but refuses who we are: its credential or token is wrong, expired or lacks rights.

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
-from sonik_pipeline.lakehouse.tables.catalog import table_name
+from sonik_pipeline.lakehouse.tables.catalog import storage_root, table_name
 
 # Schemes PyIceberg's PyArrowFileIO serves with the same filesystem.
 _SAME_SCHEME = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
@@ -42,12 +42,13 @@ def is_within(location: str, root: str, *, strictly: bool = False) -> bool:
 
 
 def _is_location(warehouse: str | None) -> bool:
-    """A REST catalog's warehouse may be a logical name rather than a place; then only the table rule applies."""
+    """A catalog opened without our storage root may name its warehouse; then only the table rule applies."""
     return bool(warehouse) and ("://" in warehouse or warehouse.startswith("/"))
 
 
 def configured_warehouse(table: Table) -> str | None:
-    return table.catalog.properties.get("warehouse")
+    """``SONIK_WAREHOUSE``, where the table's files must lie, even when the catalog's ``warehouse`` is a name."""
+    return storage_root(table.catalog.properties) or None
 
 
 def check_table_location(table: Table) -> None:

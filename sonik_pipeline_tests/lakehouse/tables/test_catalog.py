@@ -10,7 +10,13 @@ import pyarrow as pa
 import pytest
 import sqlalchemy.exc
 
-from sonik_pipeline.lakehouse.tables.catalog import CatalogUnavailable, open_catalog
+from sonik_pipeline.lakehouse.tables.catalog import (
+    STORAGE_ROOT,
+    CatalogUnavailable,
+    catalog_properties,
+    open_catalog,
+    storage_root,
+)
 
 
 def _closed_port() -> int:
@@ -96,3 +102,28 @@ def test_a_sqlite_catalog_locked_past_its_busy_timeout_is_one_line_with_the_wait
     assert catalog.load_table("music.t").current_snapshot() is None
     table.append(pa.table({"x": [1]}))
     assert catalog.load_table("music.t").scan().count() == 1
+
+
+def test_the_catalogs_warehouse_is_sonik_warehouse_unless_pyiceberg_names_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given PyIceberg's own settings for the catalog, without a warehouse of their own
+    monkeypatch.setenv("PYICEBERG_CATALOG__SONIK__S3__ENDPOINT", "http://127.0.0.1:8333")
+    uri = "http://127.0.0.1:8181"
+
+    # Then SONIK_WAREHOUSE is the catalog's warehouse and the storage root alike, as it always was
+    plain = catalog_properties("sonik", uri, "s3://lake/wh")
+    assert (plain["warehouse"], plain[STORAGE_ROOT], plain["s3.endpoint"]) == (
+        "s3://lake/wh",
+        "s3://lake/wh",
+        "http://127.0.0.1:8333",
+    )
+    assert storage_root(plain) == "s3://lake/wh"
+
+    # When PyIceberg's settings name the warehouse, as Polaris, Lakekeeper, Nessie and S3 Tables want
+    arn = "arn:aws:s3tables:us-east-1:111122223333:bucket/lake"
+    monkeypatch.setenv("PYICEBERG_CATALOG__SONIK__WAREHOUSE", arn)
+    named = catalog_properties("sonik", uri, "s3://lake/wh")
+
+    # Then the catalog is given that name, while the files stay held to SONIK_WAREHOUSE
+    assert (named["warehouse"], named[STORAGE_ROOT], named["uri"]) == (arn, "s3://lake/wh", uri)
+    assert storage_root(named) == "s3://lake/wh"
+    assert storage_root({"warehouse": "file:///opened/elsewhere"}) == "file:///opened/elsewhere"

@@ -101,3 +101,23 @@ def test_with_a_warehouse_that_is_a_name_only_the_table_rule_applies(settings: S
     assert check_deletable(named, [inside]) == [inside]
     with pytest.raises(UnsafeDeletion, match="outside the table's location"):
         check_deletable(named, [f"{settings.warehouse}/elsewhere/x.parquet"])
+
+
+def test_a_catalog_that_names_its_warehouse_still_holds_its_tables_to_sonik_warehouse(
+    settings: Settings, catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the catalog's warehouse given by name in PyIceberg's settings (as Polaris or Lakekeeper want)
+    _table_with_history(catalog)
+    monkeypatch.setenv("PYICEBERG_CATALOG__SONIK__WAREHOUSE", "sonik_warehouse")
+    inside = f"{catalog.load_table('music.plays').location()}/data/stray.parquet"
+
+    # When SONIK_WAREHOUSE is the table's storage root, Then its files may be deleted
+    named = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse).load_table("music.plays")
+    assert named.catalog.properties["warehouse"] == "sonik_warehouse"
+    assert check_deletable(named, [inside]) == [inside]
+
+    # When SONIK_WAREHOUSE is another root (a copied lakehouse), Then nothing may be deleted, name or not
+    elsewhere = (tmp_path / "copy" / "warehouse").as_uri()
+    on_copy = open_catalog(CATALOG_NAME, settings.catalog_uri, elsewhere).load_table("music.plays")
+    with pytest.raises(UnsafeDeletion, match=f"outside the configured warehouse {re.escape(elsewhere)}"):
+        check_deletable(on_copy, [inside])
