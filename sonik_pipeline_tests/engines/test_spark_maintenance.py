@@ -120,6 +120,19 @@ def test_spark_maintains_what_the_local_engine_wrote_and_the_local_engine_carrie
     assert op_output_metadata(expiry, "expire_table_snapshots")["snapshots_expired"].value["music.plays"] > 0
     assert op_output_metadata(orphans, "remove_orphans")["orphans"].value["music.plays"] == [str(orphan)]
     assert not orphan.exists()
+    # ... and each step observed the tables' health after Spark's work, as on the local engine
+    health = [
+        op_output_metadata(r, op)["health"].value["music.plays"]
+        for r, op in (
+            (compaction, "compact_tables"),
+            (manifests, "rewrite_table_manifests"),
+            (expiry, "expire_table_snapshots"),
+            (orphans, "remove_orphans"),
+        )
+    ]
+    assert health[0]["data_files"] == compacted["files_after"].value + len(DAYS) - 1  # the last day left alone
+    assert health[2]["snapshots"] < health[1]["snapshots"]  # expiry
+    assert health[3]["data_files"] == len(catalog.load_table("music.plays").inspect.files())
 
     # ... every day holds exactly its rows, in fewer files, and the tag and the retained snapshots still read
     catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
