@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
-from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NoSuchNamespaceError,
@@ -271,6 +270,8 @@ def reattach(catalog: Catalog, identifier: str, metadata_location: str, replace:
         current = catalog.load_table(identifier)
         if str(current.metadata.table_uuid) == str(metadata.table_uuid):
             raise TableAlreadyExistsError(f"{identifier} is already that table (uuid {metadata.table_uuid})")
+        from pyiceberg.catalog.rest import RestCatalog  # here: it pulls in requests, which nothing else needs
+
         if isinstance(catalog, RestCatalog):
             raise TableAlreadyExistsError(
                 f"{identifier}: --replace is refused on a REST catalog: it would drop the catalog's table, and "
