@@ -46,6 +46,17 @@ def test_every_job_schedule_and_sensor_resolves(defs: dg.Definitions) -> None:
         assert defs.resolve_sensor_def(name).name == name
 
 
+def test_user_track_interactions_is_a_rolling_view_of_four_weeks_of_plays(defs: dg.Definitions) -> None:
+    asset = defs.resolve_assets_def("user_track_interactions")
+    [spec] = asset.specs
+
+    mapping = asset.get_partition_mapping(dg.AssetKey("plays"))
+    assert (mapping.start_offset, mapping.end_offset) == (-27, 0)
+    assert spec.group_name == "rolling" and spec.metadata["window_days"] == 28
+    assert spec.metadata["dagster/table_name"] == "sonik.music_marts.user_track_interactions"
+    assert asset.backfill_policy == dg.BackfillPolicy.single_run()
+
+
 def test_the_code_location_loads_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("SONIK_HOME", str(tmp_path / "lh"))
     monkeypatch.setenv("SONIK_START_DATE", "2026-01-01")

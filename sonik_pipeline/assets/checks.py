@@ -27,6 +27,7 @@ from sonik_pipeline.lakehouse.marts.queries import (
     DAILY_DEVICE_MIX,
     DAILY_TIER_LISTENING,
     DAILY_USER_STATS,
+    USER_TRACK_DAYS,
 )
 from sonik_pipeline.lakehouse.marts.run import plays_snapshots_behind
 from sonik_pipeline.lakehouse.reads.plays_days import PlaysSnapshot
@@ -43,7 +44,7 @@ RECONCILES_WITH_PLAYS = "reconciles_with_plays"
 # The checks on plays are the validation rules measured on committed days: check name -> rule (its
 # description, and the PlaysDayQuality figure that must be zero).
 PLAYS_CHECKS = {rule.name: rule for rule in CHECKED_RULES}
-RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_TIER_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS)
+RECONCILED_MARTS = (DAILY_COUNTRY_LISTENING, DAILY_TIER_LISTENING, DAILY_DEVICE_MIX, DAILY_USER_STATS, USER_TRACK_DAYS)
 
 
 def _run_days(context: dg.AssetCheckExecutionContext) -> list[dt.date] | None:

@@ -6,12 +6,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from sonik_pipeline.cli import days, rejects, sql, tables
-from sonik_pipeline.cli.common import USER_ERRORS, SonikParser
-from sonik_pipeline.settings import Settings
+from sonik_pipeline.cli import audit, days, export, rejects, sql, tables, user
+from sonik_pipeline.cli.common import SonikParser, user_errors
 
 # In the order `sonik --help` lists them.
-COMMAND_GROUPS = (days, tables, sql, rejects)
+COMMAND_GROUPS = (days, tables, sql, rejects, audit, export, user)
 
 
 def build_parser() -> SonikParser:
@@ -25,13 +24,15 @@ def build_parser() -> SonikParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from sonik_pipeline.settings import Settings  # not at the top: `sonik --help` needs none of it
+
         Settings.from_env()  # every SONIK_* value checked before any command runs
         code = args.func(args)  # a command that found something wrong returns 1
-    except USER_ERRORS as exc:
-        for line in str(exc).splitlines():
-            print(f"sonik: error: {line}", file=sys.stderr)
-        return 2
     except Exception as exc:
+        if isinstance(exc, user_errors()):
+            for line in str(exc).splitlines():
+                print(f"sonik: error: {line}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(
             f"sonik: unexpected {type(exc).__name__} (traceback above): "

@@ -43,6 +43,7 @@ from sonik_pipeline.maintenance.compaction import (
     PartitionRewrite,
     compact_table,
     describe_partition,
+    sort_columns,
 )
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, ExpiryReport, expire_snapshots
 from sonik_pipeline.maintenance.files import (
@@ -120,8 +121,7 @@ class SparkEngine(LocalEngine):
         current = table.current_snapshot()
         as_it_was = str(current.snapshot_id) if current else "none (it was empty)"
         rewrite = _rewrite_options(table, options)
-        columns = {f.name for f in table.schema().fields}
-        sort_order = [c for c in options.sort_by if c in columns]
+        sort_order = list(sort_columns(table, options))  # the table's own sort order first, as locally
         before_day = _days_before(table, options.days_before) if options.days_before else None
         properties = {**snapshot_properties, "sonik.operation": "compaction", "sonik.engine": self.name}
         row = self._rewrite_data_files(name, rewrite, sort_order, before_day, properties)

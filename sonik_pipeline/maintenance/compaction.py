@@ -30,11 +30,12 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
-from pyiceberg.transforms import DayTransform
+from pyiceberg.table.sorting import NullOrder, SortDirection
+from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import Record
 
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
-from sonik_pipeline.lakehouse.days import as_day, partition_day
+from sonik_pipeline.lakehouse.days import partition_day
 from sonik_pipeline.lakehouse.duckdb_io.extensions import configure_storage
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import native_select
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
@@ -67,7 +68,7 @@ class CompactionOptions:
     small_file_ratio: float = 0.75  # a file is small below this share of the target size
     min_input_files: int = 5  # a partition is rewritten only with at least this many small files
     days_before: dt.date | None = None  # only partitions of days before this one (None: all)
-    sort_by: tuple[str, ...] = ()  # order rows within files so min/max statistics prune
+    sort_by: tuple[str, ...] = ()  # order rows within files so min/max statistics prune (a table's sort order wins)
     max_file_group_size_bytes: int = DEFAULT_MAX_FILE_GROUP_SIZE_BYTES
     partial_progress: bool = False  # commit finished groups as it goes (Spark's partial-progress.enabled)
     partial_progress_max_commits: int = DEFAULT_PARTIAL_PROGRESS_MAX_COMMITS
@@ -126,13 +127,12 @@ class FileGroup:
 
 
 def describe_partition(table: Table, spec_id: int, partition: Record) -> str:
-    spec = table.specs()[spec_id]
+    """A partition as people read it (``played_day=2026-04-20``, ``day_year=2026``), by its transform."""
+    spec, schema = table.specs()[spec_id], table.schema()
     parts = []
     for position, pfield in enumerate(spec.fields):
-        value = partition[position]
-        if isinstance(pfield.transform, DayTransform) and isinstance(value, int):
-            value = as_day(value)
-        parts.append(f"{pfield.name}={value}")
+        source_type = schema.find_field(pfield.source_id).field_type
+        parts.append(f"{pfield.name}={pfield.transform.to_human_string(source_type, partition[position])}")
     return "/".join(parts) or "unpartitioned"
 
 
@@ -248,15 +248,37 @@ def _checksum_sql(select: str) -> str:
     return f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM ({select}) AS t"
 
 
-def _sort_clause(options: CompactionOptions, columns: Iterable[str]) -> str:
-    keys = [sql_identifier(c) for c in options.sort_by if c in set(columns)]
+def sort_columns(table: Table, options: CompactionOptions) -> tuple[str, ...]:
+    """The columns a rewrite orders rows by: the table's own sort order when it has one (it is how the
+    table's readers prune, e.g. user_track_days by user_id), else ``options.sort_by`` where the table has them.
+
+    A sort order's leading ascending, nulls-last identity fields are used (what every writer here makes).
+    """
+    schema = table.schema()
+    own = []
+    for sort_field in table.sort_order().fields:
+        if not (
+            isinstance(sort_field.transform, IdentityTransform)
+            and sort_field.direction == SortDirection.ASC
+            and sort_field.null_order == NullOrder.NULLS_LAST
+        ):
+            break
+        own.append(schema.find_column_name(sort_field.source_id))
+    if own:
+        return tuple(own)
+    names = {f.name for f in schema.fields}
+    return tuple(c for c in options.sort_by if c in names)
+
+
+def _sort_clause(table: Table, options: CompactionOptions, columns: Iterable[str]) -> str:
+    keys = [sql_identifier(c) for c in sort_columns(table, options) if c in set(columns)]
     return f" ORDER BY {', '.join(keys)}" if keys else ""
 
 
 def _rewrite_natively(table, group, options, con, stager, select) -> tuple[list[DataFile], tuple, tuple]:
     """Read, sort and verify with DuckDB's own Parquet reader: memory stays within its limit."""
     count, total = con.execute(_checksum_sql(select)).fetchone()
-    order = _sort_clause(options, table.schema().as_arrow().names)
+    order = _sort_clause(table, options, table.schema().as_arrow().names)
     for batch in con.execute(f"{select}{order}").to_arrow_reader(BATCH_ROWS):
         stager.add(pa.Table.from_batches([batch]))
     new_files = stager.finish()
@@ -276,9 +298,8 @@ def _rewrite_through_arrow(table, group, options, con, stager) -> tuple[list[Dat
     con.execute("CREATE TABLE group_rows AS SELECT * FROM group_source")
     con.unregister("group_source")
     count, total = con.execute(_checksum_sql("SELECT * FROM group_rows")).fetchone()
-    for batch in con.execute(f"SELECT * FROM group_rows{_sort_clause(options, first.schema.names)}").to_arrow_reader(
-        BATCH_ROWS
-    ):
+    order = _sort_clause(table, options, first.schema.names)
+    for batch in con.execute(f"SELECT * FROM group_rows{order}").to_arrow_reader(BATCH_ROWS):
         stager.add(pa.Table.from_batches([batch]))
     con.execute("DROP TABLE group_rows")
     new_files = stager.finish()

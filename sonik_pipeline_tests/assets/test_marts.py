@@ -2,6 +2,7 @@ import dagster as dg
 import duckdb
 from pyiceberg.catalog import Catalog
 
+from sonik_pipeline.assets.checks import PLAYS_CHECKS, RECONCILED_MARTS
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, check_results, run_asset_job
@@ -35,14 +36,15 @@ def test_a_range_of_plays_and_marts_runs_in_order_and_reconciles(defs, catalog: 
         p="music.plays",
     )
     assert [p[1] for p in plays] == [SMALL_DAY_EVENTS] * len(DAYS)
-    for mart in ("daily_country_listening", "daily_tier_listening", "daily_device_mix", "daily_user_stats"):
+    for mart in (m.name for m in RECONCILED_MARTS):
         totals = _sql(
             catalog,
             "SELECT day::VARCHAR, sum(plays), sum(seconds_played) FROM {m} GROUP BY 1 ORDER BY 1",
             m=f"music_marts.{mart}",
         )
         assert totals == plays, mart
-    assert all(check_results(result).values()) and len(check_results(result)) == 8
+    checks = check_results(result)
+    assert all(checks.values()) and len(checks) == len(PLAYS_CHECKS) + len(RECONCILED_MARTS)
 
 
 def test_mart_metadata_reports_rows_input_snapshot_and_top_rows(defs, catalog: Catalog) -> None:
@@ -130,7 +132,7 @@ def test_reading_plays_in_small_chunks_gives_the_same_marts(defs, catalog: Catal
 
     # A day of plays per read (2,000 rows each), the rolling views re-reading their windows each time
     chunked = {"ops": {op: {"config": {"max_rows_per_read": SMALL_DAY_EVENTS}} for op in
-                       ("daily_marts", "top_artists_7d", "trending_tracks")}}  # fmt: skip
+                       ("daily_marts", *(mart.name for mart in ROLLING_MARTS))}}  # fmt: skip
     result = run_asset_job(defs, "chunked", DAYS[0], DAYS[-1], selection=marts, run_config=chunked)
 
     assert result.success

@@ -23,13 +23,19 @@ from sonik_pipeline.lakehouse.tables.definitions import (
     DAILY_TOP_ARTISTS_TABLE,
     DAILY_TOP_TRACKS_TABLE,
     DAILY_USER_STATS_TABLE,
+    SKIP_UNDER_SECONDS,
     TOP_ARTISTS_7D_TABLE,
     TRENDING_TRACKS_TABLE,
+    USER_TRACK_DAYS_TABLE,
+    USER_TRACK_INTERACTIONS_TABLE,
     TableDef,
 )
 
 DEFAULT_TOP_N = 100
 WEEK = 7  # days: top_artists_7d's window, and each of the two weeks trending_tracks compares
+# days: user_track_interactions' window, four weeks of listening as a recommender trains on. Its rows per day
+# are the distinct (user, track) pairs of the window, so close to 28 days of plays.
+INTERACTIONS_WINDOW_DAYS = 28
 
 # Listening time: a play of unknown duration counts 0 seconds, so a group always has a number (both
 # columns are required). Minutes are derived from the exact seconds, in the same SELECT or an outer one.
@@ -128,6 +134,15 @@ def _user_stats(source: str, first: dt.date, last: dt.date, _: int) -> str:
         FROM totals JOIN tracks USING (day, user_id) JOIN artists USING (day, user_id) ORDER BY day, user_id"""
 
 
+def _user_track_days(source: str, first: dt.date, last: dt.date, _: int) -> str:
+    # Sorted as the table's sort order (user_id, day, track_id): each staged file is then ordered by user,
+    # and its row groups' user_id statistics prune; compaction keeps the order when it merges the files.
+    return f"""
+        SELECT day, user_id, track_id, artist, title, count(*) AS plays, {_SECONDS}
+        FROM {source} WHERE {date_sql("day", first, last)}
+        GROUP BY day, user_id, track_id, artist, title ORDER BY user_id, day, track_id, artist, title"""
+
+
 def _top_artists_in_window(windows: str, first: dt.date, last: dt.date, top_n: int) -> str:
     return f"""
         SELECT target AS day,
@@ -153,6 +168,15 @@ def _trending_tracks(windows: str, first: dt.date, last: dt.date, top_n: int) ->
                CASE WHEN plays_prev_7d > 0 THEN round((plays_7d - plays_prev_7d) / plays_prev_7d, 4) END
                    AS change_ratio
         FROM per_track QUALIFY rank <= {top_n} ORDER BY day, rank"""
+
+
+def _user_track_interactions(windows: str, first: dt.date, last: dt.date, _: int) -> str:
+    """Each user's plays of each track in the window: what a recommender learns from (skips as negatives)."""
+    return f"""
+        SELECT target AS day, user_id, track_id, count(*) AS plays, {_SECONDS},
+               min(played_at) AS first_played_at, max(played_at) AS last_played_at,
+               count(*) FILTER (WHERE duration_seconds < {SKIP_UNDER_SECONDS}) AS skips
+        FROM {windows} GROUP BY target, user_id, track_id ORDER BY day, user_id, track_id"""
 
 
 DAILY_TOP_TRACKS = Mart(
@@ -186,6 +210,12 @@ DAILY_USER_STATS = Mart(
     "Each user's day: plays, minutes, distinct tracks and artists, favourite artist, first and "
     "last play (the data behind personal listening stats).",
 )
+USER_TRACK_DAYS = Mart(
+    USER_TRACK_DAYS_TABLE,
+    _user_track_days,
+    "Each user's plays and listening time per day and track, bucketed and sorted by user: what personal "
+    "stats (`sonik user`, lakehouse/reads/user_stats.py) read, a user's years in one or two row groups.",
+)
 TOP_ARTISTS_7D = Mart(
     TOP_ARTISTS_7D_TABLE,
     _top_artists_in_window,
@@ -206,8 +236,17 @@ DAILY_MARTS = (
     DAILY_TIER_LISTENING,
     DAILY_DEVICE_MIX,
     DAILY_USER_STATS,
+    USER_TRACK_DAYS,
 )
-ROLLING_MARTS = (TOP_ARTISTS_7D, TRENDING_TRACKS)
+USER_TRACK_INTERACTIONS = Mart(
+    USER_TRACK_INTERACTIONS_TABLE,
+    _user_track_interactions,
+    f"Each user's plays of each track over the {INTERACTIONS_WINDOW_DAYS} days ending on the day: plays, seconds, "
+    f"first and last play, and skips (plays under {SKIP_UNDER_SECONDS} s); training data for recommenders.",
+    window_days=INTERACTIONS_WINDOW_DAYS,
+)
+
+ROLLING_MARTS = (TOP_ARTISTS_7D, TRENDING_TRACKS, USER_TRACK_INTERACTIONS)
 
 
 # The columns of plays every mart reads (play_id is only for the checks).

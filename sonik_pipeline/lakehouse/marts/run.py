@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
+from pyiceberg.transforms import IdentityTransform
 
 from sonik_pipeline.lakehouse.days import date_filter, days_between, format_days, parse_days
 from sonik_pipeline.lakehouse.marts.queries import DEFAULT_TOP_N, MART_COLUMNS, Mart, mart_rows, window_start
@@ -33,7 +34,7 @@ from sonik_pipeline.lakehouse.reads.plays_days import (
 )
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.lakehouse.tables.snapshots import lineage
-from sonik_pipeline.lakehouse.tables.writes import CommitReport, FileStager, replace_partition
+from sonik_pipeline.lakehouse.tables.writes import CommitReport, FileStager, replace_days, replace_partition
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,9 @@ def replace_mart_days(
     """Make ``files`` the whole of days ``first``..``last`` of a mart table, in one commit.
 
     The commit records the plays snapshot the figures came from, so they can be reproduced and checked.
-    A backfill of many days is one commit per mart rather than one per day.
+    A backfill of many days is one commit per mart rather than one per day. A mart partitioned by day
+    swaps whole partitions; one whose partitions hold more days (``user_track_days``: a bucket of users) has those
+    days' rows replaced within them (``replace_days``).
     """
     snapshot_properties = {
         **properties,
@@ -209,7 +212,15 @@ def replace_mart_days(
         PLAYS_SNAPSHOT_PROPERTY: str(src.snapshot_id),
         PLAYS_METADATA_PROPERTY: src.metadata_location,
     }
+    if not _partitioned_by_day(table):
+        return replace_days(table, "day", first, last, files, snapshot_properties)
     return replace_partition(table, date_filter("day", first, last), files, snapshot_properties)
+
+
+def _partitioned_by_day(table: Table) -> bool:
+    """True when the table's partitions are its ``day`` column's values, so a range of days is whole partitions."""
+    day_id = table.schema().find_field("day").field_id
+    return any(f.source_id == day_id and isinstance(f.transform, IdentityTransform) for f in table.spec().fields)
 
 
 def plays_snapshots_behind(mart_table: Table, days: list[dt.date]) -> dict[dt.date, PlaysSnapshot | None]:

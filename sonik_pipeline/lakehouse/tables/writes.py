@@ -10,6 +10,7 @@ A replace that fails without landing deletes what it wrote, staged data files in
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import uuid
@@ -17,13 +18,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import requests
+from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionKey
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.table import FileScanTask, Table, TableProperties
+from pyiceberg.types import DateType
 
+from sonik_pipeline.lakehouse.days import date_filter, epoch_day, format_days
 from sonik_pipeline.lakehouse.tables.attachment import metadata_files_at, metadata_version, read_metadata
 from sonik_pipeline.lakehouse.tables.catalog import CatalogLocked, table_name
 from sonik_pipeline.lakehouse.tables.deletion import delete_locations
@@ -31,6 +36,7 @@ from sonik_pipeline.lakehouse.tables.iceberg_internals import (
     DataFileWriter,
     SnapshotProducer,
     discard_uncommitted_manifests,
+    iter_data_file_batches,
     split_by_partition,
     transaction,
 )
@@ -173,6 +179,15 @@ class CommitOfStagedFiles:
     def committing(self) -> None:
         self._catalog_asked = True
 
+    def staged_more(self, files: Iterable[DataFile]) -> None:
+        """Files staged for the coming attempt only (``replace_days``' rewritten remainders)."""
+        self._staged += [f.file_path for f in files]
+
+    def unstaged(self, files: Iterable[DataFile]) -> None:
+        """Files of a stale attempt, deleted by the caller: no longer this commit's."""
+        gone = {f.file_path for f in files}
+        self._staged = [path for path in self._staged if path not in gone]
+
     def planned_again(self) -> None:
         """The last attempt was refused while planning (a stale plan): the catalog was not asked."""
         self._catalog_asked = False
@@ -288,6 +303,94 @@ def replace_partition(
                 log.warning(
                     "%s: partition changed concurrently (%s); planning the replace again", table_name(table), stale_plan
                 )
+                continue
+            return _report(table, snapshot_id)
+    raise AssertionError("unreachable")
+
+
+def _day_bounds_of(data_file: DataFile, field_id: int) -> tuple[int, int] | None:
+    """A data file's lower and upper bound of a date column, as days since the epoch (None: no bounds kept)."""
+    lower = (data_file.lower_bounds or {}).get(field_id)
+    upper = (data_file.upper_bounds or {}).get(field_id)
+    if lower is None or upper is None:
+        return None
+    return from_bytes(DateType(), lower), from_bytes(DateType(), upper)
+
+
+def _stage_remainders(
+    table: Table, files: list[DataFile], column: str, first: dt.date, last: dt.date
+) -> list[DataFile]:
+    """The rows outside first..last of ``files`` that also hold rows of other days, staged as new files.
+
+    Their order is kept (a sorted file stays sorted); files whose bounds lie within first..last are whole
+    days being replaced and are not read at all.
+    """
+    field_id = table.schema().find_field(column).field_id
+    lo, hi = epoch_day(first), epoch_day(last)
+    partial = [
+        f for f in files if (bounds := _day_bounds_of(f, field_id)) is None or not lo <= bounds[0] <= bounds[1] <= hi
+    ]
+    if not partial:
+        return []
+    stager = FileStager(table)
+    try:
+        for batch in iter_data_file_batches(table, [FileScanTask(f) for f in partial]):
+            days = batch.column(column)  # a boolean mask keeps the rows' order (an expression filter may not)
+            stager.add(pa.Table.from_batches([batch.filter(pc.or_(pc.less(days, first), pc.greater(days, last)))]))
+        return stager.finish()
+    except BaseException:
+        stager.discard()
+        raise
+
+
+def replace_days(
+    table: Table,
+    column: str,
+    first: dt.date,
+    last: dt.date,
+    new_files: list[DataFile],
+    snapshot_properties: Mapping[str, str],
+) -> CommitReport:
+    """Atomically make ``new_files`` the rows of days ``first``..``last`` (date ``column``) of a table whose
+    partitions hold more than a day (a month, a bucket of users), in one OVERWRITE snapshot as ``replace_partition``.
+
+    A file holding only those days is removed; one that also holds other days (a compacted file) is
+    rewritten without them (copy-on-write), so a re-run replaces the days, never doubles them. A concurrent
+    change to the same rows makes the plan stale: the rewritten remainders are deleted and it is planned
+    again. If the commit fails without landing, everything it wrote is deleted (``CommitOfStagedFiles``).
+    """
+    properties = {k: str(v) for k, v in snapshot_properties.items()}
+    days = date_filter(column, first, last)
+    with CommitOfStagedFiles(table, new_files) as commit:
+        for replans in range(MAX_REPLANS + 1):
+            table.refresh()
+            old_files = _files_in(table, days)
+            if not old_files and not new_files:
+                snapshot = table.current_snapshot()
+                return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
+            remainders = _stage_remainders(table, old_files, column, first, last)
+            commit.staged_more(remainders)
+            try:
+                with transaction(table) as txn:
+                    producer = commit.attempt(txn.update_snapshot(snapshot_properties=properties).overwrite())
+                    with producer:
+                        producer.delete_by_predicate(days)  # conflicts only with writers of these days' files
+                        for data_file in old_files:
+                            producer.delete_data_file(data_file)
+                        for data_file in [*remainders, *new_files]:
+                            producer.append_data_file(data_file)
+                    commit.committing()
+                snapshot_id = producer.snapshot_id
+            except ValidationException as stale_plan:
+                commit.planned_again()
+                commit.unstaged(remainders)
+                delete_locations(table, [f.file_path for f in remainders])
+                if replans == MAX_REPLANS:
+                    raise CommitFailedException(
+                        f"{table_name(table)}: gave up replacing {format_days(first, last)} after {MAX_REPLANS} "
+                        f"concurrent changes to it: {stale_plan}"
+                    ) from stale_plan
+                log.warning("%s: days changed concurrently (%s); planning again", table_name(table), stale_plan)
                 continue
             return _report(table, snapshot_id)
     raise AssertionError("unreachable")
