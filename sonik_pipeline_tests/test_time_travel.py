@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
@@ -144,6 +145,21 @@ def test_rollback_asks_for_confirmation(catalog: Catalog, cli_env, monkeypatch: 
             'SQL error: Catalog Error: Table with name "music.songs" does not exist because schema "music" does not '
             "exist.; the lakehouse's tables are music.plays, music.plays_rejected, music.plays_sources, music_marts.",
         ),
+        (
+            ["sql", "SELECT count(*) FROM music.play"],
+            'SQL error: Catalog Error: Table with name "music.play" does not exist because schema "music" does not '
+            "exist.; did you mean music.plays?",
+        ),
+        (
+            ["sql", "SELECT * FROM music.plays JOIN music_marts.daily_top_track USING (track_id)"],
+            'SQL error: Catalog Error: Table with name "music_marts.daily_top_track" does not exist because schema '
+            '"music_marts" does not exist.; did you mean music_marts.daily_top_tracks or '
+            "music_marts.daily_top_artists?",
+        ),
+        (
+            ["sql", "SELECT count(*) FROM music.plays_rejected", "--as-of", "2001-01-01"],
+            "no table existed yet at 2001-01-01T00:00:00+00:00: music.plays_rejected has no snapshot yet",
+        ),
         (["sql", "DELETE FROM music.plays"], "sonik sql is read-only"),
         (["sql", "COPY (SELECT 1) TO 'x.csv'"], "sonik sql is read-only"),
         (["sql", "SELECT 1; SELECT 2"], "sonik sql is read-only"),
@@ -157,6 +173,32 @@ def test_bad_input_is_one_clear_line(catalog: Catalog, cli_env, args: list[str],
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"sonik: error: {message}"), err
+
+
+def test_the_reading_line_names_only_the_tables_the_query_reads(catalog: Catalog, cli_env) -> None:
+    # Given plays and its quarantine, each with a snapshot
+    batch = synthetic_batch(DAY, 100)
+    index = batch.schema.get_field_index("country")
+    countries = ["usa", *batch.column(index).to_pylist()[1:]]  # one event rejected
+    batch = batch.set_column(index, batch.schema.field(index), pa.array(countries, batch.schema.field(index).type))
+    ingest_day(catalog, DAY, [ArrowRows(batch, "a")])
+    plays, rejected = (
+        catalog.load_table(t).current_snapshot().snapshot_id for t in ("music.plays", "music.plays_rejected")
+    )
+    now = _now_iso()
+
+    # When queries read one table, none, or name a snapshot of a table they do not read
+    one = sonik("sql", "WITH p AS (FROM music.plays) SELECT count(*) AS n FROM p WHERE user_id > 0", "--as-of", now)
+    nothing = sonik("sql", "SELECT 1 AS one", "--as-of", now)
+    elsewhere = sonik("sql", "SELECT count(*) AS n FROM music.plays", "--snapshot", str(rejected))
+
+    # Then each line names what the query reads, and only that
+    assert one[0] == 0 and one[2] == f"-- reading music.plays@{plays}\n"
+    assert nothing[0] == 0 and nothing[2] == "-- reading no lakehouse table\n"
+    assert elsewhere[0] == 0 and elsewhere[2] == (
+        f"sonik: warning: snapshot {rejected} is music.plays_rejected's, which the query does not read "
+        f"(it reads the tables it names as they are now)\n-- reading music.plays@{plays}\n"
+    )
 
 
 def test_rollback_job_records_before_and_after(catalog: Catalog, defs: dg.Definitions) -> None:

@@ -7,27 +7,38 @@ import csv
 import datetime as dt
 import json
 import sys
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
-from sonik_pipeline.lakehouse.days import parse_day
-from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
-from sonik_pipeline.lakehouse.reads import timetravel
-from sonik_pipeline.lakehouse.tables.catalog import CatalogUnavailable, TableUnreadable, open_catalog
-from sonik_pipeline.settings import CATALOG_NAME, Settings, SettingsError
+# Only the standard library at the top of this module and of every command module: `sonik --help` builds
+# the whole parser, and PyIceberg, DuckDB, PyArrow and SQLAlchemy cost about a second to import. Each
+# command imports what it uses when it runs (benchmarks/cli.py measures it).
 
 
 class UsageError(ValueError):
     """Bad input from the user: printed as one line, never a stack trace."""
 
 
-# The failures a user causes or can fix (bad input or settings, a catalog unreachable or locked, a table
-# whose files are damaged, named), each printed as one line; anything else is a bug and keeps its
-# traceback, so it is reported rather than hidden behind a message.
-USER_ERRORS = (UsageError, SettingsError, CatalogUnavailable, TableUnreadable, timetravel.TimeTravelError)
+def user_errors() -> tuple[type[Exception], ...]:
+    """The failures a user causes or can fix (bad input or settings, a catalog unreachable or locked, a table
+    whose files are damaged, named), each printed as one line; anything else is a bug and keeps its
+    traceback, so it is reported rather than hidden behind a message.
+
+    A function, not a constant: the classes live in heavy modules, imported only once an error is caught
+    (by then the command that raised it has imported them anyway).
+    """
+    from sonik_pipeline.lakehouse.reads.timetravel import TimeTravelError
+    from sonik_pipeline.lakehouse.tables.catalog import CatalogUnavailable, TableUnreadable
+    from sonik_pipeline.settings import SettingsError
+
+    return (UsageError, SettingsError, CatalogUnavailable, TableUnreadable, TimeTravelError)
 
 
 def day_argument(text: str) -> dt.date:
+    from sonik_pipeline.lakehouse.days import parse_day
+
     try:
         return parse_day(text)
     except ValueError:
@@ -52,12 +63,20 @@ class SonikParser(argparse.ArgumentParser):
 
 
 def catalog_from_settings():
+    from sonik_pipeline.lakehouse.tables.catalog import open_catalog
+    from sonik_pipeline.settings import CATALOG_NAME, Settings
+
     settings = Settings.from_env()
     return open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
 
 
 def lakehouse_duckdb(catalog) -> duckdb.DuckDBPyConnection:
     """DuckDB on the lakehouse, held to SONIK_DUCKDB_MEMORY_LIMIT as the Dagster steps are."""
+    import duckdb
+
+    from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
+    from sonik_pipeline.settings import Settings
+
     return lakehouse_connection(duckdb.connect(), catalog.properties, Settings.from_env().duckdb_memory_limit)
 
 

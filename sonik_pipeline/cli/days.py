@@ -6,10 +6,6 @@ import argparse
 import datetime as dt
 
 from sonik_pipeline.cli.common import UsageError, day_argument, positive_argument
-from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
-from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
-from sonik_pipeline.lakehouse.tables.catalog import catalog_properties
-from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 
 def last_complete_days(n: int, today: dt.date) -> tuple[dt.date, dt.date]:
@@ -25,6 +21,11 @@ def cmd_days(args: argparse.Namespace) -> None:
 
 
 def cmd_landing(args: argparse.Namespace) -> None:
+    from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
+    from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
+    from sonik_pipeline.lakehouse.tables.catalog import catalog_properties
+    from sonik_pipeline.settings import CATALOG_NAME, Settings
+
     if args.end < args.start:
         raise UsageError(f"--end {args.end} is before --start {args.start}")
     settings = Settings.from_env()

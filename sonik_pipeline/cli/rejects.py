@@ -6,8 +6,6 @@ import argparse
 import dataclasses
 import datetime as dt
 
-from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
 from sonik_pipeline.cli.common import (
     UsageError,
     add_format_option,
@@ -16,16 +14,11 @@ from sonik_pipeline.cli.common import (
     lakehouse_duckdb,
     print_rows,
 )
-from sonik_pipeline.lakehouse.ingest import rejects
-from sonik_pipeline.lakehouse.ingest.validation import reason_group
-from sonik_pipeline.lakehouse.reads import timetravel
-from sonik_pipeline.lakehouse.sources.landing import LandingZone
-from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, load_table, open_catalog
-from sonik_pipeline.lakehouse.tables.definitions import PLAYS_REJECTED
-from sonik_pipeline.settings import CATALOG_NAME, Settings
 
 
 def _scope(day: dt.date | None, reason: str | None) -> str:
+    from sonik_pipeline.lakehouse.ingest.validation import reason_group
+
     return (f" for {day}" if day else "") + (f" with reason {reason_group(reason)!r}" if reason else "")
 
 
@@ -33,8 +26,18 @@ def _events(n: int) -> str:
     return f"{n:,} event{'s' if n != 1 else ''}"
 
 
+def _files(n: int) -> str:
+    return f"{n:,} file{'s' if n != 1 else ''}"
+
+
 def _check_quarantine(catalog) -> None:
     """A damaged quarantine is one line naming it, before PyIceberg plans it or DuckDB reads it."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from sonik_pipeline.lakehouse.reads import timetravel
+    from sonik_pipeline.lakehouse.tables.catalog import load_table
+    from sonik_pipeline.lakehouse.tables.definitions import PLAYS_REJECTED
+
     try:
         table = load_table(catalog, PLAYS_REJECTED.identifier)
     except (NoSuchTableError, NoSuchNamespaceError):
@@ -44,6 +47,8 @@ def _check_quarantine(catalog) -> None:
 
 
 def cmd_rejects(args: argparse.Namespace) -> None:
+    from sonik_pipeline.lakehouse.ingest import rejects
+
     catalog = catalog_from_settings()
     _check_quarantine(catalog)
     con = lakehouse_duckdb(catalog)
@@ -53,20 +58,36 @@ def cmd_rejects(args: argparse.Namespace) -> None:
         return
     columns = [f.name for f in dataclasses.fields(rejects.RejectGroup)]
     print_rows(columns, [dataclasses.astuple(g) for g in groups], args.format)
+    files = rejects.unreadable_files(catalog, con, args.day, args.reason) if args.format == "table" else []
+    if files:  # for people, each by name: a file to replace, not events to fix
+        many = len(files) != 1
+        print(
+            f"\n{len(files)} unreadable landing file{'s' if many else ''}, not events: replace or remove "
+            f"{'each' if many else 'it'} and re-run the day it was ingested with"
+        )
+        for file in files:
+            print(f"  {file.source_file} (ingest of {file.ingest_day}): {file.reason}")
 
 
 def cmd_rejects_replay(args: argparse.Namespace) -> None:
+    from sonik_pipeline.lakehouse.ingest import rejects
+    from sonik_pipeline.lakehouse.sources.landing import LandingZone
+    from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, open_catalog
+    from sonik_pipeline.settings import CATALOG_NAME, Settings
+
     settings = Settings.from_env()
     properties = catalog_properties(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
     catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
     _check_quarantine(catalog)
     con = lakehouse_duckdb(catalog)
     zone = LandingZone.at(settings.landing_dir, properties)
+    # Only into days the partitions hold: from SONIK_START_DATE to today (its folder is ingested once it is over).
+    partitions = {"first_day": dt.date.fromisoformat(settings.start_date), "last_day": dt.datetime.now(dt.UTC).date()}
     if args.dry_run:
-        plan = rejects.replay_plan(catalog, con, args.day, args.reason)
+        plan = rejects.replay_plan(catalog, con, args.day, args.reason, **partitions)
     else:
         try:
-            plan = rejects.write_replay(catalog, con, zone, args.day, args.reason)
+            plan = rejects.write_replay(catalog, con, zone, args.day, args.reason, **partitions)
         except OSError as exc:  # a folder that cannot be written, a bucket that refuses
             raise UsageError(
                 f"cannot write the landing zone {zone.display(zone.root)}: {exc}; check SONIK_LANDING_DIR"
@@ -74,7 +95,7 @@ def cmd_rejects_replay(args: argparse.Namespace) -> None:
     if not plan.files and not plan.staying:
         others = rejects.quarantine_groups(catalog, con, args.day) if args.reason else []
         if others:
-            known = "; ".join(f"{g.reason!r} ({g.events:,})" for g in others)
+            known = "; ".join(f"{g.reason!r} ({_files(g.files) if g.files else f'{g.events:,}'})" for g in others)
             raise UsageError(f"no quarantined events{_scope(args.day, args.reason)}; its reasons: {known}")
         print(f"no quarantined events{_scope(args.day, None)}")
         return
@@ -85,7 +106,14 @@ def cmd_rejects_replay(args: argparse.Namespace) -> None:
         print_rows(["folder", "file", "events", "reason"], rows, "table")
     for left in plan.staying:
         one = left.events == 1
-        if left.readable:
+        if left.files:
+            them = "it" if left.files == 1 else "them"
+            fix = f"replace or remove {them} and re-run {args.day}"
+            print(f"{_files(left.files)} unreadable (reason {left.reason}): {fix}")
+            continue
+        if left.outside:
+            why, fix = f"{'belongs' if one else 'belong'} to {left.outside}", "the source"
+        elif left.readable:
             why, fix = f"{'belongs' if one else 'belong'} to {args.day} itself", "the source or the rules"
         else:
             why, fix = f"{'has' if one else 'have'} no readable played_at", "the source"

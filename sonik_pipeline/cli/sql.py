@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from sonik_pipeline.cli.common import UsageError, add_format_option, catalog_from_settings, lakehouse_duckdb, print_rows
-from sonik_pipeline.lakehouse.reads import timetravel
-from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable
-from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def run_readonly_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
     """Run one SELECT: `sonik sql` reads, it never writes (no COPY, CREATE, INSERT, ATTACH...)."""
+    import duckdb
+
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
@@ -36,15 +38,21 @@ _MISSING_TABLE = re.compile(r'Table with name "?([^"\s]+)"? does not exist')
 
 
 def _missing_table_hint(message: str) -> str:
-    """For a table DuckDB does not know: the lakehouse's name for it (tables are named with their namespace)."""
+    """For a table DuckDB does not know: the lakehouse's name for it (tables are named with their namespace),
+    the closest names to a misspelt one, or else every table's name."""
     match = _MISSING_TABLE.search(message)
     if not match:
         return ""
-    wanted = match.group(1).lower()
+    from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES
+
+    wanted = match.group(1).lower().rsplit(".", 1)[-1]
     names = [table.identifier for table in CODE_TABLES]
-    like = [name for name in names if name.rsplit(".", 1)[-1] == wanted.rsplit(".", 1)[-1]]
-    if like:
-        return f"; the lakehouse's table is {like[0]} (tables are named with their namespace)"
+    by_short = {name.rsplit(".", 1)[-1]: name for name in names}
+    if wanted in by_short:
+        return f"; the lakehouse's table is {by_short[wanted]} (tables are named with their namespace)"
+    close = [by_short[short] for short in difflib.get_close_matches(wanted, by_short, n=3, cutoff=0.6)]
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
     return f"; the lakehouse's tables are {', '.join(names)}"
 
 
@@ -52,6 +60,7 @@ def _missing_table_hint(message: str) -> str:
 # duckdb_views(), query_table('music.plays')): such a query sees every table's view.
 _CATALOG_SCHEMAS = ("information_schema", "pg_catalog")
 _CATALOG_FUNCTIONS = ("query", "query_table")
+_WORD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def _tables_read(sql: str) -> set[tuple[str, str]] | None:
@@ -59,17 +68,23 @@ def _tables_read(sql: str) -> set[tuple[str, str]] | None:
 
     From DuckDB's parse tree (``json_serialize_sql``), never bound: binding would need the tables (and
     ``get_table_names`` binds, so a ``JOIN ... USING`` of tables it does not have fails). A CTE's name
-    reads as a table too, which only costs a view. None where DuckDB cannot tell (a statement that
-    does not serialize) and for a query of the catalog itself (``SHOW TABLES``, ``information_schema``).
+    reads as a table too, which only costs a view. Where DuckDB cannot serialize the statement (a PIVOT
+    statement inside a SELECT), every word of the query as a table name of any schema (``_named_in``);
+    none for a query DuckDB cannot parse. None for a query of the catalog itself (``SHOW TABLES``,
+    ``information_schema``).
     """
+    import duckdb
+
     try:
         with duckdb.connect() as con:
             [text] = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     except duckdb.Error:
-        return None
+        return _named_in(sql)
     tree = json.loads(text)
+    if tree.get("error") and tree.get("error_type") == "parser":
+        return set()  # it cannot run: DuckDB says why, and no table needs a view for that
     if tree.get("error"):
-        return None
+        return _named_in(sql)
     found: set[tuple[str, str]] = set()
     nodes = [tree]
     while nodes:
@@ -93,7 +108,21 @@ def _tables_read(sql: str) -> set[tuple[str, str]] | None:
     return found
 
 
+def _named_in(sql: str) -> set[tuple[str, str]] | None:
+    """Every word of ``sql`` as a table of any schema: a superset of the tables it reads (a table is read by
+    its name), so only the lakehouse tables it names get a view; None if it may read the catalog."""
+    words = set(_WORD.findall(sql.lower()))
+    if words & {"show", "describe", *_CATALOG_SCHEMAS, *_CATALOG_FUNCTIONS} or any(
+        word.startswith(("duckdb_", "pragma_")) for word in words
+    ):
+        return None
+    return {("", word) for word in words}
+
+
 def cmd_sql(args: argparse.Namespace) -> None:
+    from sonik_pipeline.lakehouse.reads import timetravel
+    from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable
+
     catalog = catalog_from_settings()
     con = lakehouse_duckdb(catalog)
     as_of = timetravel.parse_time(args.as_of) if args.as_of else None
@@ -109,8 +138,14 @@ def cmd_sql(args: argparse.Namespace) -> None:
         if args.strict:
             raise UsageError(f"{found.reason} (--strict: not reading {found.fallback or 'it'} instead)")
         print(f"sonik: warning: {found.warning}", file=sys.stderr)
-    if args.as_of or args.snapshot:
-        pins = ", ".join(f"{t}@{s}" for t, s in views.pinned.items())
+    if views.holder is not None and views.holder not in views.pinned:
+        print(
+            f"sonik: warning: snapshot {args.snapshot} is {views.holder}'s, which the query does not read "
+            "(it reads the tables it names as they are now)",
+            file=sys.stderr,
+        )
+    if args.as_of or args.snapshot:  # only the tables the query reads: the others do not change its answer
+        pins = ", ".join(f"{t}@{s}" for t, s in views.pinned.items()) or "no lakehouse table"
         print(f"-- reading {pins}", file=sys.stderr)
     columns, rows = run_readonly_sql(con, args.query)
     print_rows(columns, rows, args.format)

@@ -6,15 +6,12 @@ import argparse
 import dataclasses
 import datetime as dt
 import sys
-
-from pyiceberg.exceptions import TableAlreadyExistsError
+from typing import TYPE_CHECKING
 
 from sonik_pipeline.cli.common import UsageError, add_format_option, catalog_from_settings, print_rows
-from sonik_pipeline.lakehouse.reads import timetravel
-from sonik_pipeline.lakehouse.tables import attachment
-from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable, load_table
-from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES, lakehouse_table_names
-from sonik_pipeline.lakehouse.tables.health import table_health
+
+if TYPE_CHECKING:
+    from sonik_pipeline.lakehouse.tables import attachment
 
 # The same figures, under the same names, as the health the Dagster UI plots on each table's asset.
 HEALTH_COLUMNS = (
@@ -32,6 +29,12 @@ TABLE_COLUMNS = ("table", "rows", *HEALTH_COLUMNS, "last_commit")
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
+    from sonik_pipeline.lakehouse.reads import timetravel
+    from sonik_pipeline.lakehouse.tables import attachment
+    from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable, load_table
+    from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES, lakehouse_table_names
+    from sonik_pipeline.lakehouse.tables.health import table_health
+
     catalog = catalog_from_settings()
     rows: list[tuple] = []
     unreadable = []
@@ -73,6 +76,11 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 def cmd_reattach(args: argparse.Namespace) -> None:
     """Register lost tables' newest metadata in the catalog: every snapshot and its time travel come back."""
+    from pyiceberg.exceptions import TableAlreadyExistsError
+
+    from sonik_pipeline.lakehouse.tables import attachment
+    from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES
+
     catalog = catalog_from_settings()
     wanted = args.tables or [t.identifier for t in CODE_TABLES]
     if args.metadata and len(wanted) != 1:
@@ -102,6 +110,8 @@ def cmd_reattach(args: argparse.Namespace) -> None:
 def _newest_of_table(catalog, table: attachment.Unattached, replace: bool) -> str:
     """The newest metadata file at the table's location; with --replace, the newest of another table than the
     catalog's (the one created over it)."""
+    from sonik_pipeline.lakehouse.tables import attachment
+
     if not replace or not catalog.table_exists(table.identifier):
         return attachment.newest_metadata(table)
     current = str(catalog.load_table(table.identifier).metadata.table_uuid)
@@ -112,6 +122,8 @@ def _newest_of_table(catalog, table: attachment.Unattached, replace: bool) -> st
 
 
 def cmd_snapshots(args: argparse.Namespace) -> None:
+    from sonik_pipeline.lakehouse.reads import timetravel
+
     table = timetravel.load(catalog_from_settings(), args.table)
     rows = [dataclasses.astuple(r) for r in timetravel.snapshot_rows(table)]
     columns = [f.name for f in dataclasses.fields(timetravel.SnapshotRow)]
@@ -119,6 +131,8 @@ def cmd_snapshots(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
+    from sonik_pipeline.lakehouse.reads import timetravel
+
     table = timetravel.load(catalog_from_settings(), args.table)
     if args.to is not None:
         target = timetravel.snapshot_by_id(table, args.to)

@@ -8,7 +8,10 @@ group and target day, so replaying twice overwrites rather than doubles.
 
 Events that belong to the day they were quarantined from are not written back: that folder already
 holds them, and a second copy would only be quarantined again as a duplicate. Fixing them is a fix of
-the source file or the rules, then a re-run of that day.
+the source file or the rules, then a re-run of that day. Nor are events of a day no partition holds
+(before ``SONIK_START_DATE``, after today, or 1970-01-01, a played_at of 0): a folder for such a day
+would never be ingested. A landing file that could not be read at all is one quarantine row with no
+payload: it is listed as a file, never counted as an event, and a replay has nothing of it to write.
 
 Reads are SQL in DuckDB over the files PyIceberg plans for the day asked (``file_scan``), so neither
 the listing nor a replay holds the quarantine in Python memory.
@@ -20,7 +23,7 @@ import datetime as dt
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -37,6 +40,12 @@ from sonik_pipeline.lakehouse.sources.landing_writer import atomic_landing_file
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS_REJECTED
 
 STREAM_ROWS = 50_000
+EPOCH_DAY = dt.date(1970, 1, 1)  # where a played_at of 0 (a default, not a time) lands
+
+# A quarantine row for a whole landing file that could not be read (``DayValidator.classify`` of an
+# ``UnreadableFile``): no play_id, no line, no payload. Every event's row has a payload (its line, or
+# its row as JSON), or a line number (an empty line), so this matches files only.
+_WHOLE_FILE_SQL = "(play_id IS NULL AND source_line IS NULL AND coalesce(payload, '') = '')"
 
 
 def rejects_table(catalog: Catalog) -> Table | None:
@@ -63,7 +72,7 @@ def _grouped_sql(table: Table, con: duckdb.DuckDBPyConnection, day: dt.date | No
     """
     played_at = "json_extract_string(_json, '$.played_at')"
     return (
-        f"SELECT *, {reason_group_sql('reason')} AS reason_group, "
+        f"SELECT *, {reason_group_sql('reason')} AS reason_group, {_WHOLE_FILE_SQL} AS whole_file, "
         f"CASE WHEN json_type(_json) = 'OBJECT' THEN CAST({utc_timestamp_sql(played_at)} AS DATE) END AS belongs_to "
         f"FROM (SELECT *, CASE WHEN json_valid(payload) THEN payload END AS _json "
         f"FROM ({_rejects_sql(table, con, day)}))"
@@ -77,11 +86,13 @@ def _utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 @dataclass(frozen=True)
 class RejectGroup:
-    """Quarantined events of one ingested day and reason group, with the first of them as a sample."""
+    """Quarantined events of one ingested day and reason group, with the first of them as a sample; or the
+    landing files of that day that could not be read at all (``files``, ``events`` 0), the first named."""
 
     ingest_day: dt.date
     reason: str
     events: int
+    files: int  # whole landing files not read: no event of theirs reached validation
     belongs_to: str  # the day(s) their played_at belongs to, as ``belongs_to_text`` says them
     sample_play_id: str | None
     sample_source: str
@@ -98,10 +109,11 @@ def quarantine_groups(
     rows = (
         _utc(con)
         .execute(
-            f"""SELECT ingest_day, reason_group, count(*), min(belongs_to), max(belongs_to), count(DISTINCT belongs_to),
+            f"""SELECT ingest_day, reason_group, count(*) FILTER (NOT whole_file), count(*) FILTER (whole_file),
+                min(belongs_to), max(belongs_to), count(DISTINCT belongs_to),
                 first(struct_pack(play_id, source_file, source_line) ORDER BY source_file, source_line NULLS FIRST)
             FROM ({_grouped_sql(table, con, day)}) {wanted}
-            GROUP BY ALL ORDER BY ingest_day DESC, 3 DESC, 2"""
+            GROUP BY ALL ORDER BY ingest_day DESC, 3 DESC, 4 DESC, 2"""
         )
         .fetchall()
     )
@@ -110,12 +122,41 @@ def quarantine_groups(
             ingest_day=ingest_day,
             reason=group,
             events=events,
+            files=files,
             belongs_to=belongs_to_text(first, last, days),
             sample_play_id=sample["play_id"],
             sample_source=_source(sample["source_file"], sample["source_line"]),
         )
-        for ingest_day, group, events, first, last, days, sample in rows
+        for ingest_day, group, events, files, first, last, days, sample in rows
     ]
+
+
+@dataclass(frozen=True)
+class UnreadableFileReject:
+    """A landing file an ingest could not read at all, as its quarantine row records it."""
+
+    ingest_day: dt.date
+    source_file: str
+    reason: str
+
+
+def unreadable_files(
+    catalog: Catalog, con: duckdb.DuckDBPyConnection, day: dt.date | None = None, reason: str | None = None
+) -> list[UnreadableFileReject]:
+    """The quarantined whole files (of ``day`` and one reason group, if given), newest day first."""
+    table = rejects_table(catalog)
+    if table is None:
+        return []
+    wanted = f"AND reason_group = {sql_string(reason_group(reason))}" if reason else ""
+    rows = (
+        _utc(con)
+        .execute(
+            f"""SELECT DISTINCT ingest_day, source_file, reason FROM ({_grouped_sql(table, con, day)})
+            WHERE whole_file {wanted} ORDER BY ingest_day DESC, source_file"""
+        )
+        .fetchall()
+    )
+    return [UnreadableFileReject(*row) for row in rows]
 
 
 def belongs_to_text(first: dt.date | None, last: dt.date | None, days: int) -> str:
@@ -151,11 +192,14 @@ class ReplayFile:
 
 @dataclass(frozen=True)
 class Staying:
-    """Events a replay leaves where they are, and why (they belong to their own day, or to none readable)."""
+    """Events a replay leaves where they are, and why: they belong to their own day, to none readable, or
+    to days no partition holds (``outside`` says which and why); or whole files that were never read."""
 
     reason: str
     events: int
     readable: bool  # played_at read, and it is the day they were quarantined from
+    outside: str = ""  # the days their played_at reads as, when no partition holds them, and why
+    files: int = 0  # unreadable landing files (``events`` is then 0): nothing of them to write
 
 
 @dataclass(frozen=True)
@@ -169,38 +213,83 @@ class ReplayPlan:
         return sum(f.events for f in self.files)
 
 
-def plan_replay(from_day: dt.date, counts: list[tuple[str, dt.date | None, int]]) -> ReplayPlan:
-    """Which events go to which file, from (reason group, day they belong to or None, events) counts."""
+def outside_partitions(day: dt.date, first_day: dt.date, last_day: dt.date) -> str:
+    """Why no partition holds ``day`` ('' when one does): what a replay says of events it will not write there."""
+    if day == EPOCH_DAY:
+        return "the Unix epoch (a played_at of 0), not a play's time"
+    if day < first_day:
+        return f"before {first_day}, the first partition"
+    if day > last_day:
+        return f"after {last_day}, the newest day the pipeline can ingest"
+    return ""
+
+
+def plan_replay(
+    from_day: dt.date,
+    counts: list[tuple[str, dt.date | None, int]],
+    unreadable: Sequence[tuple[str, int]] = (),
+    *,
+    first_day: dt.date = dt.date.min,
+    last_day: dt.date = dt.date.max,
+) -> ReplayPlan:
+    """Which events go to which file, from (reason group, day they belong to or None, events) counts.
+
+    Only days from ``first_day`` to ``last_day`` (the partitions), never 1970-01-01, are written to;
+    events of other days stay, one entry per reason group and why (with the span of their days).
+    ``unreadable`` are (reason group, files) of whole files not read: they stay as files.
+    """
     files, staying = [], []
+    outside: dict[tuple[str, str], tuple[dt.date, dt.date, int]] = {}
     for group, belongs_to, events in sorted(counts, key=lambda c: (c[0], c[1] or dt.date.min)):
-        if belongs_to is None or belongs_to == from_day:
+        why = outside_partitions(belongs_to, first_day, last_day) if belongs_to is not None else ""
+        if why:
+            first, _, before = outside.get((group, why), (belongs_to, belongs_to, 0))
+            outside[(group, why)] = (first, belongs_to, before + events)
+        elif belongs_to is None or belongs_to == from_day:
             staying.append(Staying(group, events, readable=belongs_to is not None))
         else:
             files.append(ReplayFile(belongs_to, replay_file_name(from_day, group), group, events))
+    for (group, why), (first, last, events) in outside.items():
+        staying.append(Staying(group, events, readable=False, outside=f"{format_days(first, last)}: {why}"))
+    staying += [Staying(group, 0, readable=False, files=n) for group, n in sorted(unreadable)]
     return ReplayPlan(from_day, files, staying)
 
 
 def replay_plan(
-    catalog: Catalog, con: duckdb.DuckDBPyConnection, day: dt.date, reason: str | None = None
+    catalog: Catalog,
+    con: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    reason: str | None = None,
+    *,
+    first_day: dt.date = dt.date.min,
+    last_day: dt.date = dt.date.max,
 ) -> ReplayPlan:
-    """What a replay of ``day`` (of one reason group, if given) would write; writes nothing."""
+    """What a replay of ``day`` (of one reason group, if given) would write into the days ``first_day`` to
+    ``last_day``; writes nothing."""
     table = rejects_table(catalog)
     if table is None:
         return ReplayPlan(day, [], [])
     wanted = f"WHERE reason_group = {sql_string(reason_group(reason))}" if reason else ""
-    sql = f"SELECT reason_group, belongs_to, count(*) FROM ({_grouped_sql(table, con, day)}) {wanted} GROUP BY ALL"
-    counts = _utc(con).execute(sql).fetchall()
-    return plan_replay(day, counts)
+    sql = (
+        f"SELECT reason_group, belongs_to, whole_file, count(*) FROM ({_grouped_sql(table, con, day)}) {wanted} "
+        "GROUP BY ALL"
+    )
+    rows = _utc(con).execute(sql).fetchall()
+    counts = [(group, belongs_to, n) for group, belongs_to, whole_file, n in rows if not whole_file]
+    unreadable = [(group, n) for group, _, whole_file, n in rows if whole_file]
+    return plan_replay(day, counts, unreadable, first_day=first_day, last_day=last_day)
 
 
 def _payloads(
-    table: Table, con: duckdb.DuckDBPyConnection, day: dt.date, reason: str | None
+    table: Table, con: duckdb.DuckDBPyConnection, day: dt.date, reason: str | None, targets: list[dt.date]
 ) -> Iterator[tuple[str, dt.date, str]]:
-    """(reason group, target day, payload) to replay, ordered so that each file is written in one go."""
+    """(reason group, target day, payload) to replay into ``targets`` only, ordered so that each file is
+    written in one go."""
     wanted = f"AND reason_group = {sql_string(reason_group(reason))}" if reason else ""
+    days = ", ".join(f"DATE '{target.isoformat()}'" for target in targets)
     sql = (
         f"SELECT reason_group, belongs_to, payload FROM ({_grouped_sql(table, con, day)}) "
-        f"WHERE belongs_to IS NOT NULL AND belongs_to <> DATE '{day.isoformat()}' {wanted} "
+        f"WHERE NOT whole_file AND belongs_to IN ({days}) AND belongs_to <> DATE '{day.isoformat()}' {wanted} "
         f"ORDER BY reason_group, belongs_to, source_file, source_line"
     )
     for batch in _utc(con).execute(sql).to_arrow_reader(STREAM_ROWS):
@@ -208,15 +297,25 @@ def _payloads(
 
 
 def write_replay(
-    catalog: Catalog, con: duckdb.DuckDBPyConnection, zone: LandingZone, day: dt.date, reason: str | None = None
+    catalog: Catalog,
+    con: duckdb.DuckDBPyConnection,
+    zone: LandingZone,
+    day: dt.date,
+    reason: str | None = None,
+    *,
+    first_day: dt.date = dt.date.min,
+    last_day: dt.date = dt.date.max,
 ) -> ReplayPlan:
-    """Write the replay files of ``day`` into the landing zone, each whole or not at all; return what was written."""
-    plan = replay_plan(catalog, con, day, reason)
+    """Write the replay files of ``day`` into the landing zone's folders of the days ``first_day`` to
+    ``last_day`` (``replay_plan``), each whole or not at all; return what was written."""
+    plan = replay_plan(catalog, con, day, reason, first_day=first_day, last_day=last_day)
     table = rejects_table(catalog)
     if table is None or not plan.files:
         return plan
     written = []
-    for (group, target), rows in itertools.groupby(_payloads(table, con, day, reason), key=lambda r: r[:2]):
+    targets = sorted({f.day for f in plan.files})
+    payloads = _payloads(table, con, day, reason, targets)
+    for (group, target), rows in itertools.groupby(payloads, key=lambda r: r[:2]):
         name = replay_file_name(day, group)
         events = 0
         with atomic_landing_file(zone, target, name) as out:

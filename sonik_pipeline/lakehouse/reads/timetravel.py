@@ -273,12 +273,14 @@ def _is_read(name: str, reads: Collection[tuple[str, str]] | None) -> bool:
 
 @dataclass(frozen=True)
 class Views:
-    """The snapshot each view reads; for ``as_of``, the tables not read exactly as they were then; and the
-    tables that could not be read at all, each with its one-line problem (they have no view)."""
+    """The snapshot each view reads; for ``as_of``, the tables not read exactly as they were then; the
+    tables that could not be read at all, each with its one-line problem (they have no view); and for
+    ``snapshot_id``, the table holding it (which the query may not read)."""
 
     pinned: dict[str, int]
     inexact: list[AsOf]
     unreadable: dict[str, str] = field(default_factory=dict)
+    holder: str | None = None
 
 
 def create_views(
@@ -308,7 +310,10 @@ def create_views(
             tables[name] = load(catalog, name)
         except TableUnreadable as exc:
             unreadable[name] = str(exc)
-    if snapshot_id is not None and not any(t.snapshot_by_id(snapshot_id) for t in tables.values()):
+    holder = None
+    if snapshot_id is not None:
+        holder = next((name for name, table in tables.items() if table.snapshot_by_id(snapshot_id)), None)
+    if snapshot_id is not None and holder is None:
         unknown = f"unknown snapshot {snapshot_id}: no lakehouse table has it"
         raise TimeTravelError(f"{unknown} ({'; '.join(unreadable.values())})" if unreadable else unknown)
     unreadable = {name: problem for name, problem in unreadable.items() if name in wanted}
@@ -350,8 +355,17 @@ def create_views(
     if as_of is not None and not pinned and not unreadable and tables.keys() & set(wanted):
         if inexact:
             raise TimeTravelError("; ".join(f.reason for f in inexact))
-        raise TimeTravelError(f"no table existed yet at {as_of.isoformat()}")
-    return Views(pinned, inexact, unreadable)
+        firsts = [_first_commit(name, tables[name]) for name in wanted if name in tables]
+        raise TimeTravelError(f"no table existed yet at {as_of.isoformat()}: {'; '.join(firsts)}")
+    return Views(pinned, inexact, unreadable, holder)
+
+
+def _first_commit(name: str, table: Table) -> str:
+    """When a table's history starts, as a table too young for a time is told."""
+    snapshots = table.snapshots()
+    if not snapshots:
+        return f"{name} has no snapshot yet"
+    return f"{name}'s oldest snapshot was committed at {_iso(min(s.timestamp_ms for s in snapshots))}"
 
 
 def _view(con: duckdb.DuckDBPyConnection, name: str, select: str) -> None:

@@ -223,3 +223,104 @@ def test_replay_of_one_reason_group_writes_only_that_group(
         "sonik: error: no quarantined events for 2026-04-20 with reason 'no such reason'; its reasons:"
     )
     assert f"'{WRONG_DAY}' (5)" in err and len(err.splitlines()) == 1
+
+
+def test_a_replay_plan_leaves_events_of_days_no_partition_holds_with_the_reason() -> None:
+    first, last = dt.date(2025, 1, 1), dt.date(2026, 12, 1)
+    plan = plan_replay(
+        D20,
+        [
+            (WRONG_DAY, D18, 2),
+            (WRONG_DAY, dt.date(1970, 1, 1), 1),
+            (WRONG_DAY, dt.date(2024, 6, 1), 1),
+            (WRONG_DAY, dt.date(2024, 7, 1), 2),
+            (WRONG_DAY, dt.date(2099, 1, 1), 1),
+        ],
+        first_day=first,
+        last_day=last,
+    )
+
+    assert plan.files == [ReplayFile(D18, replay_file_name(D20, WRONG_DAY), WRONG_DAY, 2)]
+    assert plan.staying == [
+        Staying(
+            WRONG_DAY, 1, readable=False, outside="1970-01-01: the Unix epoch (a played_at of 0), not a play's time"
+        ),
+        Staying(
+            WRONG_DAY, 3, readable=False, outside="2024-06-01...2024-07-01: before 2025-01-01, the first partition"
+        ),
+        Staying(
+            WRONG_DAY, 1, readable=False, outside="2099-01-01: after 2026-12-01, the newest day the pipeline can ingest"
+        ),
+    ]
+    assert plan_replay(D20, [(WRONG_DAY, dt.date(1970, 1, 1), 1)]).files == []  # never 1970-01-01, bounds or not
+
+
+# Events of 2026-04-20's folder whose played_at no partition can take: none may be written anywhere.
+NOWHERE = [
+    _event("epoch", "1970-01-01T00:00:00Z"),
+    _event("too-old", "2024-06-01T10:00:00Z"),  # before SONIK_START_DATE (2025-01-01)
+    _event("future", "2099-01-01T10:00:00Z"),
+    _event("not-a-time", "yesterday"),
+    json.dumps({"play_id": "no-time", "user_id": 1, "track_id": 2, "artist": "A", "title": "T"}),
+]
+
+
+def test_replay_writes_nothing_outside_the_partitions_and_says_why_each_event_stays(
+    sonik_env: Path, catalog: Catalog, capsys: pytest.CaptureFixture
+) -> None:
+    # Given a day whose upload holds events of no partition, next to one late play of 2026-04-18
+    landing = sonik_env
+    write_landing_day(landing, D20, synthetic_batch(D20, 200), files=1)
+    upload = [*NOWHERE, _event("late-18-a", "2026-04-18T10:00:00Z")]
+    (landing / "plays" / "2026-04-20" / "upload.jsonl").write_text("\n".join(upload) + "\n")
+    _ingest(catalog, landing, D20)
+
+    # When it is replayed, dry run first
+    dry = _sonik(capsys, "rejects", "replay", "--day", "2026-04-20", "--dry-run")
+    out = _sonik(capsys, "rejects", "replay", "--day", "2026-04-20")
+
+    # Then only the late play is written, into 2026-04-18's folder, and no other folder appears
+    assert "would write 1 event " in dry and "wrote 1 event " in out
+    assert sorted(p.name for p in (landing / "plays").iterdir()) == ["2026-04-18", "2026-04-20"]
+    [written] = (landing / "plays" / "2026-04-18").iterdir()
+    assert [json.loads(line)["play_id"] for line in written.read_text().splitlines()] == ["late-18-a"]
+    # And each event that stays is named with its reason and why it cannot move
+    for text in (dry, out):
+        assert (
+            f"1 event belongs to 1970-01-01: the Unix epoch (a played_at of 0), not a play's time (reason {WRONG_DAY})"
+            in text
+        )
+        assert f"1 event belongs to 2024-06-01: before 2025-01-01, the first partition (reason {WRONG_DAY})" in text
+        assert "1 event belongs to 2099-01-01: after " in text and "the newest day the pipeline can ingest" in text
+        assert "no readable played_at" in text
+
+
+def test_an_unreadable_landing_file_is_listed_as_a_file_not_an_event(
+    sonik_env: Path, catalog: Catalog, capsys: pytest.CaptureFixture
+) -> None:
+    # Given a day ingested without its one unreadable Parquet file (skipped, and quarantined as a file)
+    landing = sonik_env
+    write_landing_day(landing, D20, synthetic_batch(D20, 50), files=1)
+    broken = landing / "plays" / "2026-04-20" / "broken.parquet"
+    broken.write_bytes(b"PAR1 cut short")
+    (landing / "plays" / "2026-04-20" / "upload.jsonl").write_text("{not json\n")
+    ingest_day(catalog, D20, landing_events(landing, D20), skip_unreadable_files=True, progress=lambda _: None)
+
+    # When the quarantine is listed
+    listed = json.loads(_sonik(capsys, "rejects", "--format", "json"))
+    table = _sonik(capsys, "rejects")
+    replay = _sonik(capsys, "rejects", "replay", "--day", "2026-04-20", "--dry-run")
+
+    # Then the file counts as a file, not as an event, and is named with what to do
+    by_reason = {g["reason"]: g for g in listed}
+    assert by_reason["unreadable Parquet file"]["events"] == 0
+    assert by_reason["unreadable Parquet file"]["files"] == 1
+    assert by_reason["unreadable Parquet file"]["sample_source"].endswith("plays/2026-04-20/broken.parquet")
+    assert (by_reason["malformed JSON"]["events"], by_reason["malformed JSON"]["files"]) == (1, 0)
+    assert "1 unreadable landing file, not events:" in table
+    assert "plays/2026-04-20/broken.parquet (ingest of 2026-04-20): unreadable Parquet file: " in table
+    # And a replay writes nothing for it and says it is a file to replace, not an event without a time
+    assert "1 file unreadable (reason unreadable Parquet file): replace or remove it and re-run 2026-04-20" in replay
+    assert "1 event has no readable played_at (reason malformed JSON)" in replay
+    assert "unreadable Parquet file" not in replay.split("has no readable played_at")[0].rsplit("\n", 1)[-1]
+    assert sorted(p.name for p in (landing / "plays").iterdir()) == ["2026-04-20"]
