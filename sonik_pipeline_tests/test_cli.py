@@ -436,3 +436,30 @@ def test_a_table_whose_metadata_files_are_gone_is_one_line_naming_it(tmp_path: P
     [line] = result.stderr.splitlines()
     assert line.startswith("sonik: error: music.plays: its current metadata file is missing ("), line
     assert line.endswith(".metadata.json); restore it from a backup"), line
+
+
+def test_a_reader_that_stops_early_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `sonik ... | head -1`: the pipe is closed while sonik still prints
+    class ClosedPipe:
+        def __init__(self, file) -> None:
+            self.file = file
+
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return self.file.fileno()
+
+    from sonik_pipeline.cli import main
+
+    with (tmp_path / "stdout").open("w") as file:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(file))
+        code = main(["days", "--last", "3"])
+
+    assert code == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -28,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         Settings.from_env()  # every SONIK_* value checked before any command runs
         code = args.func(args)  # a command that found something wrong returns 1
+    except BrokenPipeError:
+        # The reader stopped early (`sonik ... | head`): not an error. Python's own advice: point stdout at
+        # devnull, so the interpreter's final flush does not raise again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if isinstance(exc, user_errors()):
             for line in str(exc).splitlines():
