@@ -1,4 +1,4 @@
-"""Benchmark: the tutorial's uses as history grows (issue 25): personal stats from ``user_track_days``.
+"""Benchmark: the tutorial's uses as history grows (issue 25): personal stats, training sets, audits.
 
 Setup, in a fresh temporary ``SONIK_HOME`` (SQLite catalog, ``file://`` warehouse): one lakehouse grown in
 place, day by day from ``FIRST_DAY``, up to each of ``--sizes`` days of history (default 30, 365 and
@@ -30,9 +30,10 @@ Targets: ``user_stats`` at 1,095 days <= 50 ms and <= 1.5x its own time at 30 da
 the ``daily_user_stats`` question at the same size. A run with other sizes is reported against the
 same numbers (largest size against smallest).
 
-Other uses add their figures through ``USES`` (see ``Use``): a function called at each size with the
-grown lakehouse, returning named figures, printed in the same table; export and re-export of a 30-day
-training set (item 1) and ``sonik diff`` across a month of commits (item 3) go there.
+The other uses add their figures through ``USES`` (see ``Use``), at each size: a 30-day training set of
+``music.plays`` exported (rows/s), and the previous size's set made again from its manifest after the
+days ingested since, the nights' compactions and an expiry (byte-identical or not); and ``diff_table``
+(``sonik diff``) of ``music.plays`` across its last month (one 31-day commit here).
 
 The exit code is 0 whether or not the targets are met (this is a report); it is non-zero if a build
 step fails or if ``user_stats`` disagrees with ``daily_user_stats`` on any user's plays or minutes.
@@ -64,14 +65,17 @@ from pyiceberg.catalog import Catalog
 from sonik_pipeline.lakehouse.days import days_between
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.exports.training_sets import export_dataset, reexport
 from sonik_pipeline.lakehouse.ingest.run import ingest_days
 from sonik_pipeline.lakehouse.marts.queries import DAILY_USER_STATS, USER_TRACK_DAYS
 from sonik_pipeline.lakehouse.marts.run import MartOptions, run_marts
+from sonik_pipeline.lakehouse.reads.audit import timed_diff
 from sonik_pipeline.lakehouse.reads.user_stats import FooterCache, UserStats, minutes, user_stats
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.maintenance.compaction import CompactionOptions, compact_table
+from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
 from sonik_pipeline.maintenance.manifests import rewrite_manifests
 from sonik_pipeline.settings import CATALOG_NAME
 
@@ -274,8 +278,61 @@ def personal_stats_at(lakehouse: Lakehouse, users: list[int]) -> SizeReport:
     return SizeReport(len(lakehouse.days), as_written, warm, cold, today, check_agreement(warm, today))
 
 
-# Export and re-export (item 1) and `sonik diff` (item 3) add a Use each here.
-USES: tuple[Use, ...] = ()
+# ---------------------------------------------------------------------------------------------
+# Training sets (item 1) and audits (item 3)
+# ---------------------------------------------------------------------------------------------
+
+TRAINING_DAYS = 30
+
+
+class TrainingSets:
+    """At each size: the previous size's training set made again from its manifest, after the days ingested
+    since, the nights' compactions and an expiry of music.plays (keeping its newest 2 snapshots and the
+    export's tag), byte for byte; then the last 30 days of music.plays exported, with their times."""
+
+    def __init__(self) -> None:
+        self.previous: str | None = None  # the last export's manifest
+
+    def __call__(self, lakehouse: Lakehouse, users: list[int]) -> Figures:
+        plays = lakehouse.catalog.load_table("music.plays")
+        figures: Figures = {}
+        if self.previous is not None:
+            expiry = expire_snapshots(plays, ExpiryOptions(retention=dt.timedelta(0), retain_last=2), lambda _: None)
+            out = str(lakehouse.home / f"training-again-{len(lakehouse.days)}")
+            started = time.perf_counter()
+            again = reexport(lakehouse.catalog, self.previous, out)
+            seconds = time.perf_counter() - started
+            first = Path(self.previous).parent
+            same = all((first / f.name).read_bytes() == (Path(out) / f.name).read_bytes() for f in again.manifest.files)
+            figures["re-export of the last size's set"] = (
+                f"{again.manifest.rows:,} rows in {seconds:.2f}s, after {len(expiry.snapshots_expired)} snapshots "
+                f"expired: {'byte-identical' if same else 'DIFFERENT'}"
+            )
+        last = lakehouse.days[-1]
+        first_day = last - dt.timedelta(days=TRAINING_DAYS - 1)
+        out = str(lakehouse.home / f"training-{len(lakehouse.days)}")
+        started = time.perf_counter()
+        manifest = export_dataset(lakehouse.catalog, "music.plays", first_day, last, out, name=f"bench-{last}")
+        seconds = time.perf_counter() - started
+        self.previous = str(Path(out) / "manifest.json")
+        figures[f"export of {TRAINING_DAYS} days of plays"] = (
+            f"{manifest.rows:,} rows in {seconds:.2f}s ({manifest.rows / seconds:,.0f} rows/s)"
+        )
+        return figures
+
+
+def diff_of_the_last_month(lakehouse: Lakehouse, users: list[int]) -> Figures:
+    """``sonik diff music.plays`` from the state before the last ingest step (31 days here) to now."""
+    plays = lakehouse.catalog.load_table("music.plays")
+    before = plays.current_snapshot().parent_snapshot_id
+    result, seconds = timed_diff(plays, before, repeat=3)
+    return {"diff across the last month": f"{len(result.days)} days changed, {seconds * 1000:.0f} ms (best of 3)"}
+
+
+USES: tuple[Use, ...] = (
+    Use("training sets", TrainingSets()),
+    Use("audits", diff_of_the_last_month),
+)
 
 
 def run(args: argparse.Namespace, home: Path) -> Iterator[SizeReport]:
