@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import dagster as dg
@@ -42,6 +43,16 @@ def run_asset_job(
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,
     )
+
+
+def sonik(*args: str) -> tuple[int, str, str]:
+    """`sonik` as a user types it, in this process: its exit code, stdout and stderr."""
+    from sonik_pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
 
 
 def record_manifest_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -152,6 +163,14 @@ def settings(sonik_home: Path, catalog_uri: str) -> Settings:
     return Settings.from_env(
         {"SONIK_HOME": str(sonik_home), "SONIK_CATALOG_URI": catalog_uri, "SONIK_EVENTS_PER_DAY": str(SMALL_DAY_EVENTS)}
     )
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> dict[str, str]:
+    """`sonik` (in this process or another) reads the test's lakehouse (SQLite or Postgres catalog)."""
+    monkeypatch.setenv("SONIK_HOME", str(settings.home))
+    monkeypatch.setenv("SONIK_CATALOG_URI", settings.catalog_uri)
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYICEBERG_")}
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import datetime as dt
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -15,24 +14,10 @@ from sonik_pipeline.cli import main
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch, synthetic_events
-from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, run_asset_job
+from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, run_asset_job, sonik
 
 A, B, C, D = (dt.date(2026, 4, 17) + dt.timedelta(days=i) for i in range(4))
 LATE = 30
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, sonik_home: Path, settings) -> None:
-    """`sonik` reads the same lakehouse as the test (SQLite or Postgres catalog)."""
-    monkeypatch.setenv("SONIK_HOME", str(sonik_home))
-    monkeypatch.setenv("SONIK_CATALOG_URI", settings.catalog_uri)
-
-
-def sonik(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _json(*args: str):

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +22,6 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.cli import main
 from sonik_pipeline.cli.tables import TABLE_COLUMNS
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
@@ -34,26 +31,11 @@ from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.settings import CATALOG_NAME, Settings
-from sonik_pipeline_tests.conftest import run_asset_job
+from sonik_pipeline_tests.conftest import run_asset_job, sonik
 
 DAY = dt.date(2026, 4, 20)
 BIN = Path(sys.executable).parent
 SMALL = pa.schema([pa.field("x", pa.int64())])
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> dict[str, str]:
-    """`sonik` (in this process or another) reads the test's lakehouse."""
-    monkeypatch.setenv("SONIK_HOME", str(settings.home))
-    monkeypatch.setenv("SONIK_CATALOG_URI", settings.catalog_uri)
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYICEBERG_")}
-
-
-def sonik(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def sonik_process(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:

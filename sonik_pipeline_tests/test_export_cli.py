@@ -1,9 +1,7 @@
 """`sonik export` as a data scientist runs it: export, list, make again from the manifest, release; one-line errors."""
 
 import datetime as dt
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import duckdb
@@ -11,24 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.cli import main
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
 from sonik_pipeline.lakehouse.marts.queries import USER_TRACK_INTERACTIONS
 from sonik_pipeline.lakehouse.marts.run import run_marts
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
+from sonik_pipeline_tests.conftest import sonik
 
 DAYS = [dt.date(2026, 4, 19), dt.date(2026, 4, 20)]
 ONE_DAY = ["--start", "2026-04-19", "--end", "2026-04-19"]
 NO_ROWS = "music.plays has no rows in 2026-03-01...2026-03-02 at snapshot"
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, sonik_home: Path, settings) -> None:
-    """`sonik` reads the same lakehouse as the test (SQLite or Postgres catalog)."""
-    monkeypatch.setenv("SONIK_HOME", str(sonik_home))
-    monkeypatch.setenv("SONIK_CATALOG_URI", settings.catalog_uri)
 
 
 @pytest.fixture
@@ -39,13 +30,6 @@ def lakehouse(catalog: Catalog) -> Catalog:
     with duckdb.connect() as con:
         list(run_marts(catalog, con, [USER_TRACK_INTERACTIONS], DAYS))
     return catalog
-
-
-def sonik(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _files(folder: Path) -> dict[str, bytes]:

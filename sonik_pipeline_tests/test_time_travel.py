@@ -1,11 +1,8 @@
 """Auditing the past and undoing a bad ingest: `sonik sql --as-of`, `sonik rollback`, and the rollback job."""
 
 import datetime as dt
-import io
 import json
 import time
-from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -13,7 +10,6 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.cli import main
 from sonik_pipeline.cli.tables import TABLE_COLUMNS
 from sonik_pipeline.lakehouse.duckdb_io.extensions import load_iceberg
 from sonik_pipeline.lakehouse.ingest.run import ingest_day
@@ -22,22 +18,9 @@ from sonik_pipeline.lakehouse.reads.timetravel import rollback
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, expire_snapshots
+from sonik_pipeline_tests.conftest import sonik
 
 DAY = dt.date(2026, 4, 20)
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, sonik_home: Path, settings) -> None:
-    """`sonik` reads the same lakehouse as the test (SQLite or Postgres catalog)."""
-    monkeypatch.setenv("SONIK_HOME", str(sonik_home))
-    monkeypatch.setenv("SONIK_CATALOG_URI", settings.catalog_uri)
-
-
-def sonik(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _json(*args: str) -> list[dict]:

@@ -33,9 +33,9 @@ from sonik_pipeline_tests.conftest import (
     check_results,
     op_output_metadata,
     run_asset_job,
+    sonik,
 )
 from sonik_pipeline_tests.real_servers.conftest import Lakehouse, module_lakehouse, set_environment, stored
-from sonik_pipeline_tests.test_time_travel import sonik  # `sonik` as a user types it, in this process
 
 NOW = dt.datetime(2026, 4, 21, 12, tzinfo=dt.UTC)  # the landing sensor's clock: the 20th is the last complete day
 DAYS = ["2026-04-17", "2026-04-18", "2026-04-19"]  # landed and run by daily_job once, for every test

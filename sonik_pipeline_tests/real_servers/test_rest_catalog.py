@@ -23,7 +23,7 @@ from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS
 from sonik_pipeline.settings import CATALOG_NAME, Settings
-from sonik_pipeline_tests.conftest import DAY, run_asset_job
+from sonik_pipeline_tests.conftest import DAY, run_asset_job, sonik
 from sonik_pipeline_tests.real_servers.conftest import (
     TABLE_BUCKET,
     Lakehouse,
@@ -33,7 +33,6 @@ from sonik_pipeline_tests.real_servers.conftest import (
     set_environment,
     stored,
 )
-from sonik_pipeline_tests.test_time_travel import sonik
 
 
 @pytest.fixture(scope="module")
