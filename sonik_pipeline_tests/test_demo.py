@@ -104,6 +104,34 @@ def test_the_demo_tells_its_story_and_its_commands_work(tmp_path: Path) -> None:
     late_day = story["late_day"]
     assert answers[f"{late_day} before the late upload"] != answers[f"{late_day} now, with it"]
 
+    # And the README's own commands (its tour and its four uses) run on the demo's lakehouse as written,
+    # from a folder laid out like the project's, the clock fixed at the day after the demo's last
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".venv").symlink_to(BIN.parent)
+    for block in readme_command_blocks():
+        script = block.replace("$(date -u -d yesterday +%F)", str(LAST_DAY))
+        ran = subprocess.run(
+            ["bash", "-c", f"set -euo pipefail\n{script}"], env=env, cwd=project, capture_output=True, text=True
+        )
+        assert ran.returncode == 0 and ran.stdout.strip(), (script, ran.stdout[-2000:], ran.stderr[-2000:])
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_command_blocks() -> list[str]:
+    """The README's bash blocks that run `sonik` (the set-up block's `make` commands are what CI runs)."""
+    text = README.read_text()
+    blocks = [b.split("\n", 1)[1] for b in text.split("```")[1::2] if b.startswith("bash\n")]
+    return [b for b in blocks if ".venv/bin/sonik" in b and "make " not in b]
+
+
+def test_the_readme_has_its_tour_and_its_four_uses_to_run() -> None:
+    blocks = readme_command_blocks()
+    assert len(blocks) == 2
+    assert "sonik export" in blocks[1] and "sonik user" in blocks[1] and "sonik diff" in blocks[1]
+
 
 def _uri_and_warehouse(home: Path) -> tuple[str, str]:
     settings = Settings.from_env({"SONIK_HOME": str(home)})
