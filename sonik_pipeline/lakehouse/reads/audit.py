@@ -31,7 +31,7 @@ from pyiceberg.types import DateType
 from pyiceberg.utils.concurrent import ExecutorFactory
 
 from sonik_pipeline.lakehouse.days import as_day, epoch_millis, is_day_field
-from sonik_pipeline.lakehouse.reads.timetravel import Found, TimeTravelError, parse_time, read_as_of
+from sonik_pipeline.lakehouse.reads.timetravel import Found, TimeTravelError, commit_time, parse_time, read_as_of
 from sonik_pipeline.lakehouse.tables.catalog import table_name
 
 Day = dt.date | None  # None: the files of an unpartitioned table (or of a spec without a day field)
@@ -39,10 +39,6 @@ Day = dt.date | None  # None: the files of an unpartitioned table (or of a spec 
 
 class AuditError(TimeTravelError):
     """A diff or history that cannot be answered as asked; the message says why and what is available."""
-
-
-def _iso(timestamp_ms: int) -> str:
-    return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class Commit:
         summary = snapshot.summary
         return cls(
             snapshot_id=snapshot.snapshot_id,
-            committed_at=_iso(snapshot.timestamp_ms),
+            committed_at=commit_time(snapshot.timestamp_ms),
             operation=summary.operation.value if summary else "",
             dagster_run_id=(summary.get("dagster.run-id") or "") if summary else "",
             dagster_partition=(summary.get("dagster.partition") or "") if summary else "",
@@ -481,8 +477,8 @@ def _available(table: Table) -> str:
         return f"{table_name(table)} has no snapshot yet"
     first, last = snapshots[0], snapshots[-1]
     return (
-        f"{len(snapshots)} snapshots are retained, from {first.snapshot_id} ({_iso(first.timestamp_ms)}) to "
-        f"{last.snapshot_id} ({_iso(last.timestamp_ms)}); `sonik snapshots {table_name(table)}` lists them"
+        f"{len(snapshots)} snapshots are retained, from {first.snapshot_id} ({commit_time(first.timestamp_ms)}) to "
+        f"{last.snapshot_id} ({commit_time(last.timestamp_ms)}); `sonik snapshots {table_name(table)}` lists them"
     )
 
 
@@ -521,8 +517,8 @@ def diff(table: Table, from_text: str, to_text: str | None = None) -> TableDiff:
     start, end = resolve(table, from_text, "--from"), resolve(table, to_text, "--to")
     if start.when_ms > end.when_ms:
         raise AuditError(
-            f"--from {from_text} ({start.label}, {_iso(start.when_ms)}) is after --to "
-            f"{to_text if to_text is not None else '(current)'} ({end.label}, {_iso(end.when_ms)}): swap them"
+            f"--from {from_text} ({start.label}, {commit_time(start.when_ms)}) is after --to "
+            f"{to_text if to_text is not None else '(current)'} ({end.label}, {commit_time(end.when_ms)}): swap them"
         )
     if end.snapshot is None:
         raise AuditError(f"{table_name(table)} has no snapshot yet: nothing to compare")
@@ -577,7 +573,7 @@ def day_history(table: Table, day: dt.date) -> list[DayChange]:
         change = reader.state_changes(replaced, target, days).get(day)
         if change is None:
             continue
-        commit = Commit(target.snapshot_id, _iso(rollback_ms), "rollback", "", "", "")
+        commit = Commit(target.snapshot_id, commit_time(rollback_ms), "rollback", "", "", "")
         events.append((rollback_ms, 1, _day_change(reader, target, day, change, commit)))
     ordered = sorted(events, key=lambda x: (x[0], x[1]))
     return [replace(e, on_lineage=e.snapshot_id in on_lineage) for _, _, e in ordered]

@@ -114,9 +114,9 @@ def read_as_of(table: Table, when: dt.datetime) -> AsOf:
                 Found.HISTORY_EXPIRED,
                 None,
                 f"{name}: the history before its oldest retained snapshot {oldest.snapshot_id} (current from "
-                f"{_iso(log[0].timestamp_ms)}) was expired, so its state at {at} is not known",
+                f"{commit_time(log[0].timestamp_ms)}) was expired, so its state at {at} is not known",
             )
-        since = _iso(first if first is not None else log[0].timestamp_ms)
+        since = commit_time(first if first is not None else log[0].timestamp_ms)
         message = f"{name} did not exist yet at {at}; its first snapshot is from {since}"
         return AsOf(name, when, Found.NOT_YET, None, message)
 
@@ -133,7 +133,7 @@ def read_as_of(table: Table, when: dt.datetime) -> AsOf:
                 snapshot,
                 f"{name}: the snapshot current at {at} was expired",
                 f"the newest retained snapshot before {at}, {snapshot.snapshot_id}, "
-                f"committed at {_iso(snapshot.timestamp_ms)}",
+                f"committed at {commit_time(snapshot.timestamp_ms)}",
             )
         return AsOf(name, when, Found.EXACT, snapshot)
     following = table.snapshot_by_id(log[index + 1].snapshot_id) if index + 1 < len(log) else None
@@ -143,9 +143,9 @@ def read_as_of(table: Table, when: dt.datetime) -> AsOf:
             when,
             Found.UNCERTAIN,
             snapshot,
-            f"{name}: a snapshot committed between {snapshot.snapshot_id} (current from {_iso(entry.timestamp_ms)}) "
-            f"and {following.snapshot_id} (current from {_iso(log[index + 1].timestamp_ms)}) was expired; "
-            "the answer may differ",
+            f"{name}: a snapshot committed between {snapshot.snapshot_id} "
+            f"(current from {commit_time(entry.timestamp_ms)}) and {following.snapshot_id} "
+            f"(current from {commit_time(log[index + 1].timestamp_ms)}) was expired; the answer may differ",
             f"{snapshot.snapshot_id}",
         )
     return AsOf(name, when, Found.EXACT, snapshot)
@@ -175,7 +175,8 @@ def snapshot_as_of(table: Table, when: dt.datetime, instead: str = "") -> Snapsh
     return found.snapshot
 
 
-def _iso(timestamp_ms: int) -> str:
+def commit_time(timestamp_ms: int) -> str:
+    """A snapshot's commit time as every command shows it (UTC, ISO-8601, milliseconds)."""
     return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
@@ -200,7 +201,7 @@ def snapshot_rows(table: Table) -> list[SnapshotRow]:
         rows.append(
             SnapshotRow(
                 snapshot_id=s.snapshot_id,
-                committed_at=_iso(s.timestamp_ms),
+                committed_at=commit_time(s.timestamp_ms),
                 operation=summary.operation.value if summary else "",
                 records=int(summary.get("total-records") or 0) if summary else 0,
                 added_records=int(summary.get("added-records") or 0) if summary else 0,
@@ -365,7 +366,7 @@ def _first_commit(name: str, table: Table) -> str:
     snapshots = table.snapshots()
     if not snapshots:
         return f"{name} has no snapshot yet"
-    return f"{name}'s oldest snapshot was committed at {_iso(min(s.timestamp_ms for s in snapshots))}"
+    return f"{name}'s oldest snapshot was committed at {commit_time(min(s.timestamp_ms for s in snapshots))}"
 
 
 def _view(con: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
