@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
 from sonik_pipeline.lakehouse.days import date_filter, format_days, partition_day, played_at_filter
-from sonik_pipeline.lakehouse.ingest.validation import DayValidator, ValidationTotals
-from sonik_pipeline.lakehouse.sources.events import ArrowRows, JsonLines, LongLine, RawBatch, SourceFile, UnreadableFile
+from sonik_pipeline.lakehouse.ingest.validation import DayValidator, JudgedBatch, ValidationTotals
+from sonik_pipeline.lakehouse.sources.events import LongLine, RawBatch, SourceFile, UnreadableFile
 from sonik_pipeline.lakehouse.sources.ingested_files import (
     LateArrivals,
     late_arrivals,
@@ -68,6 +70,30 @@ def read_ahead(items: Iterable[T]) -> Iterator[T]:
         while (item := pending.result()) is not _DONE:
             pending = pool.submit(next, iterator, _DONE)
             yield item
+
+
+# Batches prepared at once (typed, tested, hashed; ``DayValidator.prepare``), each on its own thread.
+PREPARE_WORKERS = max(2, min(4, os.cpu_count() or 1))
+
+
+def prepared_ahead(items: Iterable[T], prepare: Callable[[T], Any], workers: int = PREPARE_WORKERS) -> Iterator[Any]:
+    """``prepare(item)`` of each item, in order, prepared by ``workers`` threads at once ahead of the caller.
+
+    The items themselves are read one at a time (``read_ahead``: a source is one generator). While the
+    caller takes one result, ``workers`` more are being prepared, so memory holds that many batches more.
+    """
+    with ThreadPoolExecutor(workers, thread_name_prefix="sonik-prepare") as pool:
+        pending: deque[Future[Any]] = deque()
+        try:
+            for item in read_ahead(items):
+                pending.append(pool.submit(prepare, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 class WriteBehind:
@@ -253,7 +279,7 @@ def stage_day(
     events_per_file: dict[str, int] = {}
     try:
         with WriteBehind() as writer:
-            for raw in read_ahead(validator.prepare(raw) for raw in events):
+            for raw in prepared_ahead(events, validator.prepare):
                 if isinstance(raw, SourceFile):
                     sources.append(raw)
                     continue
@@ -262,9 +288,9 @@ def stage_day(
                     progress(f"{day}: {raw.source_file}: {raw.error}")
                 seen_before = validator.totals.seen
                 valid, rejected = validator.classify(raw)
-                if isinstance(raw, JsonLines | ArrowRows | LongLine):  # events: a line or a row each
-                    events = validator.totals.seen - seen_before
-                    events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + events
+                if isinstance(raw, JudgedBatch | LongLine):  # events: a line or a row each
+                    counted = validator.totals.seen - seen_before
+                    events_per_file[raw.source_file] = events_per_file.get(raw.source_file, 0) + counted
                 rejected = _as_reject_rows(rejected, day, run_id, now)
                 writer.submit(_write_batch, plays_files, valid, reject_files, rejected)
                 if preview.num_rows < PREVIEW_ROWS and valid.num_rows:

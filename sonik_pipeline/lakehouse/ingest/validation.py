@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -282,6 +283,18 @@ def _cast_losslessly(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.Chunked
         return None
 
 
+@dataclass(frozen=True)
+class JudgedBatch:
+    """A batch typed and tested against the row rules, the play_ids of its passing rows hashed."""
+
+    source_file: str
+    typed: pa.Table  # a row an event, in the batch's order
+    reasons: pa.Array  # why each row is rejected so far (type errors and row rules), null where it passes
+    origin: _RowsOfOrigin  # the payloads and source lines of the rows a mask selects
+    valid_rows: np.ndarray  # where ``reasons`` is null
+    valid_hashes: np.ndarray  # uint64 hash of each valid row's play_id
+
+
 class DayValidator:
     """Classifies the raw batches of one UTC day; remembers play_ids so duplicates across batches are caught.
 
@@ -290,6 +303,9 @@ class DayValidator:
     types, or wider ones, pass in Arrow, and other columns are cast row by row with TRY_CAST. The rules
     (``rules.py``) are one set of Arrow compute kernels over typed columns, with a fast path when a batch
     is clean, since clean batches are the common case and the hot path of ingest.
+
+    ``prepare`` does all of that for a batch on its own (any thread, several batches at once); only the
+    duplicates depend on the batches before, so ``classify`` takes prepared batches in order.
     """
 
     def __init__(self, schema: Schema, day: dt.date):
@@ -309,14 +325,24 @@ class DayValidator:
         self.totals = ValidationTotals()
         self._seen = HashSet64()
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     # -- typing ------------------------------------------------------------------------------
 
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            self._con = bounded_connection(VALIDATION_MEMORY_LIMIT)
-            self._con.execute("SET TimeZone = 'UTC'")
-        return self._con
+        """This thread's connection to the validator's one DuckDB (a connection serves one thread at a time)."""
+        con = getattr(self._local, "con", None)
+        if con is None:
+            with self._lock:
+                if self._con is None:
+                    self._con = bounded_connection(VALIDATION_MEMORY_LIMIT)
+                con = self._con.cursor()
+                self._cursors.append(con)
+            con.execute("SET TimeZone = 'UTC'")
+            self._local.con = con
+        return con
 
     def _typed_via_sql(self, rel: pa.Table, select_sql: str) -> pa.Table:
         con = self._duckdb()
@@ -429,13 +455,6 @@ class DayValidator:
                 pass
         return self._typed_via_sql(pa.table({"t": text}), f"SELECT {utc_timestamp_sql('t')} FROM _raw").column(0)
 
-    def prepare(self, raw: RawBatch) -> RawBatch:
-        """Parse what can be parsed before ``classify`` (a chunk of JSON text, whole): thread-safe, so
-        a reader thread can run it for the next batch while this one is classified."""
-        if isinstance(raw, JsonLines):
-            raw.parsed_whole(self._parse_schema)
-        return raw
-
     # -- rules -------------------------------------------------------------------------------
 
     def _rule_masks(self, typed: pa.Table) -> list[_Rule]:
@@ -485,7 +504,7 @@ class DayValidator:
         finally:
             con.unregister("_ids")
 
-    def _mark_duplicates(self, play_ids: pa.Array, reasons: pa.Array) -> pa.Array:
+    def _mark_duplicates(self, batch: JudgedBatch) -> pa.Array:
         """Reject every valid row whose play_id was already kept earlier today (first one wins).
 
         Ids are compared by a 64-bit hash in a ``HashSet64`` (8 bytes an id, no per-event objects), so a
@@ -493,9 +512,7 @@ class DayValidator:
         colliding (odds ~3e-4 in a 100M-event day) would put the later one in quarantine as a duplicate:
         kept there, never silently lost.
         """
-        valid = pc.is_null(reasons)
-        idx = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
-        hashes = self._hash64(play_ids.take(pa.array(idx)) if len(idx) < len(play_ids) else play_ids)
+        hashes, reasons = batch.valid_hashes, batch.reasons
         ordered = np.sort(hashes)  # one sort serves both questions
         repeat_sorted = np.zeros(len(ordered), dtype=bool)
         repeat_sorted[1:] = ordered[1:] == ordered[:-1]  # later copies within the batch
@@ -509,23 +526,50 @@ class DayValidator:
         duplicate = np.empty(len(hashes), dtype=bool)
         duplicate[np.argsort(hashes, kind="stable")] = repeat_sorted
         out = reasons.to_pylist()
-        for row in idx[duplicate]:
+        for row in batch.valid_rows[duplicate]:
             out[row] = DUPLICATE_REASON
         return pa.array(out, pa.string())
 
     # -- the whole batch ---------------------------------------------------------------------
 
-    def classify(self, raw: RawBatch) -> tuple[pa.Table, pa.Table]:
-        """Return (valid rows typed as the schema, rejected rows as ``REJECT_SCHEMA``)."""
+    def prepare(self, raw: RawBatch) -> RawBatch | JudgedBatch:
+        """Everything about a batch that does not depend on the batches before it: thread-safe, so
+        several batches are prepared at once while ``classify`` takes the earlier ones in order.
+
+        Rows are typed and tested against the row rules, and the play_ids of the rows that pass are
+        hashed; what is left for ``classify`` is the duplicates.
+        """
+        if not isinstance(raw, JsonLines | ArrowRows):
+            return raw
+        typed, type_errors, origin = self._typed(raw)
+        reasons = self._reasons(typed, type_errors)
+        valid_rows = np.flatnonzero(pc.is_null(reasons).to_numpy(zero_copy_only=False))
+        play_ids = typed.column("play_id").combine_chunks()
+        if len(valid_rows) < len(play_ids):
+            play_ids = play_ids.take(pa.array(valid_rows))
+        return JudgedBatch(raw.source_file, typed, reasons, origin, valid_rows, self._hash64(play_ids))
+
+    def _hash64(self, ids: pa.Array) -> np.ndarray:
+        con = self._duckdb()
+        con.register("_ids", pa.table({"id": ids}))
+        try:
+            return con.execute("SELECT hash(id) FROM _ids").arrow().read_all().column(0).to_numpy()
+        finally:
+            con.unregister("_ids")
+
+    def classify(self, raw: RawBatch | JudgedBatch) -> tuple[pa.Table, pa.Table]:
+        """Return (valid rows typed as the schema, rejected rows as ``REJECT_SCHEMA``); batches of a day
+        come in their order, prepared (``prepare``) or not."""
         if isinstance(raw, UnreadableFile):
             return self._one_reject(raw.error, "", raw.source_file, None)
         if isinstance(raw, LongLine):
             reason = f"line longer than {raw.limit:,} bytes: {raw.size:,} bytes"
             return self._one_reject(reason, _truncated(raw.head, raw.size), raw.source_file, raw.line)
-
-        typed, type_errors, origin = self._typed(raw)
-        reasons = self._reasons(typed, type_errors)
-        reasons = self._mark_duplicates(typed.column("play_id").combine_chunks(), reasons)
+        batch = raw if isinstance(raw, JudgedBatch) else self.prepare(raw)
+        if not isinstance(batch, JudgedBatch):
+            raise TypeError(f"not a batch of events: {type(raw).__name__}")
+        typed = batch.typed
+        reasons = self._mark_duplicates(batch)
         keep = pc.is_null(reasons)
         clean = reasons.null_count == len(reasons)
         valid = (typed if clean else typed.filter(keep)).cast(self.arrow_schema)
@@ -535,13 +579,13 @@ class DayValidator:
             return valid, REJECT_SCHEMA.empty_table()
         rejected_reasons = reasons.filter(bad)
         bad_rows = typed.filter(bad)
-        payloads, source_lines = origin(bad)
+        payloads, source_lines = batch.origin(bad)
         rejected = pa.table(
             {
                 "play_id": pc.cast(bad_rows.column("play_id"), pa.string()),
                 "reason": rejected_reasons,
                 "payload": _bounded(pc.cast(payloads, pa.string())),
-                "source_file": pa.array([raw.source_file] * len(rejected_reasons), pa.string()),
+                "source_file": pa.array([batch.source_file] * len(rejected_reasons), pa.string()),
                 "source_line": source_lines,
             },
             schema=REJECT_SCHEMA,
@@ -570,5 +614,7 @@ class DayValidator:
         self.totals.rejected_by_reason.update(reason_group(r) for r in reasons)
 
     def close(self) -> None:
+        for con in self._cursors:
+            con.close()
         if self._con is not None:
             self._con.close()

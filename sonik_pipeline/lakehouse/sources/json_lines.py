@@ -16,6 +16,7 @@ that are not UTF-8 kept as ``\\xNN`` escapes.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -38,9 +39,9 @@ _LOOSE_PATTERN = "|".join(re.escape(needle.decode()) for needle in _LOOSE_BYTES)
 _WINDOW_BYTES = 1 << 20
 # What a line over the bound keeps of itself, for the quarantine to show what it was.
 LONG_LINE_HEAD_BYTES = 4 * 1024
-# A whole chunk is parsed in blocks of this size on every core.
-PARALLEL_BLOCK_BYTES = 4 * 1024 * 1024
 _ROW_IN_ERROR = re.compile(r"in row (\d+)")
+# A chunk parsed whole is parsed in blocks of this size, one after the other.
+SERIAL_BLOCK_BYTES = 4 * 1024 * 1024
 # A group this small that the reader still refuses is judged line by line.
 _SMALLEST_GROUP = 8
 
@@ -54,8 +55,33 @@ class SkippedLine:
     head: bytes  # its first ``LONG_LINE_HEAD_BYTES``
 
 
+class TextBuffers:
+    """Buffers for chunks of text, each handed out again once nothing holds a view of it any more.
+
+    A fresh buffer for every chunk costs fresh pages from the system every time: 2.2 s of CPU to read
+    the 2.5 GB of a 10M-event day, against 0.2 s to read it into buffers used again. Whether a chunk,
+    its lines or a parse still use a buffer is its reference count, so reuse never overwrites text in use.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._buffers: list[bytearray] = []
+
+    def take(self, size: int, capacity: int = 0) -> memoryview:
+        """A writable view of ``size`` bytes (not zeroed when used again) of a buffer of at least
+        ``capacity``, so that it serves bigger requests later."""
+        for buffer in self._buffers:
+            # references: the list, this loop's name and getrefcount's argument; a view adds one
+            if len(buffer) >= size and sys.getrefcount(buffer) == 3:
+                return memoryview(buffer)[:size]
+        buffer = bytearray(max(size, capacity))
+        if len(self._buffers) < self._keep:
+            self._buffers.append(buffer)
+        return memoryview(buffer)[:size]
+
+
 def read_text_chunks(
-    stream: BinaryIO, chunk_bytes: int, max_lines: int, max_line_bytes: int
+    stream: BinaryIO, chunk_bytes: int, max_lines: int, max_line_bytes: int, buffers: TextBuffers | None = None
 ) -> Iterator[tuple[memoryview, int] | SkippedLine]:
     """(text of whole lines, number of its first line): about ``chunk_bytes`` and at most ``max_lines``
     lines each; a line over ``max_line_bytes`` comes as a ``SkippedLine`` in its place instead.
@@ -65,17 +91,18 @@ def read_text_chunks(
     file, and no buffer grows past ``chunk_bytes + max_line_bytes``. A longer line is read through in
     pieces and never held whole. Lines are measured one by one only in a buffer where a stretch of half
     the bound holds no newline, which a file of events never has: the common path adds no step a line.
+    Buffers come from ``buffers`` (the chunks of one day's files share them) or are fresh.
     """
     window = max(1, min(_WINDOW_BYTES, (max_line_bytes + 1) // 2))  # a longer line fills a whole window
+    buffers = buffers or TextBuffers(keep=0)
     first_line, pending, ended = 1, b"", False
     while not ended or pending:
-        buffer = bytearray(len(pending) + (0 if ended else chunk_bytes))
-        buffer[: len(pending)] = pending
-        view = memoryview(buffer)
+        view = buffers.take(len(pending) + (0 if ended else chunk_bytes), chunk_bytes + max_line_bytes)
+        view[: len(pending)] = pending
         size = len(pending)
-        while size < len(buffer) and (got := stream.readinto(view[size:])):
+        while size < len(view) and (got := stream.readinto(view[size:])):
             size += got
-        ended = ended or size < len(buffer)
+        ended = ended or size < len(view)
         start = 0
         while start < size:
             cut, lines, suspect = _cut_after_lines(view[start:size], max_lines, ended, window)
@@ -226,13 +253,17 @@ def _split_lines_not_all_utf8(text: Text, first_line: int) -> tuple[pa.Array, pa
 # -- parsing ---------------------------------------------------------------------------------------
 
 
-def _read(body: Text | pa.Buffer, schema: pa.Schema, unexpected_fields: str = "ignore", threads: bool = False):
-    """Parse newline-delimited objects. One block, unless threaded: the row an error names is then the
-    object's index in ``body``."""
-    block_size = PARALLEL_BLOCK_BYTES if threads else max(len(body), 1 << 16) + 1
+def _read(body: Text | pa.Buffer, schema: pa.Schema, unexpected_fields: str = "ignore", whole_block: bool = True):
+    """Parse newline-delimited objects on this thread: ingest parses several chunks at once, one a thread
+    (the reader's own threads took 1.6x the CPU for the same lines, leaving less for everything else).
+
+    In one block, the row an error names is the object's index in ``body``; otherwise in blocks of a few
+    MB, whose buffers the allocator reuses (a block the size of a chunk gets fresh pages every time).
+    """
+    block_size = max(len(body), 1 << 16) + 1 if whole_block else SERIAL_BLOCK_BYTES
     return pajson.read_json(
         pa.BufferReader(body),
-        read_options=pajson.ReadOptions(use_threads=threads, block_size=block_size),
+        read_options=pajson.ReadOptions(use_threads=False, block_size=block_size),
         parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=unexpected_fields),
         # Not the jemalloc pool that gives pages back at once (arrow_memory.py): a parse's buffers live for
         # one chunk, and fresh pages for every chunk cost 7 s of system time on a 10M-event day.
@@ -294,12 +325,12 @@ def parse_text(text: Text, schema: pa.Schema) -> ParsedText | None:
         return None
     loose = np.zeros(0, np.int64)
     try:
-        table = _read(text, schema, unexpected_fields="error", threads=True)
+        table = _read(text, schema, unexpected_fields="error", whole_block=False)
     except pa.ArrowInvalid as exc:
         if "unexpected field" not in str(exc).lower():
             return None
         try:
-            table = _read(text, schema, unexpected_fields="ignore", threads=True)
+            table = _read(text, schema, unexpected_fields="ignore", whole_block=False)
         except pa.ArrowInvalid:
             return None
         loose = loose_lines_of_text(text)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pyiceberg.catalog import Catalog
 
-from sonik_pipeline.lakehouse.ingest.run import DayWouldShrink, WriteBehind, ingest_day, shrink_guard
+from sonik_pipeline.lakehouse.ingest.run import DayWouldShrink, WriteBehind, ingest_day, prepared_ahead, shrink_guard
 from sonik_pipeline.lakehouse.sources.events import ArrowRows
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch, synthetic_events
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS
@@ -49,6 +49,36 @@ def test_write_behind_runs_one_write_at_a_time_in_order() -> None:
             assert order[:n] == list(range(n))
 
     assert order == [0, 1, 2, 3, 4]  # leaving the block waited for the last one
+
+
+def test_batches_are_prepared_several_at_once_and_come_back_in_order() -> None:
+    at_once, running = [], set()
+    lock = threading.Lock()
+
+    def prepare(n: int) -> int:
+        with lock:
+            running.add(n)
+            at_once.append(len(running))
+        time.sleep(0.02 if n % 3 == 0 else 0.001)  # some finish before earlier ones
+        with lock:
+            running.discard(n)
+        return n * 10
+
+    assert list(prepared_ahead(range(12), prepare, workers=3)) == [n * 10 for n in range(12)]
+    assert max(at_once) == 3  # never more than the workers, and they did overlap
+
+
+def test_a_failed_preparation_raises_at_its_batch_after_the_ones_before() -> None:
+    def prepare(n: int) -> int:
+        if n == 4:
+            raise ValueError("bad batch 4")
+        return n
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 4"):
+        for n in prepared_ahead(range(10), prepare, workers=2):
+            got.append(n)
+    assert got == [0, 1, 2, 3]
 
 
 def test_a_failed_write_raises_in_the_caller_at_the_next_submit() -> None:

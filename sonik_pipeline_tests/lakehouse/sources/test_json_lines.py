@@ -6,7 +6,13 @@ import io
 
 import pytest
 
-from sonik_pipeline.lakehouse.sources.json_lines import LONG_LINE_HEAD_BYTES, SkippedLine, read_text_chunks, split_lines
+from sonik_pipeline.lakehouse.sources.json_lines import (
+    LONG_LINE_HEAD_BYTES,
+    SkippedLine,
+    TextBuffers,
+    read_text_chunks,
+    split_lines,
+)
 
 LIMIT = 100
 
@@ -87,3 +93,19 @@ def test_lines_past_max_lines_still_meet_the_bound() -> None:
 
     assert [n for n, _ in kept] == [1, 2, 3, 4, 5, 6, 7, 9]
     assert [(s.number, s.size) for s in skipped] == [(8, 500)]
+
+
+def test_buffers_are_used_again_only_once_no_chunk_holds_them():
+    """Chunks read into shared buffers keep their text while held; released ones' buffers serve again."""
+    text = _text(*([30] * 200))
+    buffers = TextBuffers(keep=2)
+    held = [bytes(c) for c, _ in read_text_chunks(io.BytesIO(text), 200, 50, LIMIT, buffers)]
+    kept_views = list(read_text_chunks(io.BytesIO(text), 200, 50, LIMIT, buffers))  # every chunk held at once
+    assert [bytes(c) for c, _ in kept_views] == held  # none was overwritten by a later read
+    assert b"".join(held) == text
+    owners = {id(c.obj) for c, _ in kept_views}
+    assert len(owners) > 2  # the pool lent out what it had, then gave fresh buffers
+    del kept_views
+    pooled = {id(b) for b in buffers._buffers}
+    again = {id(c.obj) for c, _ in read_text_chunks(io.BytesIO(text), 200, 50, LIMIT, buffers)}
+    assert again <= pooled  # released: the pool's two buffers take turns, no fresh one is needed
