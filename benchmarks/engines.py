@@ -41,6 +41,15 @@ Target (from the issue): Spark local[2] compacts at least 1.6x faster than Spark
 ``engine.compact`` (session start excluded; it is shown apart). Spark against the local engine is
 reported as measured, with no target.
 
+``--marts`` then builds the day's daily marts (the six of ``daily_marts`` and ``user_track_days``, one
+step) on the compacted table as a user would, ``dagster asset materialize -m sonik_pipeline.definitions
+--select <the daily marts> --partition DAY`` with ``SONIK_HOME`` on the engine's lakehouse and
+``SONIK_ENGINE`` (Spark: ``SONIK_SPARK_MASTER`` local[1] or local[2]), measured as above (wall time of the
+command, events/s of the day, CPU, peak RSS of its process tree and the JVM's share), with the step's own
+time as Dagster logs it. Every mart's rows and an order-independent digest of them (DuckDB's ``hash`` of
+each row, summed) must be the same on every engine. Target: Spark local[2] at least 1.6x faster than
+local[1] on the step.
+
 Spark runs with the project's configuration (``session_conf`` via ``LakehouseEngine``) plus, as
 ``SONIK_SPARK_CONF`` would add them, ``spark.local.dir`` in the work folder (Spark's spill stays there) and
 ``spark.driver.memory`` when ``--spark-driver-memory`` is given (default: Spark's own, 1g of heap).
@@ -50,7 +59,7 @@ fails, if an engine's compaction leaves a day with other rows or digests than th
 leaves as many files as it found.
 
 Usage: ``.venv/bin/python benchmarks/engines.py [--quick | --events N] [--files 200] [--engines local,spark1,spark2]
-[--spark-driver-memory 2g] [--keep] [--work-dir D]``
+[--marts] [--spark-driver-memory 2g] [--keep] [--work-dir D]``
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ from typing import Any, NamedTuple
 import duckdb
 
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
+from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS
 from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -102,6 +112,10 @@ COMMIT_REPORT_RE = re.compile(
     r"attempts=CounterResult\{unit=COUNT, value=(\d+)\}"
 )
 DURATION_RE = re.compile(r"PT(?:([\d.]+)H)?(?:([\d.]+)M)?(?:([\d.]+)S)?")
+# Dagster's own line for a finished step, its duration as format_duration writes it (533ms, 5.6s, 4m52s, 1h4m).
+STEP_RE = re.compile(r'Finished execution of step "daily_marts" in ([\dhms.]+)\.')
+DAGSTER_DURATION_RE = re.compile(r"([\d.]+)(ms|h|m|s)")
+MARTS_START_DATE = "2024-04-01"  # the partitions' first day, before DAY
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -212,6 +226,27 @@ def child_land(home: Path, n_events: int, n_files: int) -> dict[str, Any]:
 def child_verify(home: Path) -> dict[str, Any]:
     digest, shape = table_digest_and_shape(home)
     return {"digest": digest, "shape": shape}
+
+
+def child_marts_digest(home: Path) -> dict[str, Any]:
+    """Per daily mart: its rows, an order-independent digest of them, and its snapshots (each engine's must match)."""
+    catalog = open_catalog(CATALOG_NAME, catalog_uri(home), warehouse(home))
+    con = duckdb.connect()
+    found = {}
+    try:
+        for mart in DAILY_MARTS:
+            table = catalog.load_table(mart.table.identifier)
+            files = [task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()]
+            if not files:
+                found[mart.name] = {"rows": 0, "digest": "0", "snapshots": len(table.snapshots())}
+                continue
+            listing = ", ".join(sql_string(f) for f in files)
+            row = ", ".join(sql_identifier(c) for c in columns(table))
+            rows, digest = con.execute(f"SELECT count(*), sum(hash({row})) FROM read_parquet([{listing}])").fetchone()
+            found[mart.name] = {"rows": rows, "digest": str(digest), "snapshots": len(table.snapshots())}
+    finally:
+        con.close()
+    return {"marts": found}
 
 
 def spark_jobs(session: Any) -> list[dict[str, Any]]:
@@ -331,6 +366,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         return child_land(home, args.events, args.files)
     if args.child == "verify":
         return child_verify(home)
+    if args.child == "marts-digest":
+        return child_marts_digest(home)
     return child_compact(home, args.engine, Path(args.spill), args.spark_driver_memory)
 
 
@@ -455,6 +492,12 @@ def iso_seconds(duration: str) -> float:
     return float(hours or 0) * 3600 + float(minutes or 0) * 60 + float(seconds or 0)
 
 
+def dagster_seconds(duration: str) -> float:
+    """A duration as Dagster's format_duration writes it (533ms, 5.6s, 4m52s, 1h4m), in seconds."""
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(value) * unit[name] for value, name in DAGSTER_DURATION_RE.findall(duration))
+
+
 def iceberg_reports(log_text: str) -> dict[str, list[list[float]]]:
     """Iceberg's own scan-planning and commit reports from a Spark child's log: [seconds, manifests or attempts]."""
     return {
@@ -479,16 +522,46 @@ class Runner:
         self._count = 0
 
     def child(self, kind: str, home: Path, engine: str = "local") -> Measured:
-        self._count += 1
         cmd = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, kind, "--path", str(home)]
         cmd += ["--events", str(self.args.events), "--files", str(self.args.files), "--engine", engine]
         cmd += ["--spill", str(home.parent / f"spill-{engine}"), "--spark-driver-memory", self.args.spark_driver_memory]
         Path(home.parent / f"spill-{engine}").mkdir(exist_ok=True)
+        return self.measure(kind, engine, cmd, self.env)
+
+    def materialize_marts(self, home: Path, run: EngineRun) -> Measured:
+        """The day's daily marts through ``dagster asset materialize``, on ``run``'s engine, as a user runs it."""
+        spill = home.parent / f"spill-{run.key}"
+        spill.mkdir(exist_ok=True)
+        dagster_home = home.parent / "dagster_home"
+        dagster_home.mkdir(exist_ok=True)
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        spark_conf = {"spark.local.dir": str(spill)}
+        if self.args.spark_driver_memory:
+            spark_conf["spark.driver.memory"] = self.args.spark_driver_memory
+        env = self.env | {
+            "DAGSTER_HOME": str(dagster_home),
+            "SONIK_HOME": str(home),
+            "SONIK_START_DATE": MARTS_START_DATE,
+            "SONIK_ENGINE": "spark" if run.master else "local",
+            "SONIK_SPARK_MASTER": run.master or "local[*]",
+            "SONIK_SPARK_CONF": json.dumps(spark_conf),
+        }
+        dagster = Path(sys.executable).with_name("dagster")
+        select = ",".join(mart.name for mart in DAILY_MARTS)
+        cmd = [str(dagster), "asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", select]
+        cmd += ["--partition", str(DAY)]
+        return self.measure("marts", run.key, cmd, env, result_line=False)
+
+    def measure(
+        self, kind: str, engine: str, cmd: list[str], env: dict[str, str], result_line: bool = True
+    ) -> Measured:
+        """Run ``cmd`` to its end, sampling its process tree; its result is its last result line (if it prints one)."""
+        self._count += 1
         log = self.logs / f"{self._count:02d}-{kind}-{engine}.log"
         with log.open("wb") as out:
             ticks = busy_ticks()
             start = time.time()
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
             with TreeSampler(proc.pid) as sampler:
                 try:
                     _, status, usage = os.wait4(proc.pid, 0)
@@ -501,12 +574,14 @@ class Runner:
         proc.returncode = os.waitstatus_to_exitcode(status)
         text = log.read_text(errors="replace")
         lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
-        if proc.returncode != 0 or not lines:
+        if proc.returncode != 0 or (result_line and not lines):
             tail = "\n".join(text.splitlines()[-40:])
             raise ChildFailed(f"{kind} child ({engine}) failed (exit code {proc.returncode}), {log}:\n{tail}")
         cpu = usage.ru_utime + usage.ru_stime
-        result = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+        result = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
         result["iceberg"] = iceberg_reports(text)
+        if step := STEP_RE.findall(text):
+            result["step_seconds"] = dagster_seconds(step[-1])
         return Measured(
             result=result,
             start=start,
@@ -534,6 +609,8 @@ class Outcome:
     compacted: Measured
     verified: Measured
     errors: list[str]
+    marts: Measured | None = None  # the daily marts through `dagster asset materialize` (--marts)
+    marts_digest: dict[str, Any] | None = None
 
     @property
     def report(self) -> dict[str, Any]:
@@ -631,11 +708,33 @@ def run_engine(runner: Runner, run: EngineRun, reference: Digest | None) -> Outc
         compacted = runner.child("compact", home, run.key)
         print(f"  ... {run.label}: compacted in {compacted.seconds:.0f} s", file=sys.stderr, flush=True)
         verified = runner.child("verify", home, run.key)
+        marts = marts_digest = None
+        if runner.args.marts:
+            marts = runner.materialize_marts(home, run)
+            print(f"  ... {run.label}: daily marts in {marts.seconds:.0f} s", file=sys.stderr, flush=True)
+            marts_digest = runner.child("marts-digest", home, run.key).result["marts"]
     finally:
         if not runner.args.keep:
             shutil.rmtree(runner.work / run.key, ignore_errors=True)
     errors = check_data(run, landed.result, verified.result, reference)
-    return Outcome(run, landed, compacted, verified, errors)
+    return Outcome(run, landed, compacted, verified, errors, marts, marts_digest)
+
+
+def check_marts(outcomes: list[Outcome]) -> list[str]:
+    """Every engine's daily marts hold the same rows (counts and digests) as the first engine's, each one commit."""
+    built = [o for o in outcomes if o.marts_digest is not None]
+    errors = []
+    for o in built:
+        if empty := [name for name, mart in o.marts_digest.items() if not mart["rows"]]:
+            errors.append(f"{o.run.label}: no rows in {', '.join(empty)}")
+        if many := [name for name, mart in o.marts_digest.items() if mart["snapshots"] != 1]:
+            errors.append(f"{o.run.label}: not one commit in {', '.join(many)}")
+    for o in built[1:]:
+        for name, mart in o.marts_digest.items():
+            reference = built[0].marts_digest[name]
+            if (mart["rows"], mart["digest"]) != (reference["rows"], reference["digest"]):
+                errors.append(f"{o.run.label}: {name} differs from {built[0].run.label}'s: {mart} vs {reference}")
+    return errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -738,6 +837,8 @@ def print_report(outcomes: list[Outcome]) -> None:
                 f"{_ratio(spark.compacted.cpu_seconds, local.compacted.cpu_seconds)}"
             )
 
+    print_marts_report(outcomes)
+
     print("\nWhere the time goes (seconds of the child's wall time)")
     for o in outcomes:
         parts = o.breakdown()
@@ -752,6 +853,53 @@ def print_report(outcomes: list[Outcome]) -> None:
                 f"      job {job['id']} ({job['name'][:50]}): {job['end'] - job['start']:.1f} s; "
                 f"its stages, tasks and their summed run time: {stages}"
             )
+
+
+def print_marts_report(outcomes: list[Outcome]) -> None:
+    built = [o for o in outcomes if o.marts is not None]
+    if not built:
+        return
+    events = built[0].landed.result["shape"]["rows"]
+    print(f"\nThe daily marts of {DAY} ({events:,} events), `dagster asset materialize --select <daily marts>`")
+    header = ["engine", "command wall", "daily_marts step", "events/s (step)", "CPU*", "others' load"]
+    header += ["peak RSS tree", "JVM at peak", "mart rows", "same rows"]
+    rows = []
+    for o in built:
+        step = o.marts.result.get("step_seconds")
+        rows.append(
+            [
+                o.run.label,
+                _s(o.marts.seconds),
+                _s(step),
+                f"{events / step:,.0f}" if step else "-",
+                _s(o.marts.cpu_seconds),
+                f"{o.marts.others_cores:.1f} cores",
+                _mib(o.marts.tree_peak_mib),
+                _mib(o.marts.jvm_at_peak_mib) if o.marts.jvm_peak_mib else "-",
+                f"{sum(m['rows'] for m in o.marts_digest.values()):,}",
+                "yes" if not check_marts([built[0], o]) else "NO",
+            ]
+        )
+    print_table(header, rows)
+    print("  * the command's own CPU: a Spark JVM the command does not wait for at exit is not counted")
+    by_key = {o.run.key: o for o in built}
+    one, two, local = by_key.get("spark1"), by_key.get("spark2"), by_key.get("local")
+    if one and two and one.marts.result.get("step_seconds") and two.marts.result.get("step_seconds"):
+        speedup = one.marts.result["step_seconds"] / two.marts.result["step_seconds"]
+        verdict = "MET" if speedup >= SPARK_SCALING_TARGET else "NOT MET"
+        print(
+            f"  Spark local[1] / local[2], daily_marts step: {speedup:.2f}x   target >= {SPARK_SCALING_TARGET}x   "
+            f"{verdict}; the command's wall time {_ratio(one.marts.seconds, two.marts.seconds)}"
+        )
+    if local:
+        for spark in (one, two):
+            if spark is not None:
+                print(
+                    f"  {spark.run.label} / local engine (no target): step "
+                    f"{_ratio(spark.marts.result.get('step_seconds'), local.marts.result.get('step_seconds'))}, "
+                    f"command {_ratio(spark.marts.seconds, local.marts.seconds)}, peak RSS tree "
+                    f"{_ratio(spark.marts.tree_peak_mib, local.marts.tree_peak_mib)}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -770,9 +918,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--spark-driver-memory", default="", help="spark.driver.memory for the Spark runs (default: Spark's, 1g)"
     )
+    parser.add_argument(
+        "--marts", action="store_true", help="then the day's daily marts through `dagster asset materialize`"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (lakehouses, logs)")
     parser.add_argument("--work-dir", default=None, help="where the work folder is made (default: the system temp)")
-    parser.add_argument(CHILD_FLAG, choices=("land", "compact", "verify"), dest="child", help=argparse.SUPPRESS)
+    parser.add_argument(
+        CHILD_FLAG, choices=("land", "compact", "verify", "marts-digest"), dest="child", help=argparse.SUPPRESS
+    )
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="local", choices=sorted(ENGINES), help=argparse.SUPPRESS)
     parser.add_argument("--spill", help=argparse.SUPPRESS)
@@ -829,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    errors += check_marts(outcomes)
     print(f"  load average {os.getloadavg()[0]:.1f} at the end, {time.perf_counter() - started:,.0f} s in all\n")
     if outcomes:
         print_report(outcomes)

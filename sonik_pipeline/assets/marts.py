@@ -1,10 +1,10 @@
-"""The marts: daily aggregates and rolling views of plays, computed by DuckDB and stored as Iceberg tables.
+"""The marts: daily aggregates and rolling views of plays, computed by the engine and stored as Iceberg tables.
 
 ``daily_marts`` is one multi-asset (one step) for the six daily marts, and each rolling view is its own
 (Dagster maps one window of upstream days per step). A run reads the plays of its days (and of the
-windows reaching back from them) once, at one pinned snapshot, into DuckDB, and computes every selected
-mart from that read; each mart keeps its own table, metadata and checks, and can still be materialized
-or backfilled alone (``can_subset``), with the same rows.
+windows reaching back from them) once, at one pinned snapshot, into DuckDB (or Spark, with
+``SONIK_ENGINE=spark``), and computes every selected mart from that read; each mart keeps its own table,
+metadata and checks, and can still be materialized or backfilled alone (``can_subset``), with the same rows.
 """
 
 from collections.abc import Iterator, Sequence
@@ -16,9 +16,9 @@ from pydantic import Field
 from sonik_pipeline.assets.metadata import table_preview
 from sonik_pipeline.assets.plays import PLAYS_KEY
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS, Mart
-from sonik_pipeline.lakehouse.marts.run import PREVIEW_ROWS, MartDayReport, MartOptions, MartReport, run_marts
+from sonik_pipeline.lakehouse.marts.run import PREVIEW_ROWS, MartDayReport, MartOptions, MartReport
 from sonik_pipeline.partitions import day_of
-from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
+from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB, LakehouseEngine
 from sonik_pipeline.table_health import observe_health
 
 # Follows plays without a click: any day of plays materialized (by hand, a schedule or a backfill, old
@@ -34,13 +34,14 @@ class MartConfig(dg.Config):
     top_n: int = Field(default=MartOptions.top_n, description="Rows kept by ranked marts (top tracks, top artists).")
     max_rows_per_read: int = Field(
         default=MartOptions.max_rows_per_read,
-        description="Read plays in chunks of whole days of at most this many rows (a bigger day alone).",
+        description="Read plays in chunks of whole days of at most this many rows (a bigger day alone); the local "
+        "engine's memory bound (Spark reads a run's days at once and spills what it cannot hold).",
     )
     materialize_plays: bool = Field(
         default=MartOptions.materialize_plays,
         description="Copy each chunk of plays into a DuckDB temporary table (one read of each file, spilled past "
         "the memory limit) instead of a view over the planned files that each mart query reads column by "
-        "column; for storage where reading a file again is slow.",
+        "column; for storage where reading a file again is slow. On Spark: the read is persisted.",
     )
 
 
@@ -108,7 +109,11 @@ def build_marts_asset(name: str, marts: Sequence[Mart], partitions: dg.Partition
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def _marts(
-        context: dg.AssetExecutionContext, config: MartConfig, lakehouse: LakehouseCatalog, duckdb: LakehouseDuckDB
+        context: dg.AssetExecutionContext,
+        config: MartConfig,
+        lakehouse: LakehouseCatalog,
+        duckdb: LakehouseDuckDB,
+        engine: LakehouseEngine,
     ) -> Iterator[dg.MaterializeResult]:
         selected = [mart for key, mart in by_key.items() if key in context.selected_asset_keys]
         keys = {day_of(key): key for key in context.partition_keys}
@@ -118,13 +123,15 @@ def build_marts_asset(name: str, marts: Sequence[Mart], partitions: dg.Partition
             materialize_plays=config.materialize_plays,
             run_id=context.run.run_id,
         )
-        with duckdb.get_connection() as con:
-            for report in run_marts(lakehouse.load(), con, selected, list(keys), options, progress=context.log.info):
-                for day in report.days:
-                    context.add_asset_metadata(
-                        _day_metadata(report, day), asset_key=report.mart.name, partition_key=keys[day.day]
-                    )
-                yield dg.MaterializeResult(asset_key=report.mart.name, metadata=_run_metadata(report))
+        reports = engine.engine().build_marts(
+            lakehouse.load(), selected, list(keys), options, duckdb.get_connection, context.log.info
+        )
+        for report in reports:
+            for day in report.days:
+                context.add_asset_metadata(
+                    _day_metadata(report, day), asset_key=report.mart.name, partition_key=keys[day.day]
+                )
+            yield dg.MaterializeResult(asset_key=report.mart.name, metadata=_run_metadata(report))
         catalog = lakehouse.load()  # each mart table after the run, plotted on its asset
         observe_health(context, [catalog.load_table(mart.table.identifier) for mart in selected])
 

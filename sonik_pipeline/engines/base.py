@@ -9,13 +9,17 @@ maintenance run at a time) are kept by the callers and the options, before any e
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
+from duckdb import DuckDBPyConnection
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from sonik_pipeline.lakehouse.ingest.run import DayIngestResult, IngestOptions
+from sonik_pipeline.lakehouse.marts.queries import Mart
+from sonik_pipeline.lakehouse.marts.run import MartOptions, MartReport
 from sonik_pipeline.lakehouse.sources.events import RawBatch
 from sonik_pipeline.maintenance.compaction import CompactionOptions, CompactionReport
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, ExpiryReport
@@ -23,6 +27,9 @@ from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, Manifes
 from sonik_pipeline.maintenance.orphans import OrphanOptions, OrphanReport
 
 Progress = Callable[[str], None]
+# Opens a DuckDB connection ready for the lakehouse (the ``duckdb`` resource's ``get_connection``): where the
+# local engine computes; an engine that computes elsewhere never opens it.
+DuckDBConnect = Callable[[], AbstractContextManager[DuckDBPyConnection]]
 
 
 class Engine(Protocol):
@@ -39,6 +46,19 @@ class Engine(Protocol):
         progress: Progress,
     ) -> Iterator[DayIngestResult]:
         """Validate, quarantine and replace each day in ``music.plays``, yielding a day once it is committed."""
+        ...
+
+    def build_marts(
+        self,
+        catalog: Catalog,
+        marts: Sequence[Mart],
+        days: Sequence[dt.date],
+        options: MartOptions,
+        duckdb: DuckDBConnect,
+        progress: Progress,
+    ) -> Iterator[MartReport]:
+        """Compute ``marts`` for the consecutive ``days`` from plays at one snapshot, and replace each mart's days
+        in one commit recording that snapshot; yields each mart once committed."""
         ...
 
     def compact(

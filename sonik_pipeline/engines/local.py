@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from sonik_pipeline.engines.base import Progress
+from sonik_pipeline.engines.base import DuckDBConnect, Progress
 from sonik_pipeline.lakehouse.ingest.run import DayIngestResult, IngestOptions, ingest_days
+from sonik_pipeline.lakehouse.marts.queries import Mart
+from sonik_pipeline.lakehouse.marts.run import MartOptions, MartReport, run_marts
 from sonik_pipeline.lakehouse.sources.events import RawBatch
 from sonik_pipeline.maintenance.compaction import CompactionOptions, CompactionReport, compact_table
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, ExpiryReport, expire_snapshots
@@ -33,6 +35,18 @@ class LocalEngine:
     ) -> Iterator[DayIngestResult]:
         fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
         return ingest_days(catalog, days, days_per_commit=days_per_commit, progress=progress, **fields)
+
+    def build_marts(
+        self,
+        catalog: Catalog,
+        marts: Sequence[Mart],
+        days: Sequence[dt.date],
+        options: MartOptions,
+        duckdb: DuckDBConnect,
+        progress: Progress,
+    ) -> Iterator[MartReport]:
+        with duckdb() as con:
+            yield from run_marts(catalog, con, marts, days, options, progress=progress)
 
     def compact(
         self, table: Table, options: CompactionOptions, snapshot_properties: Mapping[str, str], progress: Progress

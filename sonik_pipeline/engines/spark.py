@@ -5,7 +5,7 @@ Compaction and manifest rewriting run Iceberg's Spark actions (what ``rewrite_da
 every other commit of the lineage. Through Spark Connect the JVM is the server's, so there the SQL
 procedures run instead, without those properties. Expiry and orphan removal call ``expire_snapshots`` and
 ``remove_orphan_files``. Every call takes the same options the local engine takes, and the reports are
-read from the results and the commits' manifests. Ingest and the marts still run on the local engine.
+read from the results and the commits' manifests. The marts run on Spark SQL (``spark_marts.py``).
 
 What the project keeps on this engine: the ops check that every table lies inside the warehouse before
 an engine is asked (a copied lakehouse is refused); orphan removal lets Spark find the unreferenced files
@@ -28,14 +28,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
-from sonik_pipeline.engines.base import Progress
+from sonik_pipeline.engines.base import DuckDBConnect, Progress
 from sonik_pipeline.engines.local import LocalEngine
+from sonik_pipeline.engines.spark_marts import build_marts_on_spark
 from sonik_pipeline.lakehouse.days import is_day_field
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.marts.queries import Mart
+from sonik_pipeline.lakehouse.marts.run import MartOptions, MartReport
 from sonik_pipeline.lakehouse.tables.catalog import table_name
 from sonik_pipeline.maintenance.compaction import (
     CompactionOptions,
@@ -107,6 +111,20 @@ class SparkEngine(LocalEngine):
         with self._fresh_session(before, after) as session:
             rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
         return [row.asDict() for row in rows]
+
+    # -- marts ----------------------------------------------------------------------------------
+
+    def build_marts(
+        self,
+        catalog: Catalog,
+        marts: Sequence[Mart],
+        days: Sequence[dt.date],
+        options: MartOptions,
+        duckdb: DuckDBConnect,
+        progress: Progress,
+    ) -> Iterator[MartReport]:
+        with self._fresh_session() as session:  # DuckDB is not used: Spark computes
+            yield from build_marts_on_spark(session, self._catalog, catalog, marts, days, options, progress)
 
     # -- compaction -----------------------------------------------------------------------------
 

@@ -60,10 +60,13 @@ def played_at_filter(first: dt.date, last: dt.date | None = None) -> BooleanExpr
     return And(GreaterThanOrEqual(PLAYED_AT, start.isoformat()), LessThan(PLAYED_AT, end.isoformat()))
 
 
-def played_at_sql(first: dt.date, last: dt.date | None = None) -> str:
-    """The same days as a SQL predicate on played_at (DuckDB prunes the files of other days with it)."""
+def played_at_sql(first: dt.date, last: dt.date | None = None, timestamp: str = "TIMESTAMP") -> str:
+    """The same days as a SQL predicate on played_at (DuckDB prunes the files of other days with it).
+
+    ``timestamp`` is the SQL type of played_at's literals, a timestamp without time zone (Spark: TIMESTAMP_NTZ).
+    """
     start, end = day_bounds(first, last)
-    return f"{PLAYED_AT} >= TIMESTAMP '{start}' AND {PLAYED_AT} < TIMESTAMP '{end}'"
+    return f"{PLAYED_AT} >= {timestamp} '{start}' AND {PLAYED_AT} < {timestamp} '{end}'"
 
 
 def date_filter(column: str, first: dt.date, last: dt.date | None = None) -> BooleanExpression:

@@ -24,7 +24,14 @@ class RecordingEngine(LocalEngine):
 
     def __getattribute__(self, attribute: str):
         value = super().__getattribute__(attribute)
-        if attribute in ("ingest_days", "compact", "rewrite_manifests", "expire_snapshots", "remove_orphan_files"):
+        if attribute in (
+            "ingest_days",
+            "build_marts",
+            "compact",
+            "rewrite_manifests",
+            "expire_snapshots",
+            "remove_orphan_files",
+        ):
 
             def noted(first, *args, **kwargs):
                 CALLS.append((attribute, ".".join(first.name()) if hasattr(first, "metadata") else "catalog"))
@@ -51,18 +58,20 @@ def _with_recording_engine(defs: dg.Definitions) -> dg.Definitions:
     )
 
 
-def test_ingest_and_every_maintenance_job_ask_the_engine(defs: dg.Definitions, catalog: Catalog) -> None:
+def test_ingest_marts_and_every_maintenance_job_ask_the_engine(defs: dg.Definitions, catalog: Catalog) -> None:
     # Given the pipeline with an engine that notes what it is asked
     CALLS.clear()
     defs = _with_recording_engine(defs)
 
-    # When a day is ingested and each maintenance job runs
+    # When a day is ingested, its marts built, and each maintenance job runs
     assert run_asset_job(defs, "plays_job", "2026-04-20").success
+    assert run_asset_job(defs, "marts", "2026-04-20", selection=dg.AssetSelection.groups("marts", "rolling")).success
     for job in ("compaction_job", "manifests_job", "expiry_job", "orphans_job"):
         assert defs.resolve_job_def(job).execute_in_process(instance=dg.DagsterInstance.get()).success, job
 
     # Then the engine did the work: the day through its ingest, every table through each maintenance operation
     assert CALLS[0] == ("ingest_days", "catalog")
+    assert CALLS[1:5] == [("build_marts", "catalog")] * 4  # daily_marts, then each rolling view's own step
     tables = set(lakehouse_table_names(catalog))
     assert {"music.plays", "music.plays_rejected"} <= tables
     for operation in ("compact", "rewrite_manifests", "expire_snapshots", "remove_orphan_files"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -107,12 +107,10 @@ def run_marts(
     """
     if not marts or not days:
         return
-    first, last = days[0], days[-1]
-    if list(days) != days_between(first, last):
-        raise ValueError(f"the days of a mart run must be consecutive, got {', '.join(map(str, days))}")
+    first, last = run_days(days)
     plays = catalog.load_table(PLAYS.identifier)
     src = PlaysSnapshot.current(plays)  # every day and mart of the run reads this snapshot
-    lookback = max(mart.window_days for mart in marts) - 1  # rolling views reach back
+    lookback = lookback_days(marts)
     per_day = rows_per_day(plays, src.snapshot_id, first - dt.timedelta(days=lookback), last)
     chunks = chunk_days(per_day, first, last, options.max_rows_per_read, lookback)
     staging: dict[str, _Staging] = {}
@@ -133,15 +131,7 @@ def run_marts(
                 mart=mart,
                 commit=commit,
                 plays=src,
-                days=tuple(
-                    MartDayReport(
-                        day=day,
-                        rows=staged.rows.get(day, 0),
-                        days_with_plays=sum(1 for d in days_between(window_start(mart, day), day) if per_day.get(d)),
-                        preview=staged.preview if day == last else None,
-                    )
-                    for day in days
-                ),
+                days=day_reports(mart, days, staged.rows, per_day, staged.preview),
                 plays_reads=len(chunks),
                 query_seconds=staged.query_seconds,
                 commit_seconds=time.monotonic() - started,
@@ -150,6 +140,38 @@ def run_marts(
         for staged in pending.values():
             staged.files.discard()
         raise
+
+
+def run_days(days: Sequence[dt.date]) -> tuple[dt.date, dt.date]:
+    """The first and last day of a run of marts, whose days must be consecutive (one range per commit)."""
+    first, last = days[0], days[-1]
+    if list(days) != days_between(first, last):
+        raise ValueError(f"the days of a mart run must be consecutive, got {', '.join(map(str, days))}")
+    return first, last
+
+
+def lookback_days(marts: Sequence[Mart]) -> int:
+    """Days of plays before a run's first day that its marts read (rolling views reach back)."""
+    return max(mart.window_days for mart in marts) - 1
+
+
+def day_reports(
+    mart: Mart,
+    days: Sequence[dt.date],
+    rows: Mapping[dt.date, int],
+    plays_per_day: Mapping[dt.date, int],
+    preview: pa.Table | None,
+) -> tuple[MartDayReport, ...]:
+    """Each day of a run as one mart holds it: its rows, the days of its window with plays, and (last day) a preview."""
+    return tuple(
+        MartDayReport(
+            day=day,
+            rows=rows.get(day, 0),
+            days_with_plays=sum(1 for d in days_between(window_start(mart, day), day) if plays_per_day.get(d)),
+            preview=preview if day == days[-1] else None,
+        )
+        for day in days
+    )
 
 
 def _stage_chunk(
@@ -206,15 +228,22 @@ def replace_mart_days(
     swaps whole partitions; one whose partitions hold more days (``user_track_days``: a bucket of users) has those
     days' rows replaced within them (``replace_days``).
     """
-    snapshot_properties = {
+    snapshot_properties = mart_commit_properties(first, last, src, properties)
+    if not _partitioned_by_day(table):
+        return replace_days(table, "day", first, last, files, snapshot_properties)
+    return replace_partition(table, date_filter("day", first, last), files, snapshot_properties)
+
+
+def mart_commit_properties(
+    first: dt.date, last: dt.date, src: PlaysSnapshot, properties: Mapping[str, str]
+) -> dict[str, str]:
+    """What every engine's commit of a mart's days records: the days, and the plays snapshot they came from."""
+    return {
         **properties,
         "dagster.partition": format_days(first, last),
         PLAYS_SNAPSHOT_PROPERTY: str(src.snapshot_id),
         PLAYS_METADATA_PROPERTY: src.metadata_location,
     }
-    if not _partitioned_by_day(table):
-        return replace_days(table, "day", first, last, files, snapshot_properties)
-    return replace_partition(table, date_filter("day", first, last), files, snapshot_properties)
 
 
 def _partitioned_by_day(table: Table) -> bool:

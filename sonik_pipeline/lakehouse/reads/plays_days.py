@@ -116,7 +116,7 @@ def load_plays_days(
     relation = f"({files})" if files is not None else src.scan_sql()
     kind = "VIEW" if files is not None and not materialize else "TABLE"
     _drop_temporary(con, name)  # a chunk before this one may have made it the other kind
-    con.execute(f"CREATE TEMP {kind} {name} AS {_select_days(relation, first, last, columns)}")
+    con.execute(f"CREATE TEMP {kind} {name} AS {select_days(relation, first, last, columns)}")
     return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
 
 
@@ -130,6 +130,9 @@ def _drop_temporary(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"DROP {kind[0]} {name}")
 
 
-def _select_days(relation: str, first: dt.date, last: dt.date, columns: tuple[str, ...]) -> str:
+def select_days(
+    relation: str, first: dt.date, last: dt.date, columns: tuple[str, ...], timestamp: str = "TIMESTAMP"
+) -> str:
+    """The SELECT of days first..last of plays from ``relation`` with a ``day`` column (for the Spark engine too)."""
     day = "CAST(played_at AS DATE) AS day"
-    return f"SELECT {day}, {', '.join(columns)} FROM {relation} WHERE {played_at_sql(first, last)}"
+    return f"SELECT {day}, {', '.join(columns)} FROM {relation} WHERE {played_at_sql(first, last, timestamp)}"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import requests
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
@@ -221,6 +220,8 @@ class CommitOfStagedFiles:
 
     def _landed(self, failure: BaseException) -> bool | None:
         """False or True when known, None when it cannot be told."""
+        import requests  # here, not at the top: only a failed commit needs it (and `sonik tables` imports this module)
+
         if not self._attempts or not self._catalog_asked:
             return False  # refused or failed before the catalog was asked
         if isinstance(failure, CommitFailedException | ValidationException):
@@ -278,7 +279,7 @@ def replace_partition(
                 guard(old_files, new_files)
             if not old_files and not new_files:
                 snapshot = table.current_snapshot()
-                return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
+                return commit_report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
             try:
                 with transaction(table) as txn:
                     # Always an overwrite producer, even for an empty day: unlike a fast append it validates
@@ -304,11 +305,11 @@ def replace_partition(
                     "%s: partition changed concurrently (%s); planning the replace again", table_name(table), stale_plan
                 )
                 continue
-            return _report(table, snapshot_id)
+            return commit_report(table, snapshot_id)
     raise AssertionError("unreachable")
 
 
-def _day_bounds_of(data_file: DataFile, field_id: int) -> tuple[int, int] | None:
+def data_file_days(data_file: DataFile, field_id: int) -> tuple[int, int] | None:
     """A data file's lower and upper bound of a date column, as days since the epoch (None: no bounds kept)."""
     lower = (data_file.lower_bounds or {}).get(field_id)
     upper = (data_file.upper_bounds or {}).get(field_id)
@@ -328,7 +329,7 @@ def _stage_remainders(
     field_id = table.schema().find_field(column).field_id
     lo, hi = epoch_day(first), epoch_day(last)
     partial = [
-        f for f in files if (bounds := _day_bounds_of(f, field_id)) is None or not lo <= bounds[0] <= bounds[1] <= hi
+        f for f in files if (bounds := data_file_days(f, field_id)) is None or not lo <= bounds[0] <= bounds[1] <= hi
     ]
     if not partial:
         return []
@@ -367,7 +368,7 @@ def replace_days(
             old_files = _files_in(table, days)
             if not old_files and not new_files:
                 snapshot = table.current_snapshot()
-                return _report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
+                return commit_report(table, snapshot.snapshot_id if snapshot else 0, committed=False)
             remainders = _stage_remainders(table, old_files, column, first, last)
             commit.staged_more(remainders)
             try:
@@ -392,11 +393,12 @@ def replace_days(
                     ) from stale_plan
                 log.warning("%s: days changed concurrently (%s); planning again", table_name(table), stale_plan)
                 continue
-            return _report(table, snapshot_id)
+            return commit_report(table, snapshot_id)
     raise AssertionError("unreachable")
 
 
-def _report(table: Table, snapshot_id: int, committed: bool = True) -> CommitReport:
+def commit_report(table: Table, snapshot_id: int, committed: bool = True) -> CommitReport:
+    """What commit ``snapshot_id`` did, from its summary (not ``committed``: nothing, with the table's totals)."""
     # No refresh: a committed transaction leaves ``table`` at the metadata it committed, which holds the snapshot.
     snapshot = table.snapshot_by_id(snapshot_id) if committed else None
     summary = snapshot.summary if snapshot else None
