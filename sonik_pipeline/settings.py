@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
-from sonik_pipeline.lakehouse.duckdb_io.extensions import DEFAULT_MEMORY_LIMIT
+from sonik_pipeline.lakehouse.duckdb_io import DEFAULT_MEMORY_LIMIT
 from sonik_pipeline.lakehouse.sources.landing_changes import WatchSettings
 from sonik_pipeline.lakehouse.tables.catalog import catalog_uri_problem, redact
 

@@ -1,5 +1,7 @@
 """The pipeline as a user runs it: the dagster and sonik commands in subprocesses, then the tutorial's readers."""
 
+import atexit
+import gc
 import json
 import os
 import shutil
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sonik_pipeline.cli import COMMAND_GC_THRESHOLD, few_collections
 from sonik_pipeline.cli.days import last_complete_days
 from sonik_pipeline.cli.sql import _tables_read
 
@@ -216,6 +219,40 @@ def test_sonik_help_imports_none_of_the_heavy_libraries(user_env: dict[str, str]
 
     # Then none of PyIceberg, DuckDB, PyArrow, SQLAlchemy, pandas or Dagster was imported
     assert imported.strip() == "[]"
+
+
+def test_sonik_tables_imports_neither_duckdb_nor_requests(user_env: dict[str, str], tmp_path: Path) -> None:
+    # Given `sonik tables` (benchmarks/cli.py times it), which reads metadata with PyIceberg only
+    imported = _python(
+        """
+        import contextlib, io, sys
+        from sonik_pipeline.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["tables"]) == 0
+        print(sorted({name.split(".")[0] for name in sys.modules} & {"duckdb", "requests"}))
+        """,
+        user_env,
+        tmp_path,
+    )
+
+    # Then it imported neither DuckDB nor requests (a REST catalog's client)
+    assert imported.strip() == "[]"
+
+
+def test_a_command_collects_garbage_rarely_and_leaves_the_process_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given this process's garbage collection thresholds, and its exit handlers recorded
+    before, at_exit = gc.get_threshold(), []
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    monkeypatch.setattr(atexit, "unregister", lambda f: at_exit.remove(f) if f in at_exit else None)
+
+    # When two commands run in it
+    for _ in range(2):
+        with few_collections():
+            assert gc.get_threshold() == COMMAND_GC_THRESHOLD
+
+    # Then its thresholds are back, and one handler skips the last collection at exit, however many commands ran
+    assert gc.get_threshold() == before
+    assert at_exit == [gc.freeze]
 
 
 def test_last_complete_days_end_yesterday() -> None:

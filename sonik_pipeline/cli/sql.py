@@ -63,7 +63,7 @@ _CATALOG_FUNCTIONS = ("query", "query_table")
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _tables_read(sql: str) -> set[tuple[str, str]] | None:
+def _tables_read(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> set[tuple[str, str]] | None:
     """The (schema, table) names a query reads, lower case, schema "" where not written; None for "every table".
 
     From DuckDB's parse tree (``json_serialize_sql``), never bound: binding would need the tables (and
@@ -71,12 +71,15 @@ def _tables_read(sql: str) -> set[tuple[str, str]] | None:
     reads as a table too, which only costs a view. Where DuckDB cannot serialize the statement (a PIVOT
     statement inside a SELECT), every word of the query as a table name of any schema (``_named_in``);
     none for a query DuckDB cannot parse. None for a query of the catalog itself (``SHOW TABLES``,
-    ``information_schema``).
+    ``information_schema``). ``con``: the command's connection, if it has one, rather than a database of its own.
     """
     import duckdb
 
     try:
-        with duckdb.connect() as con:
+        if con is None:
+            with duckdb.connect() as own:
+                [text] = own.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        else:
             [text] = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     except duckdb.Error:
         return _named_in(sql)
@@ -126,7 +129,7 @@ def cmd_sql(args: argparse.Namespace) -> None:
     catalog = catalog_from_settings()
     con = lakehouse_duckdb(catalog)
     as_of = timetravel.parse_time(args.as_of) if args.as_of else None
-    reads = _tables_read(args.query)
+    reads = _tables_read(args.query, con)
     views = timetravel.create_views(con, catalog, as_of=as_of, snapshot_id=args.snapshot, reads=reads)
     if views.unreadable and reads is not None:  # the query reads them: no answer without them
         raise TableUnreadable("\n".join(views.unreadable.values()))

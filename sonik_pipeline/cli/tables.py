@@ -43,9 +43,10 @@ def cmd_tables(args: argparse.Namespace) -> int:
     for name in names:
         try:
             table = load_table(catalog, name)
+            manifests = None
             if (current := table.current_snapshot()) is not None:
-                timetravel.check_manifests(table, current)  # health reads them: a damaged one is one line
-            health = table_health(table, now)
+                manifests = timetravel.check_manifests(table, current)  # health reads them: a damaged one is one line
+            health = table_health(table, now, current_manifests=manifests)
         except TableUnreadable as exc:  # listed with empty figures; the others still are
             rows.append((name, *[None] * (len(TABLE_COLUMNS) - 1)))
             unreadable.append(str(exc))

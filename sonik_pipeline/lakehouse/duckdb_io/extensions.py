@@ -21,14 +21,12 @@ from urllib.parse import urlsplit
 
 import duckdb
 
+from sonik_pipeline.lakehouse.duckdb_io import DEFAULT_MEMORY_LIMIT
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
 from sonik_pipeline.lakehouse.tables.catalog import storage_root
 
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "s3n")
 SECRET_NAME = "sonik_warehouse"
-# DuckDB's memory where no other limit is given (SONIK_DUCKDB_MEMORY_LIMIT's default, the CLI's): the marts
-# of a 10M-event day fit; past it, DuckDB spills what it can to disk and fails on what it cannot.
-DEFAULT_MEMORY_LIMIT = "2GB"
 
 
 def spill_directory() -> str:

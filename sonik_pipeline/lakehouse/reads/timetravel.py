@@ -19,21 +19,24 @@ import datetime as dt
 import enum
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.io import FileIO
+from pyiceberg.manifest import ManifestFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, SnapshotLogEntry
 from pyiceberg.utils.concurrent import ExecutorFactory
 
 from sonik_pipeline.lakehouse.days import epoch_millis
-from sonik_pipeline.lakehouse.duckdb_io.file_scan import empty_select
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.tables.catalog import TableUnreadable, load_table, table_name
 from sonik_pipeline.lakehouse.tables.definitions import CODE_TABLES, lakehouse_table_names
 from sonik_pipeline.lakehouse.tables.snapshots import ExpiredHistory
+
+if TYPE_CHECKING:  # DuckDB is imported where views are made: `sonik tables` and the rollback job need none of it
+    import duckdb
 
 
 class TimeTravelError(ValueError):
@@ -214,8 +217,9 @@ def snapshot_rows(table: Table) -> list[SnapshotRow]:
     return rows
 
 
-def check_manifests(table: Table, snapshot: Snapshot) -> None:
-    """Refuse, as one ``TableUnreadable``, a snapshot whose manifests are missing or not their recorded size.
+def check_manifests(table: Table, snapshot: Snapshot) -> list[ManifestFile]:
+    """Refuse, as one ``TableUnreadable``, a snapshot whose manifests are missing or not their recorded size;
+    return them, checked (``table_health`` takes them rather than reading the manifest list again).
 
     DuckDB 1.5.5's iceberg extension does not raise on a missing, truncated or damaged manifest: it
     aborts the whole process (C++ ``terminate``, exit 134), so it must not be asked to read one. The
@@ -243,6 +247,7 @@ def check_manifests(table: Table, snapshot: Snapshot) -> None:
             "iceberg reader would abort on it; restore it from a backup, or roll the table back to a snapshot "
             "that does not use it"
         )
+    return manifests
 
 
 def _size(io: FileIO, location: str) -> int | None:
@@ -302,6 +307,10 @@ def create_views(
     listed in ``inexact`` with those read from an older snapshot); with ``snapshot_id``, the table
     holding that snapshot reads it and the rest are current.
     """
+    import duckdb
+
+    from sonik_pipeline.lakehouse.duckdb_io.file_scan import empty_select
+
     names = lakehouse_table_names(catalog)
     wanted = [name for name in names if _is_read(name, reads)]
     tables: dict[str, Table] = {}

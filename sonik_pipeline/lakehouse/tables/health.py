@@ -8,6 +8,7 @@ metadata only (the current snapshot's manifests, never a data file), so it costs
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from pyiceberg.manifest import ManifestContent, ManifestFile
@@ -39,8 +40,17 @@ class TableHealth:
         return {key: value for key, value in asdict(self).items() if key != "table"}
 
 
-def table_health(table: Table, now: dt.datetime, small_file_ratio: float = SMALL_FILE_RATIO) -> TableHealth:
-    """The health of ``table`` at its current snapshot; ``now`` is the clock the snapshots' age is read against."""
+def table_health(
+    table: Table,
+    now: dt.datetime,
+    small_file_ratio: float = SMALL_FILE_RATIO,
+    current_manifests: Sequence[ManifestFile] | None = None,
+) -> TableHealth:
+    """The health of ``table`` at its current snapshot; ``now`` is the clock the snapshots' age is read against.
+
+    ``current_manifests``: the current snapshot's manifests, when the caller has listed them already
+    (``sonik tables`` checks them first), so that the manifest list is read once.
+    """
     identifier = ".".join(table.name())
     snapshots = table.metadata.snapshots
     oldest_ms = min((s.timestamp_ms for s in snapshots), default=None)
@@ -48,7 +58,7 @@ def table_health(table: Table, now: dt.datetime, small_file_ratio: float = SMALL
     data_files = small = delete_files = data_bytes = manifests = 0
     if (current := table.current_snapshot()) is not None:
         small_below = small_file_ratio * target_file_size(table)
-        listed = current.manifests(table.io)
+        listed = list(current_manifests) if current_manifests is not None else current.manifests(table.io)
         manifests = len(listed)
         # One size per live file: the manifests are read in parallel, as PyIceberg's own planning does.
         sizes = ExecutorFactory.get_or_create().map(lambda m: _live_file_sizes(table, m), listed)
