@@ -91,7 +91,9 @@ def read_text_chunks(
     file, and no buffer grows past ``chunk_bytes + max_line_bytes``. A longer line is read through in
     pieces and never held whole. Lines are measured one by one only in a buffer where a stretch of half
     the bound holds no newline, which a file of events never has: the common path adds no step a line.
-    Buffers come from ``buffers`` (the chunks of one day's files share them) or are fresh.
+    Buffers come from ``buffers`` (the chunks of one day's files share them) or are fresh. A buffer that
+    holds a few more lines than ``max_lines`` passes them on to the next one rather than making a batch
+    (and a Parquet row group) of them alone.
     """
     window = max(1, min(_WINDOW_BYTES, (max_line_bytes + 1) // 2))  # a longer line fills a whole window
     buffers = buffers or TextBuffers(keep=0)
@@ -122,7 +124,9 @@ def read_text_chunks(
             yield view[start : start + cut], first_line
             first_line += lines
             start += cut
-        pending = bytes(view[start:size])  # the unfinished line
+            if not ended and lines == max_lines and size - start <= min(max_line_bytes, cut // 4):
+                break  # the few lines left go with the next buffer's: no batch of a few hundred events
+        pending = bytes(view[start:size])  # the unfinished line, and the few whole ones before it
         if not ended and len(pending) > max_line_bytes:
             skipped, pending, ended = _read_through_line(stream, pending, first_line, min(chunk_bytes, max_line_bytes))
             yield skipped

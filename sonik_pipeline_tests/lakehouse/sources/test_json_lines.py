@@ -109,3 +109,11 @@ def test_buffers_are_used_again_only_once_no_chunk_holds_them():
     pooled = {id(b) for b in buffers._buffers}
     again = {id(c.obj) for c, _ in read_text_chunks(io.BytesIO(text), 200, 50, LIMIT, buffers)}
     assert again <= pooled  # released: the pool's two buffers take turns, no fresh one is needed
+
+
+def test_a_few_lines_past_the_line_cap_go_with_the_next_buffer_not_alone():
+    """A buffer holding a few more lines than a batch may hold passes them on: no batch of a few lines."""
+    text = _text(*([30] * 1_000))  # 31 bytes a line: a 3,255-byte buffer holds 105 lines, the cap is 100
+    chunks = read_text_chunks(io.BytesIO(text), 31 * 105, max_lines=100, max_line_bytes=2 * LIMIT)
+    sizes = [len(bytes(chunk).splitlines()) for chunk, _ in chunks]
+    assert sizes == [100] * 10  # without passing them on: 100, 5, 100, 5, ...
