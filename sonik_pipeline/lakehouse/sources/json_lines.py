@@ -97,15 +97,16 @@ def read_text_chunks(
     """
     window = max(1, min(_WINDOW_BYTES, (max_line_bytes + 1) // 2))  # a longer line fills a whole window
     buffers = buffers or TextBuffers(keep=0)
-    first_line, pending, ended = 1, b"", False
+    first_line, pending, ended, carried = 1, b"", False, 0
     while not ended or pending:
-        view = buffers.take(len(pending) + (0 if ended else chunk_bytes), chunk_bytes + max_line_bytes)
+        # whole lines carried over take the place of new text, so every buffer holds about as many lines
+        view = buffers.take(len(pending) + (0 if ended else chunk_bytes - carried), chunk_bytes + max_line_bytes)
         view[: len(pending)] = pending
         size = len(pending)
         while size < len(view) and (got := stream.readinto(view[size:])):
             size += got
         ended = ended or size < len(view)
-        start = 0
+        start, carried = 0, 0
         while start < size:
             cut, lines, suspect = _cut_after_lines(view[start:size], max_lines, ended, window)
             long = _first_long_line(view[start : start + cut], max_line_bytes) if suspect else None
@@ -125,7 +126,8 @@ def read_text_chunks(
             first_line += lines
             start += cut
             if not ended and lines == max_lines and size - start <= min(max_line_bytes, cut // 4):
-                break  # the few lines left go with the next buffer's: no batch of a few hundred events
+                carried = size - start  # the few lines left go with the next buffer's: no batch of a few
+                break
         pending = bytes(view[start:size])  # the unfinished line, and the few whole ones before it
         if not ended and len(pending) > max_line_bytes:
             skipped, pending, ended = _read_through_line(stream, pending, first_line, min(chunk_bytes, max_line_bytes))
