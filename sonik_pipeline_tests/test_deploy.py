@@ -50,6 +50,12 @@ def production(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield env
 
 
+def _what_failed(entry: dg.EventLogEntry) -> str:
+    """A failure event's message, with the step's error when it has one: a failed backfill says why."""
+    error = entry.dagster_event.step_failure_data.error if entry.dagster_event.is_step_failure else None
+    return error.to_string() if error else entry.message
+
+
 @pytest.mark.slow
 def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: dict, tmp_path: Path) -> None:
     # Given the daemon running against deploy/dagster.yaml (Postgres storage, queued run coordinator), on
@@ -83,7 +89,7 @@ def test_a_10_day_backfill_runs_as_parallel_queued_runs_on_postgres(production: 
             pytest.fail(f"backfill did not finish: {states}")
         failures = {
             r.dagster_run.tags.get("dagster/partition"): [
-                e.message
+                _what_failed(e)
                 for e in instance.all_logs(r.dagster_run.run_id)
                 if e.dagster_event and e.dagster_event.is_failure
             ]

@@ -42,6 +42,8 @@ from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
+from sonik_pipeline.lakehouse.tables.catalog import ensure_namespace
+
 _METADATA_NAME = re.compile(r"(\d+)-[^/]*\.metadata\.json")  # what PyIceberg's and Java's location providers write
 
 # Table uuids a re-attached table took the place of (comma-separated): their files at its location are its
@@ -264,7 +266,7 @@ def reattach(catalog: Catalog, identifier: str, metadata_location: str, replace:
     """
     metadata = read_metadata(catalog, metadata_location)  # refuse an unreadable file before touching the catalog
     namespace = identifier.rpartition(".")[0]
-    catalog.create_namespace_if_not_exists(namespace)
+    ensure_namespace(catalog, namespace)
     replaced = None
     if replace and catalog.table_exists(identifier):
         current = catalog.load_table(identifier)

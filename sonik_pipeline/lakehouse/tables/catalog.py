@@ -202,6 +202,17 @@ def open_catalog(name: str, uri: str, warehouse: str) -> Catalog:
         ) from exc
 
 
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create ``namespace`` unless it exists. Two first runs at once both see it missing and both create it:
+    the SQL catalog refuses the second insert (a unique-key violation, not PyIceberg's "already exists"),
+    and the run that lost finds the namespace made and carries on."""
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except sqlalchemy.exc.IntegrityError:
+        if not catalog.namespace_exists(namespace):
+            raise
+
+
 def table_name(table: Table) -> str:
     """A table's name as people write it: ``music.plays``."""
     return ".".join(table.name())

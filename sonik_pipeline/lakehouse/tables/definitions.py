@@ -34,6 +34,7 @@ from pyiceberg.types import (
 )
 
 from sonik_pipeline.lakehouse.tables.attachment import create_table_where_none_lives
+from sonik_pipeline.lakehouse.tables.catalog import ensure_namespace
 from sonik_pipeline.lakehouse.tables.iceberg_internals import DICTIONARY_COLUMNS_PROPERTY
 from sonik_pipeline.lakehouse.tables.migrations import MIGRATIONS, Migration, apply_migrations
 
@@ -430,7 +431,7 @@ def ensure_table(
     catalog: Catalog, table_def: TableDef, migrations: Sequence[Migration] = MIGRATIONS
 ) -> tuple[Table, SchemaChanges]:
     """Load the table, creating it on first use, applying pending migrations, then evolving it additively."""
-    catalog.create_namespace_if_not_exists(table_def.namespace)
+    ensure_namespace(catalog, table_def.namespace)
     try:
         table = catalog.load_table(table_def.identifier)
     except NoSuchTableError:

@@ -134,3 +134,21 @@ def test_widening_int_to_long_is_applied(catalog: Catalog) -> None:
 
     assert changes.widened == ("duration_seconds",)
     assert table.schema().find_field("duration_seconds").field_type == LongType()
+
+
+def test_a_first_run_that_loses_the_race_to_create_the_namespace_carries_on(catalog: Catalog, monkeypatch) -> None:
+    """Two first runs at once both find the namespace missing and both create it: the catalog's database
+    refuses the second insert, and the run that lost carries on with the namespace the other made."""
+    catalog.create_namespace(PLAYS.namespace)  # the other run got there first...
+    really_exists, looked = catalog.namespace_exists, []
+
+    def exists_but_not_yet_at_the_first_look(namespace) -> bool:  # ...just after this run looked
+        looked.append(namespace)
+        return len(looked) > 1 and really_exists(namespace)
+
+    monkeypatch.setattr(catalog, "namespace_exists", exists_but_not_yet_at_the_first_look)
+
+    table, _ = ensure_table(catalog, PLAYS)
+
+    assert catalog.load_table(PLAYS.identifier).metadata.table_uuid == table.metadata.table_uuid
+    assert len(looked) > 1  # the first look said "missing": the race did happen in this test
