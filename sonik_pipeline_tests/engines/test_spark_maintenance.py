@@ -17,38 +17,23 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 from pyiceberg.catalog import Catalog
 from pyiceberg.types import StringType
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.engines.spark_session import SparkNotReady, offline_jars
 from sonik_pipeline.lakehouse.days import played_at_filter
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, copied_lakehouse, op_output_metadata, run_asset_job
+from sonik_pipeline_tests.engines.spark_available import SPARK_TESTS
 
 DAYS = [dt.date(2026, 4, 20), dt.date(2026, 4, 21), dt.date(2026, 4, 22)]
 MANIFEST_SIZE = "commit.manifest.target-size-bytes"
 THREE_DAYS_AGO = time.time() - 3 * 86400
 
-try:
-    import pyspark
-except ImportError:  # the local engine never needs it; the dev install (and so CI) has it
-    pyspark = None
-try:
-    offline_jars("sqlite:///x") and offline_jars("postgresql://x/y")
-    missing = None
-except SparkNotReady as exc:
-    missing = str(exc)
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(pyspark is None, reason="pyspark is not installed: pip install '.[spark]'"),
-    pytest.mark.skipif(missing is not None, reason=f"the Spark engine cannot start here: {missing}"),
-]
+pytestmark = SPARK_TESTS
 
 
 def _spark(settings: Settings) -> Settings:

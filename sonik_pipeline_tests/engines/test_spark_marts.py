@@ -19,7 +19,6 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.engines.spark_session import SparkNotReady, offline_jars
 from sonik_pipeline.lakehouse.days import epoch_day, format_days, played_at_filter
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS, ROLLING_MARTS
 from sonik_pipeline.lakehouse.marts.run import PLAYS_METADATA_PROPERTY, PLAYS_SNAPSHOT_PROPERTY
@@ -28,22 +27,9 @@ from sonik_pipeline.lakehouse.tables.definitions import USER_TRACK_DAYS_TABLE
 from sonik_pipeline.lakehouse.tables.writes import data_file_days
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import check_results, private_postgres_database, run_asset_job
+from sonik_pipeline_tests.engines.spark_available import SPARK_TESTS
 
-try:
-    import pyspark
-except ImportError:  # the local engine never needs it; the dev install (and so CI) has it
-    pyspark = None
-try:
-    offline_jars("sqlite:///x") and offline_jars("postgresql://x/y")
-    missing = None
-except SparkNotReady as exc:
-    missing = str(exc)
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(pyspark is None, reason="pyspark is not installed: pip install '.[spark]'"),
-    pytest.mark.skipif(missing is not None, reason=f"the Spark engine cannot start here: {missing}"),
-]
+pytestmark = SPARK_TESTS
 
 # Plays on six days, none on the 19th: the marts of the 17th..20th hold an empty day, and the rolling views'
 # windows reach back over days with and without plays.

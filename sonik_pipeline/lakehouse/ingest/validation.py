@@ -496,14 +496,6 @@ class DayValidator:
                     break
         return pa.array(reasons, pa.string())
 
-    def _hash64(self, ids: pa.Array) -> np.ndarray:
-        con = self._duckdb()
-        con.register("_ids", pa.table({"id": ids}))
-        try:
-            return con.execute("SELECT hash(id) FROM _ids").arrow().read_all().column(0).to_numpy()
-        finally:
-            con.unregister("_ids")
-
     def _mark_duplicates(self, batch: JudgedBatch) -> pa.Array:
         """Reject every valid row whose play_id was already kept earlier today (first one wins).
 
