@@ -16,10 +16,9 @@ from pyiceberg.catalog import Catalog
 from sonik_pipeline.engines.base import Engine
 from sonik_pipeline.engines.local import LocalEngine
 from sonik_pipeline.lakehouse.duckdb_io.extensions import lakehouse_connection
+from sonik_pipeline.lakehouse.sources.day_sources import DaySource, LandingDays, SyntheticDays
 from sonik_pipeline.lakehouse.sources.events import RawBatch
-from sonik_pipeline.lakehouse.sources.landing import landing_events
 from sonik_pipeline.lakehouse.sources.landing_changes import WatchSettings
-from sonik_pipeline.lakehouse.sources.synthetic import synthetic_events
 from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, open_catalog
 from sonik_pipeline.settings import (
     CATALOG_NAME,
@@ -82,10 +81,15 @@ class LakehouseEngine(dg.ConfigurableResource):
         if self._spark is None:
             from dagster_pyspark import LazyPySparkResource
 
-            from sonik_pipeline.engines.spark_session import session_conf, share_sqlite_catalog
+            from sonik_pipeline.engines.spark_session import (
+                local_executors_use_this_python,
+                session_conf,
+                share_sqlite_catalog,
+            )
 
             lakehouse = self.lakehouse
             share_sqlite_catalog(lakehouse.catalog_uri)
+            local_executors_use_this_python(self.spark_master, self.spark_remote or None)
             conf = session_conf(
                 catalog_name=lakehouse.catalog_name,
                 catalog_uri=lakehouse.catalog_uri,
@@ -121,10 +125,14 @@ class PlaySource(dg.ConfigurableResource):
     )
     lakehouse: LakehouseCatalog = Field(description="Its s3.* settings also reach a landing zone on object storage.")
 
-    def events(self, day: dt.date) -> Iterator[RawBatch]:
+    def days(self) -> DaySource:
+        """The source as the engines read it: a day whole (the local engine) or in parts (Spark's executors)."""
         if self.kind == "landing":
-            return landing_events(self.landing_dir, day, self.lakehouse.properties())
-        return synthetic_events(day, self.events_per_day, self.seed)
+            return LandingDays(self.landing_dir, self.lakehouse.properties())
+        return SyntheticDays(self.events_per_day, self.seed)
+
+    def events(self, day: dt.date) -> Iterator[RawBatch]:
+        return self.days().events(day)
 
     def describe(self) -> str:
         if self.kind == "landing":

@@ -105,14 +105,16 @@ def build_plays_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         done: list[str] = []
         metadata: dict[str, dict[str, Any]] = {}
         rows = 0
-        days = ((day_of(key), play_source.events(day_of(key))) for key in context.partition_keys)
+        days = [day_of(key) for key in context.partition_keys]
         options = IngestOptions(
             run_id=context.run.run_id,
             max_reject_share=config.max_reject_share,
             max_shrink_share=config.max_shrink_share,
             skip_unreadable_files=config.skip_unreadable_files,
         )
-        results = engine.engine().ingest_days(catalog, days, options, config.days_per_commit, context.log.info)
+        results = engine.engine().ingest_days(
+            catalog, play_source.days(), days, options, config.days_per_commit, context.log.info
+        )
         try:
             for result in results:
                 key = str(result.day)

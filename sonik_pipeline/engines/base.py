@@ -9,7 +9,7 @@ maintenance run at a time) are kept by the callers and the options, before any e
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from pyiceberg.table import Table
 from sonik_pipeline.lakehouse.ingest.run import DayIngestResult, IngestOptions
 from sonik_pipeline.lakehouse.marts.queries import Mart
 from sonik_pipeline.lakehouse.marts.run import MartOptions, MartReport
-from sonik_pipeline.lakehouse.sources.events import RawBatch
+from sonik_pipeline.lakehouse.sources.day_sources import DaySource
 from sonik_pipeline.maintenance.compaction import CompactionOptions, CompactionReport
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, ExpiryReport
 from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, ManifestRewriteReport
@@ -40,12 +40,14 @@ class Engine(Protocol):
     def ingest_days(
         self,
         catalog: Catalog,
-        days: Iterable[tuple[dt.date, Iterable[RawBatch]]],
+        source: DaySource,
+        days: Sequence[dt.date],
         options: IngestOptions,
         days_per_commit: int,
         progress: Progress,
     ) -> Iterator[DayIngestResult]:
-        """Validate, quarantine and replace each day in ``music.plays``, yielding a day once it is committed."""
+        """Validate, quarantine and replace each of the consecutive ``days`` in ``music.plays`` from ``source``,
+        ``days_per_commit`` to a commit, yielding a day once it is committed."""
         ...
 
     def build_marts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
@@ -13,7 +13,7 @@ from sonik_pipeline.engines.base import DuckDBConnect, Progress
 from sonik_pipeline.lakehouse.ingest.run import DayIngestResult, IngestOptions, ingest_days
 from sonik_pipeline.lakehouse.marts.queries import Mart
 from sonik_pipeline.lakehouse.marts.run import MartOptions, MartReport, run_marts
-from sonik_pipeline.lakehouse.sources.events import RawBatch
+from sonik_pipeline.lakehouse.sources.day_sources import DaySource
 from sonik_pipeline.maintenance.compaction import CompactionOptions, CompactionReport, compact_table
 from sonik_pipeline.maintenance.expiry import ExpiryOptions, ExpiryReport, expire_snapshots
 from sonik_pipeline.maintenance.manifests import ManifestRewriteOptions, ManifestRewriteReport, rewrite_manifests
@@ -28,13 +28,15 @@ class LocalEngine:
     def ingest_days(
         self,
         catalog: Catalog,
-        days: Iterable[tuple[dt.date, Iterable[RawBatch]]],
+        source: DaySource,
+        days: Sequence[dt.date],
         options: IngestOptions,
         days_per_commit: int,
         progress: Progress,
     ) -> Iterator[DayIngestResult]:
         fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-        return ingest_days(catalog, days, days_per_commit=days_per_commit, progress=progress, **fields)
+        read = ((day, source.events(day)) for day in days)  # a day is read only when its turn comes
+        return ingest_days(catalog, read, days_per_commit=days_per_commit, progress=progress, **fields)
 
     def build_marts(
         self,

@@ -1,11 +1,12 @@
-"""The Spark engine: table maintenance by Iceberg's own Spark implementation, the reference one.
+"""The Spark engine: ingest and the marts on Spark, table maintenance by Iceberg's own Spark implementation.
 
 Compaction and manifest rewriting run Iceberg's Spark actions (what ``rewrite_data_files`` and
 ``rewrite_manifests`` call), which take snapshot properties: their commits carry ``dagster.run-id`` like
 every other commit of the lineage. Through Spark Connect the JVM is the server's, so there the SQL
 procedures run instead, without those properties. Expiry and orphan removal call ``expire_snapshots`` and
 ``remove_orphan_files``. Every call takes the same options the local engine takes, and the reports are
-read from the results and the commits' manifests. The marts run on Spark SQL (``spark_marts.py``).
+read from the results and the commits' manifests. Ingest runs the project's validator in Spark's executors
+(``spark_ingest.py``); the marts run on Spark SQL (``spark_marts.py``).
 
 What the project keeps on this engine: the ops check that every table lies inside the warehouse before
 an engine is asked (a copied lakehouse is refused); orphan removal lets Spark find the unreferenced files
@@ -35,11 +36,14 @@ from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
 from sonik_pipeline.engines.base import DuckDBConnect, Progress
 from sonik_pipeline.engines.local import LocalEngine
+from sonik_pipeline.engines.spark_ingest import ingest_days_on_spark
 from sonik_pipeline.engines.spark_marts import build_marts_on_spark
 from sonik_pipeline.lakehouse.days import is_day_field
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_string
+from sonik_pipeline.lakehouse.ingest.run import DayIngestResult, IngestOptions, IngestTables
 from sonik_pipeline.lakehouse.marts.queries import Mart
 from sonik_pipeline.lakehouse.marts.run import MartOptions, MartReport
+from sonik_pipeline.lakehouse.sources.day_sources import DaySource, LandingDays
 from sonik_pipeline.lakehouse.tables.catalog import table_name
 from sonik_pipeline.maintenance.compaction import (
     CompactionOptions,
@@ -111,6 +115,26 @@ class SparkEngine(LocalEngine):
         with self._fresh_session(before, after) as session:
             rows = session.sql(f"CALL {self._catalog}.system.{procedure}({named})").collect()
         return [row.asDict() for row in rows]
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def ingest_days(
+        self,
+        catalog: Catalog,
+        source: DaySource,
+        days: Sequence[dt.date],
+        options: IngestOptions,
+        days_per_commit: int,
+        progress: Progress,
+    ) -> Iterator[DayIngestResult]:
+        # Every table exists before Spark opens the catalog (see ``build_marts_on_spark``).
+        tables = IngestTables.ensure(catalog, progress)
+        if isinstance(source, LandingDays):
+            tables.sources()
+        with self._fresh_session() as session:
+            yield from ingest_days_on_spark(
+                session, self._catalog, tables, source, days, options, days_per_commit, progress
+            )
 
     # -- marts ----------------------------------------------------------------------------------
 

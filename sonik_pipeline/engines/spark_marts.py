@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 # The mart tables' column types in Spark SQL (played_at and the marts' times have no time zone).
-_SPARK_TYPES: dict[type[IcebergType], str] = {
+SPARK_TYPES: dict[type[IcebergType], str] = {
     DateType: "DATE",
     IntegerType: "INT",
     LongType: "BIGINT",
@@ -125,7 +125,7 @@ def _build_mart(
     first, last = days[0], days[-1]
     started = time.monotonic()
     columns = ", ".join(
-        f"CAST({f.name} AS {_SPARK_TYPES[type(f.field_type)]}) AS {f.name}" for f in mart.table.schema.fields
+        f"CAST({f.name} AS {SPARK_TYPES[type(f.field_type)]}) AS {f.name}" for f in mart.table.schema.fields
     )
     query = mart.sql(PLAYS_DAYS, first, last, options.top_n, SPARK)
     # Kept while it is counted, previewed and written: the query runs once (spilled to disk past memory).

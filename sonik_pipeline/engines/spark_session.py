@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import os
 import sqlite3
+import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -194,6 +196,17 @@ def check_s3_file_io(conf: Mapping[str, str]) -> None:
         f"an s3:// warehouse on the Spark engine needs Iceberg's AWS bundle {AWS_BUNDLE_JAR} (S3FileIO's AWS SDK), "
         f"which no PyPI wheel ships: name {AWS_BUNDLE_PACKAGE} in SONIK_SPARK_PACKAGES, or its jar in SONIK_SPARK_JARS"
     )
+
+
+def local_executors_use_this_python(master: str, remote: str | None) -> None:
+    """Make a local session's Python workers run this interpreter, where the project and its libraries are.
+
+    PySpark starts them with ``PYSPARK_PYTHON`` (else whatever ``python3`` is first on the PATH, which a run
+    started as ``.venv/bin/dagster`` without an activated environment does not see). A cluster's executors
+    run the Python of their own image: the project must be installed there.
+    """
+    if not remote and master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def share_sqlite_catalog(catalog_uri: str) -> None:

@@ -14,10 +14,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -190,22 +190,32 @@ class StagedDay:
 
     def refusal(self, max_reject_share: float, skip_unreadable_files: bool) -> IngestError | None:
         """Why this day's plays must not be committed (its quarantine still is), or None."""
-        day, totals = self.day, self.totals
-        if self.unreadable and not skip_unreadable_files:
-            names = "; ".join(f"unreadable landing file {u.source_file} ({u.error})" for u in self.unreadable)
-            return UnreadableLandingFiles(
-                f"{day}: {names}. music.plays was not changed; the file is recorded in music.plays_rejected. "
-                f"Replace or remove the file and re-run, or set config skip_unreadable_files: true to ingest "
-                f"the day without it."
-            )
-        if totals.invalid_share() > max_reject_share:
-            top = ", ".join(f"{reason} ({count:,})" for reason, count in totals.rejected_by_reason.most_common(5))
-            return TooManyRejects(
-                f"{day}: {totals.invalid:,} of {totals.seen:,} events ({totals.invalid_share():.1%}) failed "
-                f"validation, above the {max_reject_share:.1%} threshold; music.plays was not changed. Reasons: "
-                f"{top}. The rejects are in music.plays_rejected (ingest_day = '{day}')."
-            )
-        return None
+        return day_refusal(self.day, self.totals, self.unreadable, max_reject_share, skip_unreadable_files)
+
+
+def day_refusal(
+    day: dt.date,
+    totals: ValidationTotals,
+    unreadable: Sequence[UnreadableFile],
+    max_reject_share: float,
+    skip_unreadable_files: bool,
+) -> IngestError | None:
+    """Why a day read with these ``totals`` must not replace the day in plays (its quarantine still does), or None."""
+    if unreadable and not skip_unreadable_files:
+        names = "; ".join(f"unreadable landing file {u.source_file} ({u.error})" for u in unreadable)
+        return UnreadableLandingFiles(
+            f"{day}: {names}. music.plays was not changed; the file is recorded in music.plays_rejected. "
+            f"Replace or remove the file and re-run, or set config skip_unreadable_files: true to ingest "
+            f"the day without it."
+        )
+    if totals.invalid_share() > max_reject_share:
+        top = ", ".join(f"{reason} ({count:,})" for reason, count in totals.rejected_by_reason.most_common(5))
+        return TooManyRejects(
+            f"{day}: {totals.invalid:,} of {totals.seen:,} events ({totals.invalid_share():.1%}) failed "
+            f"validation, above the {max_reject_share:.1%} threshold; music.plays was not changed. Reasons: "
+            f"{top}. The rejects are in music.plays_rejected (ingest_day = '{day}')."
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -369,6 +379,20 @@ class IngestOptions:
     snapshot_properties: Mapping[str, str] | None = None
 
 
+def ingest_commit_properties(
+    options: IngestOptions, first: dt.date, last: dt.date, totals: Sequence[ValidationTotals]
+) -> dict[str, str]:
+    """The summary properties of an ingest's commits: the run, its days, and what was read, rejected and dropped."""
+    return {
+        **(options.snapshot_properties or {}),
+        "dagster.run-id": options.run_id or "",
+        "dagster.partition": format_days(first, last),
+        "sonik.events-read": str(sum(t.seen for t in totals)),
+        "sonik.rows-rejected": str(sum(t.rejected for t in totals)),
+        "sonik.duplicates-dropped": str(sum(t.duplicates for t in totals)),
+    }
+
+
 def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOptions) -> list[DayIngestResult]:
     """Make consecutive staged days the whole of those days: their quarantine, then their plays, one commit each.
 
@@ -376,11 +400,7 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
     day is refused for its data (unreadable files, too many rejects), the quarantine of every staged day
     is still written, the days before it are committed, and its error is raised.
     """
-    run_id, max_shrink_share, snapshot_properties = (
-        options.run_id,
-        options.max_shrink_share,
-        options.snapshot_properties,
-    )
+    max_shrink_share = options.max_shrink_share
     refused = next(
         (
             (i, err)
@@ -394,15 +414,7 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
     plays, rejected = tables.plays, tables.rejected
     # Checked day by day when staged (check_shrink); the commit checks again against its own plan.
     guard = _shrink_guard_by_day(plays, [s.day for s in landing], max_shrink_share)
-    totals_read = sum(s.totals.seen for s in staged)
-    properties = {
-        **(snapshot_properties or {}),
-        "dagster.run-id": run_id or "",
-        "dagster.partition": format_days(first, last),
-        "sonik.events-read": str(totals_read),
-        "sonik.rows-rejected": str(sum(s.totals.rejected for s in staged)),
-        "sonik.duplicates-dropped": str(sum(s.totals.duplicates for s in staged)),
-    }
+    properties = ingest_commit_properties(options, first, last, [s.totals for s in staged])
     quarantined = [f for s in staged for f in s.reject_files]
     try:
         replace_partition(rejected, date_filter("ingest_day", first, last), quarantined, properties)
@@ -450,8 +462,16 @@ def commit_days(tables: IngestTables, staged: list[StagedDay], options: IngestOp
     return results
 
 
+class DayRead(Protocol):
+    """What a day's ingest read: the landing files as listed, and the events each held."""
+
+    day: dt.date
+    sources: Sequence[SourceFile]
+    events_per_file: Mapping[str, int]
+
+
 def record_sources(
-    tables: IngestTables, landed: list[StagedDay], properties: Mapping[str, str]
+    tables: IngestTables, landed: Sequence[DayRead], properties: Mapping[str, str]
 ) -> dict[dt.date, LateArrivals]:
     """Record the landing files the committed days read (one commit), and say which of them came late.
 

@@ -549,9 +549,10 @@ class DayValidator:
         finally:
             con.unregister("_ids")
 
-    def classify(self, raw: RawBatch | JudgedBatch) -> tuple[pa.Table, pa.Table]:
+    def classify(self, raw: RawBatch | JudgedBatch, mark_duplicates: bool = True) -> tuple[pa.Table, pa.Table]:
         """Return (valid rows typed as the schema, rejected rows as ``REJECT_SCHEMA``); batches of a day
-        come in their order, prepared (``prepare``) or not."""
+        come in their order, prepared (``prepare``) or not. Without ``mark_duplicates`` a repeated play_id
+        stays valid: an engine that sees the day in parts (Spark) finds the duplicates across them itself."""
         if isinstance(raw, UnreadableFile):
             return self._one_reject(raw.error, "", raw.source_file, None)
         if isinstance(raw, LongLine):
@@ -561,7 +562,7 @@ class DayValidator:
         if not isinstance(batch, JudgedBatch):
             raise TypeError(f"not a batch of events: {type(raw).__name__}")
         typed = batch.typed
-        reasons = self._mark_duplicates(batch)
+        reasons = self._mark_duplicates(batch) if mark_duplicates else batch.reasons
         keep = pc.is_null(reasons)
         clean = reasons.null_count == len(reasons)
         valid = (typed if clean else typed.filter(keep)).cast(self.arrow_schema)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from sonik_pipeline.lakehouse.sources.json_lines import ParsedText, Text, parse_text, split_lines
@@ -83,6 +84,13 @@ class JsonLines:
         """int64 per line, 1-based"""
         self._split()
         return self._line_numbers
+
+    def numbers_of(self, rows: np.ndarray) -> pa.Array:
+        """The 1-based line numbers of the lines at positions ``rows``, without splitting a chunk that parsed
+        whole (every line of such a chunk is an object, none blank, so line k is ``first_line + k``)."""
+        if self._lines is None and self.text is not None and any(self._parsed.values()):
+            return pa.array(self.first_line + np.asarray(rows, dtype=np.int64), pa.int64())
+        return self.line_numbers.take(pa.array(rows, pa.int64()))
 
     @property
     def invalid_utf8(self) -> pa.Array | None:
