@@ -49,9 +49,10 @@ class LakehouseCatalog(dg.ConfigurableResource):
 class LakehouseEngine(dg.ConfigurableResource):
     """What does the heavy work the assets and ops ask for: ingest, marts and table maintenance.
 
-    ``local``: PyIceberg and DuckDB in the run's own process. ``spark``: the marts by Spark SQL and table
-    maintenance by Iceberg's Spark procedures, in a session started on first use through dagster-pyspark's
-    lazy session (Spark Connect with ``spark_remote``, else ``spark_master``); ingest stays local for now.
+    ``local``: PyIceberg and DuckDB in the run's own process. ``spark``: ingest by the project's validator in
+    Spark's executors, the marts by Spark SQL and table maintenance by Iceberg's Spark procedures, in a session
+    started on first use through dagster-pyspark's lazy session (Spark Connect with ``spark_remote``, else
+    ``spark_master``).
     """
 
     kind: EngineKind = Field(default="local", description="local (PyIceberg + DuckDB) or spark.")

@@ -37,7 +37,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from sonik_pipeline.engines.spark_marts import SPARK_TYPES
+from sonik_pipeline.engines.spark_writes import SPARK_TYPES, overwrite
 from sonik_pipeline.lakehouse.days import date_filter, day_bounds, format_days, partition_day, played_at_filter
 from sonik_pipeline.lakehouse.ingest.run import (
     PREVIEW_ROWS,
@@ -60,7 +60,6 @@ from sonik_pipeline.lakehouse.sources.day_sources import DaySource, DaySplit
 from sonik_pipeline.lakehouse.sources.events import JsonLines, SourceFile, UnreadableFile
 from sonik_pipeline.lakehouse.sources.ingested_files import LateArrivals
 from sonik_pipeline.lakehouse.tables.catalog import table_name
-from sonik_pipeline.lakehouse.tables.snapshots import lineage
 from sonik_pipeline.lakehouse.tables.writes import CommitReport, commit_report
 
 if TYPE_CHECKING:
@@ -471,26 +470,10 @@ def _overwrite(
     current = table.current_snapshot()
     if not count and (current is None or not table.scan(row_filter=row_filter).plan_files()):
         return commit_report(table, current.snapshot_id if current else 0, committed=False)
-    name = f"{catalog_name}.{table_name(table)}"
-    options = {f"snapshot-property.{key}": value for key, value in properties.items()}
+    options = {}
     if validated_from is not None:
-        options |= {"validate-from-snapshot-id": str(validated_from.snapshot_id), "isolation-level": "serializable"}
-    before = {s.snapshot_id for s in table.snapshots()}
-    rows.writeTo(name).options(**options).overwrite(F.expr(condition))
-    table.refresh()
-    ours = next(
-        (
-            s
-            for s in lineage(table)
-            if s.snapshot_id not in before
-            and s.summary is not None
-            and all(s.summary.get(key) == value for key, value in properties.items())
-        ),
-        None,
-    )
-    if ours is None:
-        raise RuntimeError(f"{name}: Spark's overwrite ({condition}) is not in the table's lineage")
-    return commit_report(table, ours.snapshot_id)
+        options = {"validate-from-snapshot-id": str(validated_from.snapshot_id), "isolation-level": "serializable"}
+    return overwrite(table, f"{catalog_name}.{table_name(table)}", rows, F.expr(condition), options, properties)
 
 
 def _added_by_day(table: Table, snapshot_id: int) -> dict[dt.date, tuple[int, int]]:

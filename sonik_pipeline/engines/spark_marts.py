@@ -24,16 +24,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.types import (
-    DateType,
-    DoubleType,
-    IcebergType,
-    IntegerType,
-    LongType,
-    StringType,
-    TimestampType,
-)
 
+from sonik_pipeline.engines.spark_writes import SPARK_TYPES, overwrite
 from sonik_pipeline.lakehouse.days import as_day, date_filter, format_days
 from sonik_pipeline.lakehouse.marts.dialects import SPARK
 from sonik_pipeline.lakehouse.marts.queries import MART_COLUMNS, Mart
@@ -49,21 +41,10 @@ from sonik_pipeline.lakehouse.marts.run import (
 from sonik_pipeline.lakehouse.reads.plays_days import PLAYS_DAYS, PlaysSnapshot, rows_per_day, select_days
 from sonik_pipeline.lakehouse.tables.catalog import table_name
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
-from sonik_pipeline.lakehouse.tables.snapshots import lineage
 from sonik_pipeline.lakehouse.tables.writes import CommitReport, commit_report, data_file_days
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-# The mart tables' column types in Spark SQL (played_at and the marts' times have no time zone).
-SPARK_TYPES: dict[type[IcebergType], str] = {
-    DateType: "DATE",
-    IntegerType: "INT",
-    LongType: "BIGINT",
-    DoubleType: "DOUBLE",
-    StringType: "STRING",
-    TimestampType: "TIMESTAMP_NTZ",
-}
 
 
 def build_marts_on_spark(
@@ -173,7 +154,7 @@ def _replace_days(
         # Nothing to add and nothing to remove: no commit, as on the local engine (``replace_partition``)
         return commit_report(table, base.snapshot_id if base else 0, committed=False)
     name = f"{catalog_name}.{table_name(table)}"
-    write_options = {f"snapshot-property.{key}": value for key, value in properties.items()}
+    write_options: dict[str, str] = {}
     if (lo, hi) != (first, last):  # write back the widened days' other rows, as they were at ``base``
         kept = session.sql(
             f"SELECT * FROM {name} VERSION AS OF {base.snapshot_id} "
@@ -182,22 +163,8 @@ def _replace_days(
         rows = rows.unionByName(kept)
         # ... and refuse the commit if another writer changed those days since: the rows written back are stale then
         write_options |= {"validate-from-snapshot-id": str(base.snapshot_id), "isolation-level": "serializable"}
-    before = {s.snapshot_id for s in table.snapshots()}
-    rows.writeTo(name).options(**write_options).overwrite((F.col("day") >= F.lit(lo)) & (F.col("day") <= F.lit(hi)))
-    table.refresh()
-    ours = next(
-        (
-            s
-            for s in lineage(table)
-            if s.snapshot_id not in before
-            and s.summary is not None
-            and all(s.summary.get(key) == value for key, value in properties.items())
-        ),
-        None,
-    )
-    if ours is None:
-        raise RuntimeError(f"{name}: Spark's overwrite of {format_days(first, last)} is not in the table's lineage")
-    return commit_report(table, ours.snapshot_id)
+    days = (F.col("day") >= F.lit(lo)) & (F.col("day") <= F.lit(hi))
+    return overwrite(table, name, rows, days, write_options, properties)
 
 
 def days_to_rewrite(table: Table, first: dt.date, last: dt.date) -> tuple[dt.date, dt.date]:
