@@ -1,4 +1,6 @@
-"""Benchmark: one day landed as 200 small files, compacted by the local engine, by Spark local[1] and local[2].
+"""Benchmark: a day compacted (or with --landing, ingested) by the local engine, by Spark local[1] and local[2].
+
+Without ``--landing``: one day landed as 200 small files, compacted by each engine.
 
 Setup, for each engine on a fresh lakehouse built in place (a SQLite catalog and a ``file://`` warehouse
 under its own folder in one temporary work folder; never copied, as Iceberg metadata holds absolute
@@ -54,12 +56,35 @@ Spark runs with the project's configuration (``session_conf`` via ``LakehouseEng
 ``SONIK_SPARK_CONF`` would add them, ``spark.local.dir`` in the work folder (Spark's spill stays there) and
 ``spark.driver.memory`` when ``--spark-driver-memory`` is given (default: Spark's own, 1g of heap).
 
-The exit code is 0 whether or not the target is met (this is a report); it is non-zero if a child
-fails, if an engine's compaction leaves a day with other rows or digests than the input, or if it
-leaves as many files as it found.
+``--landing`` (instead of the compaction): the landing zone's ingest as a user runs it. The day's
+``--events`` events (``synthetic_batch``, the same fixed seed; all valid) are written once as JSON Lines
+in ``--files`` files (default 40) by the app's ``write_landing_day``, two million events at a time (not
+timed). Then for each engine, on a fresh ``SONIK_HOME``, ``dagster asset materialize -m
+sonik_pipeline.definitions --select plays --partition DAY`` with ``SONIK_SOURCE=landing`` and the engine's
+settings as above (the Spark engine judges each file with the project's validator in Spark's Python
+workers, ``mapInArrow``), measured as the marts are: the ``plays`` step's own seconds (Dagster's log) and
+events/s on it, the command's wall time, the CPU of every process of its tree (sampled: ``wait4`` misses a
+JVM the command does not wait for), the peak RSS of the tree, the JVM's share and Spark's Python workers',
+and the peak RSS of the Dagster process alone (the command's own process: it runs the steps in process),
+while the plays step ran (Dagster's log times it to the second) and over the whole command (the checks'
+steps after it read the day with DuckDB in that same process).
+``music.plays`` must then hold exactly the events written: the same rows and digests as the written events
+typed as the table, the same on every engine. With ``--marts``, the daily marts are then built on that
+lakehouse and compared as above. ``--spark-event-log`` has Spark write its event log during the plays step
+and the report shows its SQL executions (wall time, tasks, summed task time) beside the step's messages.
+
+Targets of ``--landing`` (from the issue): Spark local[2] at least 1.6x faster than local[1] on the plays
+step (and, with ``--marts``, on the daily_marts step); the Dagster process's memory with Spark does not grow
+with the day (only counts and a preview come back to it: compare its peak at two sizes). Spark against the
+local engine is reported as measured.
+
+The exit code is 0 whether or not a target is met (this is a report); it is non-zero if a child or a
+Dagster command fails, if an engine's compaction leaves a day with other rows or digests than the input,
+or if it leaves as many files as it found; with ``--landing``, if ``music.plays`` does not hold exactly the
+events written on every engine, or the marts differ.
 
 Usage: ``.venv/bin/python benchmarks/engines.py [--quick | --events N] [--files 200] [--engines local,spark1,spark2]
-[--marts] [--spark-driver-memory 2g] [--keep] [--work-dir D]``
+[--marts] [--landing [--spark-event-log]] [--spark-driver-memory 2g] [--keep] [--work-dir D]``
 """
 
 from __future__ import annotations
@@ -84,6 +109,7 @@ import duckdb
 
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS
+from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
 from sonik_pipeline.lakehouse.sources.synthetic import catalogue, synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
 from sonik_pipeline.lakehouse.tables.definitions import PLAYS, ensure_table
@@ -94,6 +120,8 @@ DAY = dt.date(2024, 5, 1)
 DEFAULT_EVENTS = 10_000_000
 QUICK_EVENTS = 1_000_000
 DEFAULT_FILES = 200
+LANDING_FILES = 40  # --landing: the day's JSON Lines files
+WRITE_BATCH = 2_000_000  # --landing: events generated at a time, so a big day never sits in memory
 SEED = 3
 SORT_BY = ("artist", "track_id")  # compaction_job's default sort
 SPARK_SCALING_TARGET = 1.6  # Spark local[2] against local[1], compaction time
@@ -112,10 +140,15 @@ COMMIT_REPORT_RE = re.compile(
     r"attempts=CounterResult\{unit=COUNT, value=(\d+)\}"
 )
 DURATION_RE = re.compile(r"PT(?:([\d.]+)H)?(?:([\d.]+)M)?(?:([\d.]+)S)?")
-# Dagster's own line for a finished step, its duration as format_duration writes it (533ms, 5.6s, 4m52s, 1h4m).
-STEP_RE = re.compile(r'Finished execution of step "daily_marts" in ([\dhms.]+)\.')
+# Dagster's own line for a finished step (daily_marts, plays, a check's step), its duration as format_duration
+# writes it (533ms, 5.6s, 4m52s, 1h4m).
+STEP_RE = re.compile(r'Finished execution of step "([\w.\[\]-]+)" in ([\dhms.]+)\.')
 DAGSTER_DURATION_RE = re.compile(r"([\d.]+)(ms|h|m|s)")
-MARTS_START_DATE = "2024-04-01"  # the partitions' first day, before DAY
+# A line of Dagster's log: its time (to the second), level, step and message.
+DAGSTER_LINE_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}) - dagster - (\w+) - \S+ - [0-9a-f-]{36} - (?:\d+ - )?(\S+) - (.*)$"
+)
+START_DATE = "2024-04-01"  # SONIK_START_DATE: the partitions' first day, before DAY
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -221,6 +254,36 @@ def child_land(home: Path, n_events: int, n_files: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     landed, shape = table_digest_and_shape(home)
     return {"seconds": seconds, "input": digest, "landed": landed, "shape": shape}
+
+
+def child_write_landing(landing: Path, n_events: int, n_files: int) -> dict[str, Any]:
+    """The day as ``n_files`` JSON Lines files, written a slice at a time; its digest typed as ``music.plays``."""
+    catalogue()
+    schema = PLAYS.schema.as_arrow()
+    parts = max(1, min(n_files, math.ceil(n_events / WRITE_BATCH)))
+    day_dir = landing / "plays" / DAY.isoformat()
+    day_dir.mkdir(parents=True)
+    con = duckdb.connect()
+    digest: Digest = {}
+    started = time.perf_counter()
+    for part, (n, files) in enumerate(zip(split_evenly(n_events, parts), split_evenly(n_files, parts), strict=True)):
+        rows = synthetic_batch(DAY, n, seed=SEED, batch=part)
+        con.register("input_batch", rows.cast(schema))
+        add_digest(digest, con.execute(digest_sql("input_batch", schema.names)).fetchall())
+        con.unregister("input_batch")
+        # write_landing_day names its files part-000...; each slice is staged apart, then moved in with a prefix.
+        staging = landing.parent / f"{landing.name}-part{part}"
+        write_landing_day(staging, DAY, rows, files=files, fmt="jsonl")
+        for f in sorted((staging / "plays" / DAY.isoformat()).iterdir()):
+            f.rename(day_dir / f"b{part:03d}-{f.name}")
+        shutil.rmtree(staging)
+    written = sorted(day_dir.iterdir())
+    return {
+        "seconds": time.perf_counter() - started,
+        "files": len(written),
+        "bytes": sum(f.stat().st_size for f in written),
+        "input": digest,
+    }
 
 
 def child_verify(home: Path) -> dict[str, Any]:
@@ -366,6 +429,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         return child_land(home, args.events, args.files)
     if args.child == "verify":
         return child_verify(home)
+    if args.child == "write-landing":
+        return child_write_landing(home, args.events, args.files)
     if args.child == "marts-digest":
         return child_marts_digest(home)
     return child_compact(home, args.engine, Path(args.spill), args.spark_driver_memory)
@@ -381,6 +446,8 @@ class Proc(NamedTuple):
     name: str  # the command name, or for a process forked by a JVM thread, that thread's name
     vsize: int
     rss: int
+    ticks: int  # user + system CPU so far, its own (not its reaped children's)
+    started: int  # clock ticks after boot: with the pid, a process's identity (pids are reused)
 
 
 def processes() -> dict[int, Proc]:
@@ -395,23 +462,38 @@ def processes() -> dict[int, Proc]:
             continue  # gone meanwhile
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on
-        found[int(entry.name)] = Proc(int(fields[1]), name, int(fields[20]), int(fields[21]) * PAGE)
+        found[int(entry.name)] = Proc(
+            int(fields[1]),
+            name,
+            int(fields[20]),
+            int(fields[21]) * PAGE,
+            int(fields[11]) + int(fields[12]),
+            int(fields[19]),
+        )
     return found
 
 
-def tree(root: int, table: dict[int, Proc]) -> tuple[list[Proc], int]:
+class Member(NamedTuple):
+    pid: int
+    proc: Proc
+    beneath_jvm: bool  # a descendant of a JVM: Spark's Python workers (its daemon and the workers it forks)
+
+
+def tree(root: int, table: dict[int, Proc]) -> tuple[list[Member], int]:
     """The processes of ``root``'s tree, and how many were left out as forks not yet exec'd.
 
     A process forked (or vforked) and not yet exec'd shares its parent's memory and reports it all as its
     own RSS: the JVM runs shell commands so (Hadoop's local file system), and counting such a child would
-    add the JVM's whole heap a second time. It is known by its parent's exact virtual size.
+    add the JVM's whole heap a second time. It is known by its parent's exact virtual size. (PySpark's
+    daemon forks its workers without exec: a worker counts once it has allocated memory of its own, and
+    then with the pages it still shares with the daemon.)
     """
     children: dict[int, list[int]] = {}
     for pid, proc in table.items():
         children.setdefault(proc.ppid, []).append(pid)
-    members, forks, todo = [], 0, [root]
+    members, forks, todo = [], 0, [(root, False)]
     while todo:
-        pid = todo.pop()
+        pid, beneath_jvm = todo.pop()
         if pid not in table:
             continue
         proc = table[pid]
@@ -419,8 +501,9 @@ def tree(root: int, table: dict[int, Proc]) -> tuple[list[Proc], int]:
         if pid != root and parent is not None and parent.vsize == proc.vsize:
             forks += 1
         else:
-            members.append(proc)
-        todo += children.get(pid, [])
+            members.append(Member(pid, proc, beneath_jvm))
+        below = beneath_jvm or proc.name == "java"
+        todo += [(child, below) for child in children.get(pid, [])]
     return members, forks
 
 
@@ -433,14 +516,23 @@ def busy_ticks() -> int:
 
 @dataclass
 class TreeSampler:
-    """Samples the summed RSS of a process and its descendants in a thread; keeps the peak and its parts."""
+    """Samples the summed RSS of a process and its descendants in a thread; keeps the peak and its parts.
+
+    Also the root's own peak (``dagster asset materialize`` runs its step in process, so the root is the
+    Dagster process that ran it), the peak of Spark's Python workers, and the CPU of every process seen in
+    the tree: ``wait4`` counts only descendants the root waited for, which a Spark JVM may not be.
+    """
 
     root: int
     peak: int = 0
     jvm_at_peak: int = 0
     jvm_peak: int = 0
+    root_peak: int = 0
+    workers_peak: int = 0
     samples: int = 0
     forks: int = 0  # samples of a fork not yet exec'd, left out (see ``tree``)
+    ticks: dict[tuple[int, int], int] = field(default_factory=dict)  # (pid, start) -> its CPU when last seen
+    root_series: list[tuple[float, int]] = field(default_factory=list)  # (epoch seconds, the root's RSS)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -456,14 +548,26 @@ class TreeSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             members, forks = tree(self.root, processes())
-            total = sum(p.rss for p in members)
-            jvm = sum(p.rss for p in members if p.name == "java")
+            total = sum(m.proc.rss for m in members)
+            jvm = sum(m.proc.rss for m in members if m.proc.name == "java")
             self.samples += 1
             self.forks += forks
             self.jvm_peak = max(self.jvm_peak, jvm)
+            for m in members:
+                if m.pid == self.root:
+                    self.root_peak = max(self.root_peak, m.proc.rss)
+                    self.root_series.append((time.time(), m.proc.rss))
+            self.workers_peak = max(self.workers_peak, sum(m.proc.rss for m in members if m.beneath_jvm))
+            for m in members:
+                self.ticks[m.pid, m.proc.started] = m.proc.ticks
             if total > self.peak:
                 self.peak, self.jvm_at_peak = total, jvm
             self._stop.wait(SAMPLE_SECONDS)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The tree's CPU as sampled: short of each process's last 0.2 s, and of any that lived less."""
+        return sum(self.ticks.values()) / TICKS
 
 
 @dataclass
@@ -478,6 +582,10 @@ class Measured:
     tree_peak_mib: float
     jvm_at_peak_mib: float
     jvm_peak_mib: float
+    root_peak_mib: float  # the command's own process alone (for a Dagster command, the process that ran the step)
+    root_series: list[tuple[float, int]]  # the root's RSS as sampled: (epoch seconds, bytes)
+    workers_peak_mib: float  # Spark's Python workers (the processes beneath the JVM), summed
+    tree_cpu_seconds: float  # the CPU of every process seen in the tree, sampled (see TreeSampler)
     samples: int
     forks_left_out: int
     others_cores: float  # cores other processes kept busy on average meanwhile
@@ -506,6 +614,71 @@ def iceberg_reports(log_text: str) -> dict[str, list[list[float]]]:
     }
 
 
+def step_timeline(log_text: str, step: str) -> dict[str, Any]:
+    """The step's start (epoch seconds) and its own INFO messages, seconds after it; of progress counts, the last."""
+    start, found = None, []
+    for line in log_text.splitlines():
+        if not (match := DAGSTER_LINE_RE.match(line)) or match[3] != step:
+            continue
+        at = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S %z").timestamp()
+        if match[4].startswith("STEP_START"):
+            start = at
+        elif match[2] == "INFO" and start is not None:
+            if found and "events read" in found[-1][1] and "events read" in match[4]:
+                found.pop()
+            found.append((at - start, match[4]))
+    return {"start": start, "messages": found}
+
+
+def spark_event_summary(folder: Path) -> list[dict[str, Any]]:
+    """Spark's event log, per SQL execution: its start and end (epoch seconds), jobs, tasks, summed task time,
+    and its stages that ran (skipped ones, whose output was reused, never complete)."""
+    stages: dict[int, dict[str, Any]] = {}
+    jobs: dict[int, dict[str, Any]] = {}
+    executions: dict[int, dict[str, Any]] = {}
+    for path in folder.iterdir():
+        for line in path.read_text(errors="replace").splitlines():
+            event = json.loads(line)
+            kind = event["Event"].rsplit(".", 1)[-1]
+            if kind == "SparkListenerStageCompleted":
+                info = event["Stage Info"]
+                run = sum(
+                    int(a["Value"]) for a in info["Accumulables"] if a["Name"] == "internal.metrics.executorRunTime"
+                )
+                took = (info["Completion Time"] - info["Submission Time"]) / 1000
+                stages[info["Stage ID"]] = {"id": info["Stage ID"], "tasks": info["Number of Tasks"], "run": run / 1000}
+                stages[info["Stage ID"]]["seconds"] = took
+            elif kind == "SparkListenerJobStart":
+                execution = (event.get("Properties") or {}).get("spark.sql.execution.id")
+                jobs[event["Job ID"]] = {"stages": event["Stage IDs"], "execution": execution}
+            elif kind == "SparkListenerSQLExecutionStart":
+                executions[event["executionId"]] = {"what": event["description"], "start": event["time"] / 1000}
+            elif kind == "SparkListenerSQLExecutionEnd" and event["executionId"] in executions:
+                executions[event["executionId"]]["end"] = event["time"] / 1000
+    for execution in executions.values():
+        execution.update(jobs=0, tasks=0, task_seconds=0.0, stages=[])
+    for job in jobs.values():
+        execution = executions.get(int(job["execution"])) if job["execution"] is not None else None
+        if execution is None:
+            continue
+        done = [stages[s] for s in job["stages"] if s in stages]
+        execution["jobs"] += 1
+        execution["tasks"] += sum(s["tasks"] for s in done)
+        execution["task_seconds"] += sum(s["run"] for s in done)
+        execution["stages"] += done
+    return sorted(executions.values(), key=lambda e: e["start"])
+
+
+def step_peak_mib(measured: Measured, step: str) -> float | None:
+    """The Dagster process's peak RSS while ``step`` ran (Dagster's log times it to the second), apart from the
+    checks' steps the same process runs after it."""
+    start, seconds = measured.result["timeline"]["start"], measured.result["steps"].get(step)
+    if start is None or seconds is None:
+        return None
+    inside = [rss for at, rss in measured.root_series if start <= at <= start + seconds + 1]
+    return max(inside) / MiB if inside else None
+
+
 class ChildFailed(RuntimeError):
     pass
 
@@ -528,8 +701,8 @@ class Runner:
         Path(home.parent / f"spill-{engine}").mkdir(exist_ok=True)
         return self.measure(kind, engine, cmd, self.env)
 
-    def materialize_marts(self, home: Path, run: EngineRun) -> Measured:
-        """The day's daily marts through ``dagster asset materialize``, on ``run``'s engine, as a user runs it."""
+    def dagster_env(self, home: Path, run: EngineRun) -> dict[str, str]:
+        """A Dagster command's environment: the lakehouse at ``home``, ``run``'s engine, Spark's spill in the work."""
         spill = home.parent / f"spill-{run.key}"
         spill.mkdir(exist_ok=True)
         dagster_home = home.parent / "dagster_home"
@@ -538,19 +711,43 @@ class Runner:
         spark_conf = {"spark.local.dir": str(spill)}
         if self.args.spark_driver_memory:
             spark_conf["spark.driver.memory"] = self.args.spark_driver_memory
-        env = self.env | {
+        return self.env | {
             "DAGSTER_HOME": str(dagster_home),
             "SONIK_HOME": str(home),
-            "SONIK_START_DATE": MARTS_START_DATE,
+            "SONIK_START_DATE": START_DATE,
             "SONIK_ENGINE": "spark" if run.master else "local",
             "SONIK_SPARK_MASTER": run.master or "local[*]",
             "SONIK_SPARK_CONF": json.dumps(spark_conf),
         }
+
+    def materialize(self, kind: str, select: str, env: dict[str, str], run: EngineRun) -> Measured:
+        """``dagster asset materialize --select <select> --partition DAY``, as a user runs it."""
         dagster = Path(sys.executable).with_name("dagster")
-        select = ",".join(mart.name for mart in DAILY_MARTS)
         cmd = [str(dagster), "asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", select]
         cmd += ["--partition", str(DAY)]
-        return self.measure("marts", run.key, cmd, env, result_line=False)
+        return self.measure(kind, run.key, cmd, env, result_line=False)
+
+    def materialize_marts(self, home: Path, run: EngineRun) -> Measured:
+        """The day's daily marts through ``dagster asset materialize``, on ``run``'s engine, as a user runs it."""
+        select = ",".join(mart.name for mart in DAILY_MARTS)
+        return self.materialize("marts", select, self.dagster_env(home, run), run)
+
+    def materialize_plays(self, home: Path, run: EngineRun, landing: Path) -> Measured:
+        """The day's ``plays`` from the landing zone through ``dagster asset materialize``, on ``run``'s engine.
+
+        With ``--spark-event-log``, Spark writes its event log (read back to show where its time went).
+        """
+        env = self.dagster_env(home, run) | {"SONIK_SOURCE": "landing", "SONIK_LANDING_DIR": str(landing)}
+        events = home.parent / "spark-events"
+        if run.master and self.args.spark_event_log:
+            events.mkdir()
+            conf = json.loads(env["SONIK_SPARK_CONF"])
+            conf |= {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri()}
+            env["SONIK_SPARK_CONF"] = json.dumps(conf)
+        measured = self.materialize("plays", "plays", env, run)
+        measured.result["spark_sql"] = spark_event_summary(events) if events.is_dir() else []
+        measured.result["step_peak_mib"] = step_peak_mib(measured, "plays")
+        return measured
 
     def measure(
         self, kind: str, engine: str, cmd: list[str], env: dict[str, str], result_line: bool = True
@@ -576,12 +773,17 @@ class Runner:
         lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
         if proc.returncode != 0 or (result_line and not lines):
             tail = "\n".join(text.splitlines()[-40:])
-            raise ChildFailed(f"{kind} child ({engine}) failed (exit code {proc.returncode}), {log}:\n{tail}")
+            # A JVM's cause (an OutOfMemoryError) comes long before the Python traceback the tail shows.
+            causes = [line for line in text.splitlines() if " ERROR " in line or "OutOfMemoryError" in line][:4]
+            first = "".join(f"\n  {line}" for line in causes)
+            raise ChildFailed(
+                f"{kind} child ({engine}) failed (exit code {proc.returncode}), {log}:{first}\n  ...\n{tail}"
+            )
         cpu = usage.ru_utime + usage.ru_stime
         result = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
         result["iceberg"] = iceberg_reports(text)
-        if step := STEP_RE.findall(text):
-            result["step_seconds"] = dagster_seconds(step[-1])
+        result["steps"] = {name: dagster_seconds(duration) for name, duration in STEP_RE.findall(text)}
+        result["timeline"] = step_timeline(text, "plays")
         return Measured(
             result=result,
             start=start,
@@ -591,9 +793,13 @@ class Runner:
             tree_peak_mib=sampler.peak / MiB,
             jvm_at_peak_mib=sampler.jvm_at_peak / MiB,
             jvm_peak_mib=sampler.jvm_peak / MiB,
+            root_peak_mib=sampler.root_peak / MiB,
+            root_series=sampler.root_series,
+            workers_peak_mib=sampler.workers_peak / MiB,
+            tree_cpu_seconds=sampler.cpu_seconds,
             samples=sampler.samples,
             forks_left_out=sampler.forks,
-            others_cores=max(0.0, (ticks / TICKS - cpu) / max(end - start, 1e-9)),
+            others_cores=max(0.0, (ticks / TICKS - max(cpu, sampler.cpu_seconds)) / max(end - start, 1e-9)),
         )
 
 
@@ -738,6 +944,65 @@ def check_marts(outcomes: list[Outcome]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# --landing: one engine ingests the landing day through Dagster, then (--marts) builds its marts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LandingOutcome:
+    run: EngineRun
+    ingest: Measured  # `dagster asset materialize --select plays`
+    verified: Measured
+    marts: Measured | None = None
+    marts_digest: dict[str, Any] | None = None
+
+    @property
+    def step_seconds(self) -> float | None:
+        return self.ingest.result["steps"].get("plays")
+
+    @property
+    def day(self) -> list[int]:
+        return self.verified.result["digest"].get(str(DAY), [0, 0, 0])
+
+
+def run_landing_engine(runner: Runner, run: EngineRun, landing: Path) -> LandingOutcome:
+    """A fresh lakehouse for ``run``: the day's plays from ``landing`` through Dagster, checked, then its marts."""
+    home = runner.work / run.key / "lakehouse"
+    home.mkdir(parents=True)
+    try:
+        ingest = runner.materialize_plays(home, run, landing)
+        print(f"  ... {run.label}: plays in {ingest.seconds:.0f} s", file=sys.stderr, flush=True)
+        outcome = LandingOutcome(run, ingest, runner.child("verify", home, run.key))
+        if runner.args.marts:
+            outcome.marts = runner.materialize_marts(home, run)
+            print(f"  ... {run.label}: daily marts in {outcome.marts.seconds:.0f} s", file=sys.stderr, flush=True)
+            outcome.marts_digest = runner.child("marts-digest", home, run.key).result["marts"]
+    finally:
+        if not runner.args.keep:
+            shutil.rmtree(runner.work / run.key, ignore_errors=True)
+    return outcome
+
+
+def check_landing(outcomes: list[LandingOutcome], written: dict[str, Any], events: int) -> list[str]:
+    """Every engine's ``music.plays`` holds exactly the events written: the same rows and digests, no other day."""
+    errors = []
+    expected = written["input"]
+    if expected.get(str(DAY), [0])[0] != events:
+        errors.append(f"the landing day holds {expected} rows by day, not {events:,} events of {DAY}")
+    for o in outcomes:
+        if o.verified.result["digest"] != expected:
+            errors.append(f"{o.run.label}: music.plays differs from the events written: {o.verified.result['digest']}")
+        if o.verified.result["shape"]["rows"] != events:
+            errors.append(
+                f"{o.run.label}: music.plays plans {o.verified.result['shape']['rows']:,} rows, not {events:,}"
+            )
+    for o in outcomes[1:]:
+        if o.verified.result["digest"] != outcomes[0].verified.result["digest"]:
+            errors.append(f"{o.run.label}: music.plays differs from {outcomes[0].run.label}'s")
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
@@ -837,7 +1102,7 @@ def print_report(outcomes: list[Outcome]) -> None:
                 f"{_ratio(spark.compacted.cpu_seconds, local.compacted.cpu_seconds)}"
             )
 
-    print_marts_report(outcomes)
+    print_marts_report(outcomes, outcomes[0].landed.result["shape"]["rows"])
 
     print("\nWhere the time goes (seconds of the child's wall time)")
     for o in outcomes:
@@ -855,24 +1120,27 @@ def print_report(outcomes: list[Outcome]) -> None:
             )
 
 
-def print_marts_report(outcomes: list[Outcome]) -> None:
+def marts_step(outcome: Outcome | LandingOutcome) -> float | None:
+    return outcome.marts.result["steps"].get("daily_marts")
+
+
+def print_marts_report(outcomes: list[Outcome] | list[LandingOutcome], events: int) -> None:
     built = [o for o in outcomes if o.marts is not None]
     if not built:
         return
-    events = built[0].landed.result["shape"]["rows"]
     print(f"\nThe daily marts of {DAY} ({events:,} events), `dagster asset materialize --select <daily marts>`")
-    header = ["engine", "command wall", "daily_marts step", "events/s (step)", "CPU*", "others' load"]
+    header = ["engine", "command wall", "daily_marts step", "events/s (step)", "CPU (tree)*", "others' load"]
     header += ["peak RSS tree", "JVM at peak", "mart rows", "same rows"]
     rows = []
     for o in built:
-        step = o.marts.result.get("step_seconds")
+        step = marts_step(o)
         rows.append(
             [
                 o.run.label,
                 _s(o.marts.seconds),
                 _s(step),
                 f"{events / step:,.0f}" if step else "-",
-                _s(o.marts.cpu_seconds),
+                _s(o.marts.tree_cpu_seconds),
                 f"{o.marts.others_cores:.1f} cores",
                 _mib(o.marts.tree_peak_mib),
                 _mib(o.marts.jvm_at_peak_mib) if o.marts.jvm_peak_mib else "-",
@@ -881,11 +1149,13 @@ def print_marts_report(outcomes: list[Outcome]) -> None:
             ]
         )
     print_table(header, rows)
-    print("  * the command's own CPU: a Spark JVM the command does not wait for at exit is not counted")
+    print(
+        "  * every process seen in the tree, sampled: wait4's figure misses a Spark JVM the command does not wait for"
+    )
     by_key = {o.run.key: o for o in built}
     one, two, local = by_key.get("spark1"), by_key.get("spark2"), by_key.get("local")
-    if one and two and one.marts.result.get("step_seconds") and two.marts.result.get("step_seconds"):
-        speedup = one.marts.result["step_seconds"] / two.marts.result["step_seconds"]
+    if one and two and marts_step(one) and marts_step(two):
+        speedup = marts_step(one) / marts_step(two)
         verdict = "MET" if speedup >= SPARK_SCALING_TARGET else "NOT MET"
         print(
             f"  Spark local[1] / local[2], daily_marts step: {speedup:.2f}x   target >= {SPARK_SCALING_TARGET}x   "
@@ -896,10 +1166,107 @@ def print_marts_report(outcomes: list[Outcome]) -> None:
             if spark is not None:
                 print(
                     f"  {spark.run.label} / local engine (no target): step "
-                    f"{_ratio(spark.marts.result.get('step_seconds'), local.marts.result.get('step_seconds'))}, "
+                    f"{_ratio(marts_step(spark), marts_step(local))}, "
                     f"command {_ratio(spark.marts.seconds, local.marts.seconds)}, peak RSS tree "
                     f"{_ratio(spark.marts.tree_peak_mib, local.marts.tree_peak_mib)}"
                 )
+
+
+def print_landing_report(outcomes: list[LandingOutcome], written: dict[str, Any], events: int) -> None:
+    print(
+        f"Ingest of {DAY} from the landing zone ({events:,} events in {written['files']} JSON Lines files, "
+        f"{written['bytes'] / MiB:,.0f} MiB), `dagster asset materialize --select plays`"
+    )
+    header = ["engine", "plays step", "command wall", "events/s (step)", "CPU (tree)", "others' load"]
+    header += ["peak RSS tree", "JVM at peak", "Dagster: step", "Dagster: run", "Py workers", "rows", "digest"]
+    rows = []
+    for o in outcomes:
+        step = o.step_seconds
+        rows.append(
+            [
+                o.run.label,
+                _s(step),
+                _s(o.ingest.seconds),
+                f"{events / step:,.0f}" if step else "-",
+                _s(o.ingest.tree_cpu_seconds),
+                f"{o.ingest.others_cores:.1f} cores",
+                _mib(o.ingest.tree_peak_mib),
+                _mib(o.ingest.jvm_at_peak_mib) if o.ingest.jvm_peak_mib else "-",
+                _mib(step_peak) if (step_peak := o.ingest.result["step_peak_mib"]) else "-",
+                _mib(o.ingest.root_peak_mib),
+                _mib(o.ingest.workers_peak_mib) if o.ingest.jvm_peak_mib else "-",
+                f"{o.day[0]:,}",
+                "= written" if o.verified.result["digest"] == written["input"] else "DIFFERENT",
+            ]
+        )
+    print_table(header, rows)
+    print(
+        "  Dagster: the peak RSS of the command's own process, which runs the steps (in-process executor), while "
+        "the plays step ran and over the whole run (its checks' steps included); Py workers: Spark's Python "
+        "workers (beneath the JVM), their peak summed"
+    )
+    for o in outcomes:
+        others = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in o.ingest.result["steps"].items())
+        print(
+            f"  {o.run.label}: steps {others}; JVM's own peak {_mib(o.ingest.jvm_peak_mib)}; CPU by wait4 "
+            f"{o.ingest.cpu_seconds:,.1f} s; RSS sampled {o.ingest.samples}x ({o.ingest.forks_left_out} fork(s) "
+            f"left out); {o.verified.result['shape']['files']} data file(s), "
+            f"{o.verified.result['shape']['bytes'] / MiB:,.0f} MiB"
+        )
+
+    by_key = {o.run.key: o for o in outcomes}
+    one, two, local = by_key.get("spark1"), by_key.get("spark2"), by_key.get("local")
+    print("\nTarget and ratios (same run)")
+    if one and two and one.step_seconds and two.step_seconds:
+        speedup = one.step_seconds / two.step_seconds
+        verdict = "MET" if speedup >= SPARK_SCALING_TARGET else "NOT MET"
+        print(
+            f"  Spark local[1] / local[2], plays step: {speedup:.2f}x   target >= {SPARK_SCALING_TARGET}x   {verdict}"
+        )
+        print(
+            f"    the command's wall time {_ratio(one.ingest.seconds, two.ingest.seconds)}; CPU seconds local[2] / "
+            f"local[1] {_ratio(two.ingest.tree_cpu_seconds, one.ingest.tree_cpu_seconds)}"
+        )
+        if (busy := max(one.ingest.others_cores, two.ingest.others_cores)) >= 0.5:
+            print(
+                f"    NOTE: other processes kept up to {busy:.1f} of the {os.cpu_count()} CPUs busy during the Spark "
+                "runs: local[2] had less than two cores to itself, so this ratio understates its scaling"
+            )
+    else:
+        print("  Spark local[1] / local[2]: not measured (both Spark runs are needed)")
+    if local:
+        for spark in (one, two):
+            if spark is not None:
+                print(
+                    f"  {spark.run.label} / local engine (no target): plays step "
+                    f"{_ratio(spark.step_seconds, local.step_seconds)}, command "
+                    f"{_ratio(spark.ingest.seconds, local.ingest.seconds)}, peak RSS tree "
+                    f"{_ratio(spark.ingest.tree_peak_mib, local.ingest.tree_peak_mib)}, Dagster process in the step "
+                    f"{_ratio(spark.ingest.result['step_peak_mib'], local.ingest.result['step_peak_mib'])}, CPU "
+                    f"{_ratio(spark.ingest.tree_cpu_seconds, local.ingest.tree_cpu_seconds)}"
+                )
+    print_marts_report(outcomes, events)
+    print_plays_time(outcomes)
+
+
+def print_plays_time(outcomes: list[LandingOutcome]) -> None:
+    """The plays step's own messages (seconds after its start, to the second) and Spark's SQL executions."""
+    print("\nWhere the plays step's time went (its messages, seconds after the step started)")
+    for o in outcomes:
+        print(f"  {o.run.label} ({_s(o.step_seconds)}):")
+        timeline = o.ingest.result["timeline"]
+        for seconds, message in timeline["messages"]:
+            print(f"    {seconds:6.0f}  {message[:110]}")
+        for e in o.ingest.result["spark_sql"]:
+            took = e["end"] - e["start"] if "end" in e else float("nan")
+            print(
+                f"    {e['start'] - (timeline['start'] or e['start']):6.0f}  Spark SQL execution, {took:.1f} s: "
+                f"{e['jobs']} job(s), {e['tasks']} task(s), {e['task_seconds']:.1f} s of task time; "
+                f"{' '.join(e['what'].split())[:70]}"
+            )
+            slow = [f"{s['id']}: {s['tasks']} task(s) {s['seconds']:.1f} s" for s in e["stages"] if s["seconds"] >= 1]
+            if slow:
+                print(f"            its stages of 1 s or more (wall time): {'; '.join(slow)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,7 +1279,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=None, help=f"events in the day (default {DEFAULT_EVENTS:,})")
     parser.add_argument("--quick", action="store_true", help=f"a short run: {QUICK_EVENTS:,} events")
     parser.add_argument(
-        "--files", type=int, default=DEFAULT_FILES, help=f"appends, so small files (default {DEFAULT_FILES})"
+        "--files",
+        type=int,
+        default=None,
+        help=f"appends, so small files (default {DEFAULT_FILES}); --landing: JSON Lines files ({LANDING_FILES})",
+    )
+    parser.add_argument(
+        "--landing",
+        action="store_true",
+        help="instead of compaction: the day written as JSON Lines, ingested through `dagster asset materialize`",
     )
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"which engines, of {', '.join(ENGINES)}")
     parser.add_argument(
@@ -921,10 +1296,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--marts", action="store_true", help="then the day's daily marts through `dagster asset materialize`"
     )
+    parser.add_argument(
+        "--spark-event-log",
+        action="store_true",
+        help="--landing: Spark writes its event log during the plays step, summarized in the report",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (lakehouses, logs)")
     parser.add_argument("--work-dir", default=None, help="where the work folder is made (default: the system temp)")
     parser.add_argument(
-        CHILD_FLAG, choices=("land", "compact", "verify", "marts-digest"), dest="child", help=argparse.SUPPRESS
+        CHILD_FLAG,
+        choices=("land", "compact", "verify", "marts-digest", "write-landing"),
+        dest="child",
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="local", choices=sorted(ENGINES), help=argparse.SUPPRESS)
@@ -933,6 +1316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.events is not None and args.quick:
         parser.error("--quick and --events are exclusive")
     args.events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
+    args.files = args.files or (LANDING_FILES if args.landing else DEFAULT_FILES)
     args.engines = [key.strip() for key in args.engines.split(",") if key.strip()]
     if unknown := set(args.engines) - set(ENGINES):
         parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}; engines: {', '.join(ENGINES)}")
@@ -948,6 +1332,37 @@ def available_mib() -> float:
     return float("nan")
 
 
+def landing_main(runner: Runner) -> int:
+    """--landing: the day written once, then each engine's ingest (and marts) on a fresh lakehouse; checked."""
+    args = runner.args
+    started = time.perf_counter()
+    landing = runner.work / "landing"
+    try:
+        written = runner.child("write-landing", landing).result
+    except ChildFailed as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"  ... wrote {written['files']} files, {written['bytes'] / MiB:,.0f} MiB in {written['seconds']:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    outcomes: list[LandingOutcome] = []
+    errors: list[str] = []
+    for key in args.engines:
+        try:
+            outcomes.append(run_landing_engine(runner, ENGINES[key], landing))
+        except ChildFailed as exc:
+            errors.append(str(exc))
+    errors += check_landing(outcomes, written, args.events) + check_marts(outcomes)
+    print(f"  load average {os.getloadavg()[0]:.1f} at the end, {time.perf_counter() - started:,.0f} s in all\n")
+    if outcomes:
+        print_landing_report(outcomes, written, args.events)
+    for error in errors:
+        print(f"ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -956,9 +1371,14 @@ def main(argv: list[str] | None = None) -> int:
 
     available = available_mib()
     work = Path(tempfile.mkdtemp(prefix="sonik-engines-", dir=args.work_dir))
+    what = (
+        f"in {args.files} JSON Lines files, ingested through Dagster"
+        if args.landing
+        else f"in {args.files} appends, compacted (sort_by {','.join(SORT_BY)})"
+    )
     print(
-        f"sonik_pipeline engines benchmark: {args.events:,} events on {DAY} in {args.files} appends, compacted "
-        f"(sort_by {','.join(SORT_BY)}) by {', '.join(ENGINES[k].label for k in args.engines)}\n"
+        f"sonik_pipeline engines benchmark: {args.events:,} events on {DAY} {what} "
+        f"by {', '.join(ENGINES[k].label for k in args.engines)}{' (then the daily marts)' if args.marts else ''}\n"
         f"  {os.cpu_count()} CPU(s), {available:,.0f} MiB available, load average {os.getloadavg()[0]:.1f} at start, "
         f"Spark driver memory {args.spark_driver_memory or 'default (1g)'}, work folder {work}",
         flush=True,
@@ -967,6 +1387,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ERROR: only {available:,.0f} MiB available, {MIN_AVAILABLE_MIB:,} needed", file=sys.stderr)
         return 1
     runner = Runner(work, args)
+    if args.landing:
+        try:
+            return landing_main(runner)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+            print(f"\n  work folder {work} ({'kept' if args.keep else 'removed'})")
     outcomes: list[Outcome] = []
     errors: list[str] = []
     started = time.perf_counter()

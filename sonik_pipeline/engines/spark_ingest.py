@@ -55,6 +55,7 @@ from sonik_pipeline.lakehouse.ingest.validation import (
     DayValidator,
     JudgedBatch,
     ValidationTotals,
+    reason_group,
 )
 from sonik_pipeline.lakehouse.sources.day_sources import DaySource, DaySplit
 from sonik_pipeline.lakehouse.sources.events import JsonLines, SourceFile, UnreadableFile
@@ -63,10 +64,13 @@ from sonik_pipeline.lakehouse.tables.catalog import table_name
 from sonik_pipeline.lakehouse.tables.writes import CommitReport, commit_report
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 Progress = Callable[[str], None]
 APP_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"
+# Up to this many repeated play_ids in a run's days are sent whole to every task to be joined where the rows
+# are (about 60 MB); more (a source that resent a day) are joined by shuffling the rows instead.
+BROADCAST_DUPLICATES = 1_000_000
 
 # What an executor returns for each event besides its typed columns: where it came from and what became of it.
 _DAY, _PART, _SEQ = "_day", "_part", "_seq"  # the day, the split's place in the day, the event's place in it
@@ -189,6 +193,7 @@ class _Day:
     sources: tuple[SourceFile, ...]
     totals: ValidationTotals = field(default_factory=ValidationTotals)
     events_per_file: dict[str, int] = field(default_factory=dict)
+    valid_per_part: dict[int, int] = field(default_factory=dict)  # before duplicates
     unreadable: list[UnreadableFile] = field(default_factory=list)
     preview: pa.Table | None = None
     rows_before: int = 0
@@ -236,22 +241,32 @@ def _ingest_group(
     options: IngestOptions,
     progress: Progress,
 ) -> Iterator[DayIngestResult]:
+    """Judge the group's splits once (kept by Spark on its disks), find the duplicates, then commit.
+
+    The judged rows are read four times from Spark's storage, never judged again: counted (which stores
+    them), their ids grouped, the rejects written, the plays written.
+    """
     from pyspark import StorageLevel
 
     started = time.monotonic()
     first, last = listed[0][0], listed[-1][0]
     schema = tables.plays.schema()
     splits = [(day, part, split) for day, parts in listed for part, split in enumerate(parts)]
-    progress(f"{format_days(first, last)}: {len(splits)} parts judged by Spark's executors")
-    judged = _judged(session, schema, splits).persist(StorageLevel.MEMORY_AND_DISK)
+    progress(f"{format_days(first, last)}: {len(splits)} parts to judge in Spark's executors")
+    # On disk, not in memory: a day is larger than an executor's heap, and building its blocks in memory first
+    # ran a 1 GB driver out of memory with two tasks at once; each pass reads the blocks in order anyway.
+    judged = _judged(session, schema, splits).persist(StorageLevel.DISK_ONLY)
     try:
-        flagged = _without_duplicates(judged, schema).persist(StorageLevel.MEMORY_AND_DISK)
+        judged_days = _count(judged, listed)
+        seen = sum(d.totals.seen for d in judged_days)
+        progress(f"{format_days(first, last)}: {seen:,} events judged in {time.monotonic() - started:.1f}s")
+        repeated = _repeated_ids(judged).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            judged_days = _count(flagged, listed)
-            judged.unpersist()
+            _count_duplicates(repeated, judged_days)
+            flagged = _without_duplicates(judged, repeated, schema, sum(d.totals.duplicates for d in judged_days))
             yield from _commit_group(session, catalog_name, tables, flagged, judged_days, options, progress, started)
         finally:
-            flagged.unpersist()
+            repeated.unpersist()
     finally:
         judged.unpersist()
 
@@ -265,24 +280,52 @@ def _judged(session: SparkSession, schema: Schema, splits: list[tuple[dt.date, i
         return parts.mapInArrow(_judge_partition(schema.model_dump_json()), judged_ddl(schema))
 
 
-def _without_duplicates(judged: DataFrame, schema: Schema) -> DataFrame:
-    """``judged`` with every valid row whose play_id came earlier in its day rejected as a duplicate.
+def _place() -> Column:
+    """Where an event was read in its day: its split, then its place in it (the local engine's reading order)."""
+    from pyspark.sql import functions as F
 
-    Only the ids of the day are grouped (not the rows), and the few repeated ones joined back, so a day's rows
-    are not shuffled; the first copy is the one the local engine keeps (file by file, line by line).
+    return F.struct(F.col(_PART), F.col(_SEQ))
+
+
+def _repeated_ids(judged: DataFrame) -> DataFrame:
+    """(day, play_id, copies, where its first copy was read) of each valid play_id read more than once in its day.
+
+    Only the ids are grouped (not the rows), so a day's rows are not shuffled to find its few duplicates.
     """
     from pyspark.sql import functions as F
 
-    place = F.struct(F.col(_PART), F.col(_SEQ))
-    repeated = (
+    return (
         judged.where(F.col(_REASON).isNull())
         .groupBy(_DAY, "play_id")
-        .agg(F.count(F.lit(1)).alias("_copies"), F.min(place).alias("_first"))
+        .agg(F.count(F.lit(1)).alias("_copies"), F.min(_place()).alias("_first"))
         .where(F.col("_copies") > 1)
-        .drop("_copies")
     )
-    flagged = judged.join(repeated, [_DAY, "play_id"], "left")
-    duplicate = F.col(_REASON).isNull() & F.col("_first").isNotNull() & (place != F.col("_first"))
+
+
+def _count_duplicates(repeated: DataFrame, judged: list[_Day]) -> None:
+    """Move each day's later copies from its valid events to its rejects (the count also stores ``repeated``)."""
+    from pyspark.sql import functions as F
+
+    days = {d.day: d for d in judged}
+    for row in repeated.groupBy(_DAY).agg(F.sum(F.col("_copies") - 1).alias("n")).collect():
+        totals = days[row[_DAY]].totals
+        totals.valid -= row["n"]
+        totals.rejected_by_reason[DUPLICATE_REASON] += row["n"]
+        totals.rejected_by_reason = Counter(dict(sorted(totals.rejected_by_reason.items())))
+
+
+def _without_duplicates(judged: DataFrame, repeated: DataFrame, schema: Schema, duplicates: int) -> DataFrame:
+    """``judged`` with every valid row whose play_id came earlier in its day rejected as a duplicate.
+
+    The repeated ids are few on a normal day and go to every task whole (a broadcast), so the rows stay where
+    they are; past ``BROADCAST_DUPLICATES`` they are joined by a shuffle instead. The first copy is the one
+    the local engine keeps (file by file, line by line).
+    """
+    from pyspark.sql import functions as F
+
+    ids = repeated.select(_DAY, "play_id", "_first")
+    flagged = judged.join(F.broadcast(ids) if duplicates <= BROADCAST_DUPLICATES else ids, [_DAY, "play_id"], "left")
+    duplicate = F.col(_REASON).isNull() & F.col("_first").isNotNull() & (_place() != F.col("_first"))
     # The event as typed, its times as the app writes them (to the microsecond, in UTC)
     event = F.to_json(F.struct(*[F.col(f.name) for f in schema.fields]), {"timestampNTZFormat": APP_TIME_FORMAT})
     return flagged.select(
@@ -298,40 +341,51 @@ def _without_duplicates(judged: DataFrame, schema: Schema) -> DataFrame:
     )
 
 
-def _count(flagged: DataFrame, listed: list[tuple[dt.date, list[DaySplit]]]) -> list[_Day]:
-    """Each day's totals, events per file and unreadable files, counted by Spark (a row per day, file and reason)."""
+def _count(judged: DataFrame, listed: list[tuple[dt.date, list[DaySplit]]]) -> list[_Day]:
+    """Each day's totals (duplicates aside), events per file and per split, and unreadable files, counted by Spark
+    in one pass that also stores the judged rows (a row per day, split, file and reason comes back)."""
     from pyspark.sql import functions as F
 
     days = {day: _Day(day, tuple(s.listed for s in splits if s.listed is not None)) for day, splits in listed}
-    group = F.substring_index(F.col(_REASON), ":", 1).alias("_group")
-    for row in flagged.groupBy(_DAY, _FILE, _UNREADABLE, group).count().collect():
-        judged, count = days[row[_DAY]], row["count"]
-        judged.totals.seen += count
-        if row["_group"] is None:
-            judged.totals.valid += count
+    # Reasons by group (the wording after ':' quotes values); an unreadable file's whole reason is its error
+    group = F.when(F.col(_UNREADABLE), F.col(_REASON)).otherwise(F.substring_index(F.col(_REASON), ":", 1))
+    for row in judged.groupBy(_DAY, _PART, _FILE, _UNREADABLE, group.alias("_group")).count().collect():
+        judged_day, count, reason = days[row[_DAY]], row["count"], row["_group"]
+        judged_day.totals.seen += count
+        if reason is None:
+            judged_day.totals.valid += count
+            judged_day.valid_per_part[row[_PART]] = judged_day.valid_per_part.get(row[_PART], 0) + count
+        elif row[_UNREADABLE]:
+            judged_day.totals.rejected_by_reason[reason_group(reason)] += count
+            judged_day.unreadable.append(UnreadableFile(row[_FILE], reason))
         else:
-            judged.totals.rejected_by_reason[row["_group"]] += count
+            judged_day.totals.rejected_by_reason[reason] += count
         if not row[_UNREADABLE]:
-            judged.events_per_file[row[_FILE]] = judged.events_per_file.get(row[_FILE], 0) + count
-    for row in flagged.where(F.col(_UNREADABLE)).select(_DAY, _FILE, _REASON).collect():
-        days[row[_DAY]].unreadable.append(UnreadableFile(row[_FILE], row[_REASON]))
-    for judged in days.values():
-        judged.totals.rejected_by_reason = Counter(dict(sorted(judged.totals.rejected_by_reason.items())))
-        judged.unreadable.sort(key=lambda u: u.source_file)
+            judged_day.events_per_file[row[_FILE]] = judged_day.events_per_file.get(row[_FILE], 0) + count
+    for judged_day in days.values():
+        totals = judged_day.totals
+        totals.rejected_by_reason = Counter(dict(sorted(totals.rejected_by_reason.items())))
+        judged_day.unreadable.sort(key=lambda u: u.source_file)
     return [days[day] for day, _ in listed]
 
 
-def _preview(flagged: DataFrame, schema: Schema, day: dt.date) -> pa.Table:
-    """The day's first valid rows in the order they were read, as the local engine previews them."""
+def _preview(flagged: DataFrame, schema: Schema, judged: _Day) -> pa.Table:
+    """The day's first valid rows in the order they were read, as the local engine previews them.
+
+    Read from the day's first splits that hold enough valid rows for the preview and its duplicates, so
+    Spark skips the stored blocks of the others.
+    """
     from pyspark.sql import functions as F
 
-    rows = (
-        flagged.where(F.col(_REASON).isNull() & (F.col(_DAY) == F.lit(day)))
-        .orderBy(_PART, _SEQ)
-        .select(*[f.name for f in schema.fields])
-        .limit(PREVIEW_ROWS)
-        .collect()
-    )
+    wanted, enough, last_part = PREVIEW_ROWS + judged.totals.duplicates, 0, None
+    for part in sorted(judged.valid_per_part):
+        enough, last_part = enough + judged.valid_per_part[part], part
+        if enough >= wanted:
+            break
+    day = flagged.where(F.col(_REASON).isNull() & (F.col(_DAY) == F.lit(judged.day)))
+    if last_part is not None:
+        day = day.where(F.col(_PART) <= F.lit(last_part))
+    rows = day.orderBy(_PART, _SEQ).select(*[f.name for f in schema.fields]).limit(PREVIEW_ROWS).collect()
     return pa.Table.from_pylist([r.asDict() for r in rows], schema=schema.as_arrow())
 
 
@@ -413,7 +467,7 @@ def _commit_group(
         )
         count = sum(d.rows for d in landing)
         report = _overwrite(catalog_name, plays, rows, _played(first, last), count, landing_properties, base)
-        previews = {d.day: _preview(flagged, plays.schema(), d.day) for d in landing}
+        previews = {d.day: _preview(flagged, plays.schema(), d) for d in landing}
         late = record_sources(tables, landing, properties)
         added = _added_by_day(plays, report.snapshot_id)
         seconds = time.monotonic() - started
