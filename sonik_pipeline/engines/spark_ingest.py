@@ -254,7 +254,10 @@ def _ingest_group(
     splits = [(day, part, split) for day, parts in listed for part, split in enumerate(parts)]
     progress(f"{format_days(first, last)}: {len(splits)} parts to judge in Spark's executors")
     # On disk, not in memory: a day is larger than an executor's heap, and building its blocks in memory first
-    # ran a 1 GB driver out of memory with two tasks at once; each pass reads the blocks in order anyway.
+    # ran a 1 GB driver out of memory with two tasks at once; each pass reads the blocks in order anyway. Not
+    # compressed (this session only): compressing them cost a third of the judging (4M events: 34.7 s, 24.1 s
+    # without) for blocks that live minutes on local disks.
+    session.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
     judged = _judged(session, schema, splits).persist(StorageLevel.DISK_ONLY)
     try:
         judged_days = _count(judged, listed)
