@@ -7,6 +7,7 @@ PyIceberg's ``PYICEBERG_CATALOG__SONIK__S3__*`` variables.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -36,6 +37,7 @@ from sonik_pipeline.lakehouse.tables.catalog import catalog_properties, open_cat
 from sonik_pipeline.maintenance.files import referenced_files
 from sonik_pipeline.settings import CATALOG_NAME, Settings
 from sonik_pipeline_tests.conftest import SMALL_DAY_EVENTS, op_output_metadata, private_postgres_database
+from sonik_pipeline_tests.engines.spark_available import SPARK_TESTS
 
 BUCKET = "sonik-lake"
 KEY_ID, SECRET = "sonik-test-key", "sonik-test-secret"
@@ -310,3 +312,48 @@ def test_quarantine_replays_into_an_s3_landing_zone_once(s3_settings: Settings, 
         assert [k.rsplit("/", 1)[-1] for k in stored] == [replay_file_name(day, "played_at outside 2026-04-20 (UTC)")]
         ids = catalog.load_table("music.plays").scan(row_filter=In("play_id", {"late-0", "late-1", "late-2"}))
         assert sorted(ids.to_arrow().column("play_id").to_pylist()) == ["late-0", "late-1", "late-2"]
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=SPARK_TESTS)])
+def test_an_s3_landing_zone_is_ingested_on_each_engine(
+    s3_settings: Settings, bucket: pafs.S3FileSystem, engine: str, tmp_path: Path
+) -> None:
+    # Given the app's files for a day in an S3 landing zone, one of them a late upload of bad and repeated events,
+    # and a warehouse on local disk (the Spark engine writes S3 warehouses only with Iceberg's AWS bundle)
+    day = dt.date.fromisoformat(DAYS[0])
+    properties = catalog_properties(CATALOG_NAME, s3_settings.catalog_uri, s3_settings.warehouse)
+    events = synthetic_batch(day, 900)
+    write_landing_day(s3_settings.landing_dir, day, events.slice(0, 800), files=3, properties=properties)
+    root = s3_settings.landing_dir.removeprefix("s3://")
+    with bucket.open_output_stream(f"{root}/plays/{day}/upload-late.jsonl") as late:
+        repeated = events.slice(0, 5).to_pylist()
+        late.write(b"{not json\n" + "\n".join(json.dumps(e, default=str) for e in repeated).encode() + b"\n")
+    local_warehouse = (tmp_path / "warehouse").as_uri()
+    settings = dataclasses.replace(s3_settings, warehouse=local_warehouse, engine=engine, spark_master="local[2]")
+
+    # When the day is ingested by the engine
+    result = (
+        build_definitions(settings)
+        .resolve_job_def("plays_job")
+        .execute_in_process(
+            tags={"dagster/asset_partition_range_start": str(day), "dagster/asset_partition_range_end": str(day)},
+            instance=dg.DagsterInstance.get(),
+            raise_on_error=False,
+        )
+    )
+
+    # Then the day holds the 800 events once, the bad line and the five repeats are quarantined with the file and
+    # line, and the four files read (as the listing named them, on S3) are recorded
+    assert result.success
+    catalog = open_catalog(CATALOG_NAME, settings.catalog_uri, settings.warehouse)
+    plays = catalog.load_table("music.plays").scan().to_arrow()
+    assert plays.num_rows == 800 and len(set(plays["play_id"].to_pylist())) == 800
+    rejects = catalog.load_table("music.plays_rejected").scan().to_arrow().to_pylist()
+    late_file = f"s3://{root}/plays/{day}/upload-late.jsonl"
+    assert sorted((r["source_file"], r["source_line"], r["reason"].split(":")[0]) for r in rejects) == [
+        (late_file, 1, "malformed JSON"),
+        *[(late_file, line, "duplicate play_id") for line in range(2, 7)],
+    ]
+    recorded = catalog.load_table("music.plays_sources").scan().to_arrow()
+    assert sorted(recorded["source_file"].to_pylist())[-1] == late_file and recorded.num_rows == 4
+    assert sum(recorded["events"].to_pylist()) == 806

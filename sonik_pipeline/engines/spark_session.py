@@ -31,6 +31,8 @@ OFFLINE_RUNTIME_WHEEL = "snowpark-connect-deps-iceberg==1.0.2"  # 1.0.3 strips s
 # Iceberg's S3FileIO is in the runtime jar, but the AWS SDK v2 it calls is not: that is iceberg-aws-bundle, which
 # no PyPI wheel ships (see docs/production.md), so an s3:// warehouse on Spark needs it from Maven or a jar.
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
+# Iceberg's FileIO that picks one by each path's scheme: S3FileIO (and so the AWS SDK) only for s3:// paths.
+RESOLVING_FILE_IO = "org.apache.iceberg.io.ResolvingFileIO"
 AWS_BUNDLE_JAR = f"iceberg-aws-bundle-{ICEBERG_VERSION}.jar"
 AWS_BUNDLE_PACKAGE = f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}"
 _AWS_SDK_S3_CLIENT = "software/amazon/awssdk/services/s3/S3Client.class"  # in the bundle, or the SDK's own jars
@@ -103,9 +105,11 @@ def catalog_conf(catalog_name: str, catalog_uri: str, warehouse: str, properties
     else:
         raise SparkNotReady(f"the Spark engine cannot reach a catalog at {scheme}://... (SQLite, PostgreSQL or REST)")
     s3 = {java: properties[ours] for ours, java in _S3_PROPERTIES.items() if ours in properties}
-    if warehouse.startswith(("s3://", "s3a://")) or s3:
+    if warehouse.startswith(("s3://", "s3a://")):
         conf[f"{prefix}.io-impl"] = S3_FILE_IO
-        conf |= {f"{prefix}.{key}": value for key, value in s3.items()}
+    elif s3:  # S3 settings beside a local warehouse (a landing zone on S3): each path by its own scheme
+        conf[f"{prefix}.io-impl"] = RESOLVING_FILE_IO
+    conf |= {f"{prefix}.{key}": value for key, value in s3.items()}
     return conf
 
 

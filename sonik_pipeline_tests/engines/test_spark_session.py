@@ -129,3 +129,8 @@ def test_an_s3_warehouse_without_the_aws_sdk_on_a_local_class_path_is_one_line_n
     # a local warehouse needs no S3FileIO, so nothing more
     local = {**rest, "warehouse": (tmp_path / "wh").as_uri(), "properties": {}}
     assert f"{C}.io-impl" not in session_conf(**local, master="local[2]", jars=[runtime])
+    # ... nor with S3 settings for a landing zone on S3: each path is read by its scheme's FileIO
+    landing_on_s3 = {**local, "properties": rest["properties"]}
+    assert session_conf(**landing_on_s3, master="local[2]", jars=[runtime])[f"{C}.io-impl"] == (
+        spark_session.RESOLVING_FILE_IO
+    )
