@@ -25,6 +25,7 @@ from pyiceberg.catalog import Catalog
 from sonik_pipeline.definitions import build_definitions
 from sonik_pipeline.lakehouse.days import format_days
 from sonik_pipeline.lakehouse.ingest.validation import DUPLICATE_REASON, reason_group
+from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS as DAILY_MART_DEFS
 from sonik_pipeline.lakehouse.sources.events import MAX_LINE_BYTES
 from sonik_pipeline.lakehouse.sources.synthetic import synthetic_batch
 from sonik_pipeline.lakehouse.tables.catalog import open_catalog
@@ -51,6 +52,7 @@ SAME_METADATA = (
     "late_data",
     "dagster/row_count",
 )
+DAILY_MARTS = dg.AssetSelection.groups("marts")
 LENIENT = {"ops": {"plays": {"config": {"max_reject_share": 0.5, "skip_unreadable_files": True}}}}
 
 
@@ -136,6 +138,14 @@ def _rejects(catalog: Catalog) -> list[tuple]:
     return sorted(found, key=repr)
 
 
+def _mart_rows(catalog: Catalog) -> dict[str, list[dict]]:
+    found = {}
+    for mart in DAILY_MART_DEFS:
+        rows = catalog.load_table(mart.table.identifier).scan().to_arrow()
+        found[mart.name] = rows.sort_by([(name, "ascending") for name in rows.column_names]).to_pylist()
+    return found
+
+
 def _sources(catalog: Catalog) -> list[tuple]:
     rows = catalog.load_table("music.plays_sources").scan().to_arrow().to_pylist()
     return sorted((str(r["day"]), Path(r["source_file"]).name, r["size_bytes"], r["events"]) for r in rows)
@@ -189,6 +199,13 @@ def test_spark_ingests_the_landing_zone_row_for_row_as_the_local_engine(twins: t
     assert first_commit.summary["dagster.partition"] == format_days(dt.date(2026, 4, 20), dt.date(2026, 4, 21))
     assert "spark.app.id" in first_commit.summary  # written by Spark, not by PyIceberg
     assert plays.current_snapshot().summary["dagster.run-id"] == runs["spark"][1].run_id
+
+    # When each engine builds the daily marts of both days from the plays it ingested
+    for settings in (local, spark):
+        assert run_asset_job(build_definitions(settings), "marts", DAY_1, DAY_2, selection=DAILY_MARTS).success
+
+    # Then every mart holds the same rows in both lakehouses
+    assert _mart_rows(spark_catalog) == _mart_rows(local_catalog)
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
