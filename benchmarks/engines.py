@@ -1021,6 +1021,15 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
+def print_busy_note(busy: float) -> None:
+    """Say when other processes kept CPUs busy during the Spark runs: the local[2] / local[1] ratio understates then."""
+    if busy >= 0.5:
+        print(
+            f"    NOTE: other processes kept up to {busy:.1f} of the {os.cpu_count()} CPUs busy during the Spark "
+            "runs: local[2] had less than two cores to itself, so this ratio understates its scaling"
+        )
+
+
 def print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     rule = ["-" * width for width in widths]
@@ -1082,12 +1091,7 @@ def print_report(outcomes: list[Outcome]) -> None:
                 f"    the most two slots could gain, from local[1]'s stages (tasks of equal length, the rest "
                 f"serial): {one.compact_seconds:.1f} s -> {bound:.1f} s, {one.compact_seconds / bound:.2f}x"
             )
-        busy = max(one.compacted.others_cores, two.compacted.others_cores)
-        if busy >= 0.5:
-            print(
-                f"    NOTE: other processes kept up to {busy:.1f} of the {os.cpu_count()} CPUs busy during the Spark "
-                "runs: local[2] had less than two cores to itself, so this ratio understates its scaling"
-            )
+        print_busy_note(max(one.compacted.others_cores, two.compacted.others_cores))
     else:
         print("  Spark local[1] / local[2]: not measured (both Spark runs are needed)")
     if local:
@@ -1227,11 +1231,7 @@ def print_landing_report(outcomes: list[LandingOutcome], written: dict[str, Any]
             f"    the command's wall time {_ratio(one.ingest.seconds, two.ingest.seconds)}; CPU seconds local[2] / "
             f"local[1] {_ratio(two.ingest.tree_cpu_seconds, one.ingest.tree_cpu_seconds)}"
         )
-        if (busy := max(one.ingest.others_cores, two.ingest.others_cores)) >= 0.5:
-            print(
-                f"    NOTE: other processes kept up to {busy:.1f} of the {os.cpu_count()} CPUs busy during the Spark "
-                "runs: local[2] had less than two cores to itself, so this ratio understates its scaling"
-            )
+        print_busy_note(max(one.ingest.others_cores, two.ingest.others_cores))
     else:
         print("  Spark local[1] / local[2]: not measured (both Spark runs are needed)")
     if local:
