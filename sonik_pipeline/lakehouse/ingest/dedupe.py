@@ -7,6 +7,11 @@ is a binary search per array and run (vectorised, one call per group). A group's
 array once they hold a quarter as much, so each id is copied O(log n) times over the day, and a merge
 needs one group's worth of extra memory (1/64 of the set), not a copy of the whole set. Every merge is
 of sorted runs (timsort finds them), so it costs linear time, not a full sort.
+
+Most lookups never search: a bit per hash prefix (16 MiB, whatever the day) says which prefixes hold an
+id, and an id whose prefix holds none is new. At 10M ids the bits are 7% set, so 93% of a batch is
+answered by one bit each; a day's lookups took 1.8 s of searching without them, on the thread that
+orders the day's batches.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 GROUP_BITS = 6  # 64 groups by the hash's top 6 bits, each merged on its own
 MIN_RECENT = 1 << 21  # ids kept as runs (in all groups together) before a group's first merge (16 MiB)
 MAX_RUNS = 2  # a group's runs are merged into one beyond this, so a lookup searches only a few
+PREFIX_BITS = 27  # the prefixes the filter has a bit for: 2**27 bits, 16 MiB
 
 _GROUPS = 1 << GROUP_BITS
 
@@ -93,13 +99,28 @@ class HashSet64:
 
     def __init__(self) -> None:
         self._groups = [_Group() for _ in range(_GROUPS)]
+        self._prefixes = np.zeros(1 << (PREFIX_BITS - 3), dtype=np.uint8)  # a bit a prefix that holds an id
 
     def __len__(self) -> int:
         return sum(len(g) for g in self._groups)
 
     @property
     def nbytes(self) -> int:
-        return sum(g.nbytes for g in self._groups)
+        return sum(g.nbytes for g in self._groups) + self._prefixes.nbytes
+
+    @staticmethod
+    def _prefix_bits(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the byte of the filter each hash's prefix falls in, its bit in that byte)."""
+        prefix = (hashes >> np.uint64(64 - PREFIX_BITS)).astype(np.uint32)
+        return prefix >> 3, np.left_shift(np.uint8(1), (prefix & 7).astype(np.uint8))
+
+    def _mark_prefixes(self, sorted_hashes: np.ndarray) -> None:
+        byte, bit = self._prefix_bits(sorted_hashes)
+        self._prefixes[byte] |= bit  # where hashes share a byte, this keeps only one of their bits...
+        shared = byte[1:] == byte[:-1]  # ...so those (adjacent, the hashes being sorted) are or-ed one by one
+        if shared.any():
+            both = np.flatnonzero(np.concatenate(([False], shared)) | np.concatenate((shared, [False])))
+            np.bitwise_or.at(self._prefixes, byte[both], bit[both])
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """A boolean per hash: already in the set."""
@@ -113,10 +134,17 @@ class HashSet64:
     def contains_sorted(self, hashes: np.ndarray) -> np.ndarray:
         """``contains`` for hashes already in ascending order: the searches then walk memory in order."""
         found = np.zeros(len(hashes), dtype=bool)
-        bounds = _group_bounds(hashes)
+        byte, bit = self._prefix_bits(hashes)
+        maybe = np.flatnonzero(self._prefixes[byte] & bit)  # the rest are new: no id has their prefix
+        if len(maybe) == 0:
+            return found
+        candidates = hashes[maybe]
+        in_set = np.zeros(len(candidates), dtype=bool)
+        bounds = _group_bounds(candidates)
         for group, start, end in zip(self._groups, bounds[:-1], bounds[1:], strict=True):
             if end > start:
-                found[start:end] = group.contains_sorted(hashes[start:end])
+                in_set[start:end] = group.contains_sorted(candidates[start:end])
+        found[maybe] = in_set
         return found
 
     def add(self, hashes: np.ndarray, already_sorted: bool = False) -> None:
@@ -126,6 +154,7 @@ class HashSet64:
         hashes = np.asarray(hashes, dtype=np.uint64)
         if not already_sorted:
             hashes = np.sort(hashes)
+        self._mark_prefixes(hashes)
         bounds = _group_bounds(hashes)
         min_recent = MIN_RECENT >> GROUP_BITS
         for group, start, end in zip(self._groups, bounds[:-1], bounds[1:], strict=True):

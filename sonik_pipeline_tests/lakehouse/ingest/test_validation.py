@@ -8,9 +8,11 @@ import pytest
 
 from sonik_pipeline.lakehouse.duckdb_io.extensions import spill_directory
 from sonik_pipeline.lakehouse.ingest.validation import (
+    _APP_TIME,
     DUPLICATE_REASON,
     VALIDATION_MEMORY_LIMIT,
     DayValidator,
+    _all_app_times,
     reason_group,
     reason_group_sql,
 )
@@ -330,3 +332,21 @@ def test_long_lines_typed_exactly_stay_within_the_validators_memory_limit() -> N
     assert rejected.column("play_id").to_pylist() == [f"p-{i}" for i in range(12)]
     assert rejected.column("reason").to_pylist() == ["title longer than 4,096 bytes: 500,003 bytes"] * 12
     assert rejected.column("source_line").to_pylist() == list(range(1, 13))
+
+
+@pytest.mark.parametrize("fraction", ["", ".5", ".123", ".123456"])
+def test_the_app_times_byte_check_agrees_with_the_regex_on_every_one_byte_change(fraction: str) -> None:
+    """Times of one length are judged from their bytes; each one-byte change must be judged as the regex
+    judges it (a digit for a digit stays a time; anything else in any place is not the app's form)."""
+    good = f"2026-04-20T10:00:00{fraction}Z"
+    replacements = ["0", "9", "-", ":", "T", "Z", ".", " ", "a", "/", "\u00e9", "\u0663", "\x00"]
+    variants = [good[:i] + r + good[i + 1 :] for i in range(len(good)) for r in replacements]
+    for variant in variants:
+        for type_ in (pa.string(), pa.large_string()):
+            column = pa.chunked_array([pa.array([good] * 3 + [variant] + [good] * 2, type_)])
+            expected = all(re.fullmatch(_APP_TIME.strip("^$"), v, re.ASCII) for v in [good, variant])
+            assert _all_app_times(column) is bool(expected), variant
+    assert _all_app_times(pa.chunked_array([pa.array([good, None, good])]))  # nulls: left to the regex
+    assert not _all_app_times(pa.chunked_array([pa.array([good, good + " "])]))  # mixed lengths
+    sliced = pa.array(["x" * len(good), good, good, "y"]).slice(1, 2)  # an offset into shared buffers
+    assert _all_app_times(pa.chunked_array([sliced]))
