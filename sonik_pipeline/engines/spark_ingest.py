@@ -37,7 +37,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from sonik_pipeline.engines.spark_writes import SPARK_TYPES, overwrite
+from sonik_pipeline.engines.spark_writes import SPARK_TYPES, WRITE_WHERE_THE_ROWS_ARE, across_task_slots, overwrite
 from sonik_pipeline.lakehouse.days import date_filter, day_bounds, format_days, partition_day, played_at_filter
 from sonik_pipeline.lakehouse.ingest.run import (
     PREVIEW_ROWS,
@@ -527,10 +527,11 @@ def _overwrite(
     current = table.current_snapshot()
     if not count and (current is None or not table.scan(row_filter=row_filter).plan_files()):
         return commit_report(table, current.snapshot_id if current else 0, committed=False)
-    options = {}
+    options = dict(WRITE_WHERE_THE_ROWS_ARE)
     if validated_from is not None:
-        options = {"validate-from-snapshot-id": str(validated_from.snapshot_id), "isolation-level": "serializable"}
-    return overwrite(table, f"{catalog_name}.{table_name(table)}", rows, F.expr(condition), options, properties)
+        options |= {"validate-from-snapshot-id": str(validated_from.snapshot_id), "isolation-level": "serializable"}
+    name = f"{catalog_name}.{table_name(table)}"
+    return overwrite(table, name, across_task_slots(rows), F.expr(condition), options, properties)
 
 
 def _added_by_day(table: Table, snapshot_id: int) -> dict[dt.date, tuple[int, int]]:
