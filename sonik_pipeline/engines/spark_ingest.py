@@ -111,6 +111,8 @@ def judge_split(schema: Schema, split: DaySplit, part: int) -> Iterator[pa.Recor
 
     Runs in an executor. A valid row's ``_seq`` is its place among the split's events, so Spark keeps the first
     copy of a play_id in the order the local engine reads the day; its ``_source_line`` is its line (JSON Lines).
+    A valid row's ``_source_file`` is left empty: it is the split's, known to the driver (``_split_files``), and
+    a copy in every row made Spark convert, store and read back 40 bytes more an event.
     """
     out_schema = judged_schema(schema)
     validator = DayValidator(schema, split.day)
@@ -130,7 +132,7 @@ def judge_split(schema: Schema, split: DaySplit, part: int) -> Iterator[pa.Recor
                     _SEQ: pa.array(seq + places, pa.int64()),
                     _REASON: pa.nulls(valid.num_rows, pa.string()),
                     _PAYLOAD: pa.nulls(valid.num_rows, pa.string()),
-                    _FILE: pa.array([_source_file(raw)] * valid.num_rows, pa.string()),
+                    _FILE: pa.nulls(valid.num_rows, pa.string()),  # the split's (``_split_files``), not a copy a row
                     _LINE: lines,
                     _UNREADABLE: pa.array(np.zeros(valid.num_rows, dtype=bool)),
                 }
@@ -150,10 +152,6 @@ def judge_split(schema: Schema, split: DaySplit, part: int) -> Iterator[pa.Recor
             seq += events
     finally:
         validator.close()
-
-
-def _source_file(raw: object) -> str:
-    return getattr(raw, "source_file", "")
 
 
 def _batch(out_schema: pa.Schema, rows: pa.Table, day: dt.date, part: int, trailer: dict) -> pa.RecordBatch:
@@ -191,6 +189,7 @@ class _Day:
 
     day: dt.date
     sources: tuple[SourceFile, ...]
+    split_files: tuple[str, ...] = ()  # each split's source_file, in the splits' order
     totals: ValidationTotals = field(default_factory=ValidationTotals)
     events_per_file: dict[str, int] = field(default_factory=dict)
     valid_per_part: dict[int, int] = field(default_factory=dict)  # before duplicates
@@ -349,22 +348,26 @@ def _count(judged: DataFrame, listed: list[tuple[dt.date, list[DaySplit]]]) -> l
     in one pass that also stores the judged rows (a row per day, split, file and reason comes back)."""
     from pyspark.sql import functions as F
 
-    days = {day: _Day(day, tuple(s.listed for s in splits if s.listed is not None)) for day, splits in listed}
+    days = {
+        day: _Day(day, tuple(s.listed for s in splits if s.listed is not None), tuple(s.source_file for s in splits))
+        for day, splits in listed
+    }
     # Reasons by group (the wording after ':' quotes values); an unreadable file's whole reason is its error
     group = F.when(F.col(_UNREADABLE), F.col(_REASON)).otherwise(F.substring_index(F.col(_REASON), ":", 1))
     for row in judged.groupBy(_DAY, _PART, _FILE, _UNREADABLE, group.alias("_group")).count().collect():
         judged_day, count, reason = days[row[_DAY]], row["count"], row["_group"]
+        source_file = row[_FILE] if row[_FILE] is not None else judged_day.split_files[row[_PART]]
         judged_day.totals.seen += count
         if reason is None:
             judged_day.totals.valid += count
             judged_day.valid_per_part[row[_PART]] = judged_day.valid_per_part.get(row[_PART], 0) + count
         elif row[_UNREADABLE]:
             judged_day.totals.rejected_by_reason[reason_group(reason)] += count
-            judged_day.unreadable.append(UnreadableFile(row[_FILE], reason))
+            judged_day.unreadable.append(UnreadableFile(source_file, reason))
         else:
             judged_day.totals.rejected_by_reason[reason] += count
         if not row[_UNREADABLE]:
-            judged_day.events_per_file[row[_FILE]] = judged_day.events_per_file.get(row[_FILE], 0) + count
+            judged_day.events_per_file[source_file] = judged_day.events_per_file.get(source_file, 0) + count
     for judged_day in days.values():
         totals = judged_day.totals
         totals.rejected_by_reason = Counter(dict(sorted(totals.rejected_by_reason.items())))
@@ -390,6 +393,12 @@ def _preview(flagged: DataFrame, schema: Schema, judged: _Day) -> pa.Table:
         day = day.where(F.col(_PART) <= F.lit(last_part))
     rows = day.orderBy(_PART, _SEQ).select(*[f.name for f in schema.fields]).limit(PREVIEW_ROWS).collect()
     return pa.Table.from_pylist([r.asDict() for r in rows], schema=schema.as_arrow())
+
+
+def _split_files(session: SparkSession, judged: list[_Day]) -> DataFrame:
+    """(day, split, the file its events came from) of the run's splits, for rows that do not carry it."""
+    rows = [(d.day, part, name) for d in judged for part, name in enumerate(d.split_files)]
+    return session.createDataFrame(rows, f"{_DAY} DATE, {_PART} INT, _split_file STRING")
 
 
 def _rows_now(plays: Table, day: dt.date) -> int:
@@ -437,12 +446,14 @@ def _commit_group(
     if quarantined:
         first, last = quarantined[0].day, quarantined[-1].day
         properties = ingest_commit_properties(options, first, last, [d.totals for d in quarantined])
-        rejects = flagged.where(F.col(_REASON).isNotNull() & (F.col(_DAY) <= F.lit(last))).select(
+        rejected_rows = flagged.where(F.col(_REASON).isNotNull() & (F.col(_DAY) <= F.lit(last)))
+        # a duplicate was a valid row: its file is its split's
+        rejects = rejected_rows.join(F.broadcast(_split_files(session, judged)), [_DAY, _PART], "left").select(
             F.col(_DAY).alias("ingest_day"),
             F.col("play_id").cast("STRING").alias("play_id"),
             F.col(_REASON).alias("reason"),
             F.col(_PAYLOAD).alias("payload"),
-            F.col(_FILE).alias("source_file"),
+            F.coalesce(F.col(_FILE), F.col("_split_file")).alias("source_file"),
             F.col(_LINE).alias("source_line"),
             F.lit(dt.datetime.now(dt.UTC).replace(tzinfo=None)).cast("TIMESTAMP_NTZ").alias("rejected_at"),
             F.lit(options.run_id).cast("STRING").alias("dagster_run_id"),

@@ -27,6 +27,11 @@ class DaySplit(Protocol):
         """The landing file as listed before reading (what ingest records), or None for generated events."""
         ...
 
+    @property
+    def source_file(self) -> str:
+        """The name its events carry as their ``source_file`` (known without reading them)."""
+        ...
+
     def read(self) -> Iterator[RawBatch]:
         """The part's raw batches in order (never a ``SourceFile``: that is ``listed``)."""
         ...
@@ -55,9 +60,13 @@ class SyntheticSplit:
     def listed(self) -> None:
         return None
 
+    @property
+    def source_file(self) -> str:
+        return f"synthetic://plays/{self.day}/{self.batch}"
+
     def read(self) -> Iterator[RawBatch]:
         rows = synthetic_batch(self.day, self.events, self.seed, self.batch)
-        yield ArrowRows(rows, source_file=f"synthetic://plays/{self.day}/{self.batch}")
+        yield ArrowRows(rows, source_file=self.source_file)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,10 @@ class LandingFileSplit:
     @property
     def listed(self) -> SourceFile:
         return self.source
+
+    @property
+    def source_file(self) -> str:
+        return self.source.path
 
     def read(self) -> Iterator[RawBatch]:
         return read_landing_file(LandingZone.at(self.location, self.properties), self.path)
