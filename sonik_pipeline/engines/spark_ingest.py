@@ -75,6 +75,7 @@ BROADCAST_DUPLICATES = 1_000_000
 # What an executor returns for each event besides its typed columns: where it came from and what became of it.
 _DAY, _PART, _SEQ = "_day", "_part", "_seq"  # the day, the split's place in the day, the event's place in it
 _REASON, _PAYLOAD, _FILE, _LINE, _UNREADABLE = "_reason", "_payload", "_source_file", "_source_line", "_unreadable"
+_HASH = "_hash"  # a valid row's play_id hashed as the local engine hashes it (``DayValidator``): what duplicates share
 _TRAILER = pa.schema(
     [
         pa.field(_DAY, pa.date32()),
@@ -85,10 +86,11 @@ _TRAILER = pa.schema(
         pa.field(_FILE, pa.string()),
         pa.field(_LINE, pa.int64()),
         pa.field(_UNREADABLE, pa.bool_()),
+        pa.field(_HASH, pa.int64()),
     ]
 )
 _SPARK_TRAILER = "_day DATE, _part INT, _seq BIGINT, _reason STRING, _payload STRING, _source_file STRING, " \
-    "_source_line BIGINT, _unreadable BOOLEAN"  # fmt: skip
+    "_source_line BIGINT, _unreadable BOOLEAN, _hash BIGINT"  # fmt: skip
 
 
 def judged_schema(schema: Schema) -> pa.Schema:
@@ -135,6 +137,7 @@ def judge_split(schema: Schema, split: DaySplit, part: int) -> Iterator[pa.Recor
                     _FILE: pa.nulls(valid.num_rows, pa.string()),  # the split's (``_split_files``), not a copy a row
                     _LINE: lines,
                     _UNREADABLE: pa.array(np.zeros(valid.num_rows, dtype=bool)),
+                    _HASH: pa.array(prepared.valid_hashes.view(np.int64)),  # the valid rows', in their order
                 }
                 yield _batch(out_schema, valid, split.day, part, trailer)
             if rejected.num_rows:
@@ -290,15 +293,18 @@ def _place() -> Column:
 
 
 def _repeated_ids(judged: DataFrame) -> DataFrame:
-    """(day, play_id, copies, where its first copy was read) of each valid play_id read more than once in its day.
+    """(day, play_id's hash, copies, where its first copy was read) of each valid play_id read more than once in
+    its day.
 
-    Only the ids are grouped (not the rows), so a day's rows are not shuffled to find its few duplicates.
+    Only the ids' 64-bit hashes are grouped (not the rows, nor the ids' text: 8 bytes an event through the
+    shuffle, not 36), so a day's rows are not shuffled to find its few duplicates. Equal hashes are duplicates,
+    as on the local engine (``DayValidator._mark_duplicates``: the same hash, the same odds of a collision).
     """
     from pyspark.sql import functions as F
 
     return (
         judged.where(F.col(_REASON).isNull())
-        .groupBy(_DAY, "play_id")
+        .groupBy(_DAY, _HASH)
         .agg(F.count(F.lit(1)).alias("_copies"), F.min(_place()).alias("_first"))
         .where(F.col("_copies") > 1)
     )
@@ -325,8 +331,8 @@ def _without_duplicates(judged: DataFrame, repeated: DataFrame, schema: Schema, 
     """
     from pyspark.sql import functions as F
 
-    ids = repeated.select(_DAY, "play_id", "_first")
-    flagged = judged.join(F.broadcast(ids) if duplicates <= BROADCAST_DUPLICATES else ids, [_DAY, "play_id"], "left")
+    ids = repeated.select(_DAY, _HASH, "_first")
+    flagged = judged.join(F.broadcast(ids) if duplicates <= BROADCAST_DUPLICATES else ids, [_DAY, _HASH], "left")
     duplicate = F.col(_REASON).isNull() & F.col("_first").isNotNull() & (_place() != F.col("_first"))
     # The event as typed, its times as the app writes them (to the microsecond, in UTC)
     event = F.to_json(F.struct(*[F.col(f.name) for f in schema.fields]), {"timestampNTZFormat": APP_TIME_FORMAT})
