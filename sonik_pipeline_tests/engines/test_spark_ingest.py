@@ -23,7 +23,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 from sonik_pipeline.definitions import build_definitions
-from sonik_pipeline.lakehouse.days import format_days
+from sonik_pipeline.lakehouse.days import format_days, played_at_filter
 from sonik_pipeline.lakehouse.ingest.validation import DUPLICATE_REASON, reason_group
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS as DAILY_MART_DEFS
 from sonik_pipeline.lakehouse.sources.events import MAX_LINE_BYTES
@@ -199,6 +199,9 @@ def test_spark_ingests_the_landing_zone_row_for_row_as_the_local_engine(twins: t
     assert first_commit.summary["dagster.partition"] == format_days(dt.date(2026, 4, 20), dt.date(2026, 4, 21))
     assert "spark.app.id" in first_commit.summary  # written by Spark, not by PyIceberg
     assert plays.current_snapshot().summary["dagster.run-id"] == runs["spark"][1].run_id
+    # ... writing each day's rows where they were judged, a file a task slot (2), not one a landing file (4)
+    day_1_files = plays.scan(row_filter=played_at_filter(dt.date.fromisoformat(DAY_1))).plan_files()
+    assert 1 <= len(day_1_files) <= 2
 
     # When each engine builds the daily marts of both days from the plays it ingested
     for settings in (local, spark):
