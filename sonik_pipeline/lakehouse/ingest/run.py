@@ -91,8 +91,8 @@ class WriteBehind:
     Encoding Parquet releases the GIL, so on two cores a day's preparation (``prepared_ahead``),
     validation and writing overlap. At most one write is in flight: ``submit`` first waits for the
     previous one, so memory holds one more batch at most, and a failed write raises in the caller at the
-    next ``submit`` or when the block ends. Leaving the block always waits for the write in flight, so the caller may
-    finish or discard the files right after.
+    next ``submit`` or when the block ends. Leaving the block always waits for the write in flight, so the
+    caller may finish or discard the files right after.
     """
 
     def __init__(self) -> None:
