@@ -27,7 +27,7 @@ from pyiceberg.table import Table
 from sonik_pipeline.lakehouse.arrow_memory import release_freed_memory_promptly
 from sonik_pipeline.lakehouse.days import date_filter, format_days, partition_day, played_at_filter
 from sonik_pipeline.lakehouse.ingest.validation import DayValidator, JudgedBatch, ValidationTotals
-from sonik_pipeline.lakehouse.sources.events import LongLine, RawBatch, SourceFile, UnreadableFile
+from sonik_pipeline.lakehouse.sources.events import ArrowRows, LongLine, RawBatch, SourceFile, UnreadableFile
 from sonik_pipeline.lakehouse.sources.ingested_files import (
     LateArrivals,
     late_arrivals,
@@ -62,27 +62,41 @@ PROGRESS_EVERY_SECONDS = 5.0
 PREPARE_WORKERS = max(2, min(4, os.cpu_count() or 1))
 
 
-def prepared_ahead(items: Iterable[T], prepare: Callable[[T], Any], workers: int = PREPARE_WORKERS) -> Iterator[Any]:
-    """``prepare(item)`` of each item, in order, by ``workers`` threads at once ahead of the caller.
+def prepared_ahead(
+    items: Iterable[T],
+    prepare: Callable[[T], Any],
+    workers: int = PREPARE_WORKERS,
+    at_once: Callable[[T], int] | None = None,
+) -> Iterator[Any]:
+    """``prepare(item)`` of each item, in order, by up to ``workers`` threads at once ahead of the caller.
 
     The items themselves are read by the caller's thread, one at a time (a source is one generator), as a
-    worker becomes free. At most ``workers`` items are being prepared or waiting to be taken, so memory
-    holds that many batches more. Reading one more item ahead in a thread of its own gained no time on
-    2 cores (reading a chunk of text or a row group is short beside preparing it) and held one more batch:
-    50 MB more at the peak of a 10M-event JSON Lines day (2026-12-07).
+    worker becomes free. At most ``workers`` items (``at_once(item)`` from an item on, when given) are
+    being prepared or waiting to be taken, so memory holds that many batches more. Reading one more
+    item ahead in a thread of its own gained no time on 2 cores (reading a chunk of text or a row group is
+    short beside preparing it) and held one more batch: 50 MB more at the peak of a 10M-event JSON Lines
+    day (2026-12-07).
     """
     with ThreadPoolExecutor(workers, thread_name_prefix="sonik-prepare") as pool:
         pending: deque[Future[Any]] = deque()
         try:
             for item in items:
+                limit = at_once(item) if at_once else workers
+                while len(pending) >= limit:  # fewer at once from this item on: the ones before finish first
+                    yield pending.popleft().result()
                 pending.append(pool.submit(prepare, item))
-                if len(pending) >= workers:
+                while len(pending) >= limit:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _prepared_at_once(raw: RawBatch) -> int:
+    """Batches prepared at once, up to this one: one for rows that gain nothing from preparing ahead."""
+    return 1 if isinstance(raw, ArrowRows) and not raw.prepare_ahead else PREPARE_WORKERS
 
 
 class WriteBehind:
@@ -279,7 +293,7 @@ def stage_day(
     next_progress = started + PROGRESS_EVERY_SECONDS
     try:
         with WriteBehind() as writer:
-            for raw in prepared_ahead(events, validator.prepare):
+            for raw in prepared_ahead(events, validator.prepare, at_once=_prepared_at_once):
                 if isinstance(raw, SourceFile):
                     sources.append(raw)
                     continue

@@ -22,7 +22,7 @@ from sonik_pipeline.lakehouse.sources.json_lines import ParsedText, Text, parse_
 # an ingest's memory; big enough that each one's fixed cost is noise. A batch is also one Parquet row group.
 BATCH_ROWS = 128 * 1024
 # The longest landing line read: 4,000 times an app's event (about 250 bytes), and small beside a chunk of
-# text (32 MB), so a chunk's memory stays bounded whatever a file holds. A longer line is read through
+# text (24 MB), so a chunk's memory stays bounded whatever a file holds. A longer line is read through
 # without being held, and quarantined by its number with its first bytes (``LongLine``).
 MAX_LINE_BYTES = 1024 * 1024
 
@@ -105,6 +105,9 @@ class ArrowRows:
 
     rows: pa.Table
     source_file: str
+    # Whether preparing the next batch while this one is judged gains time (``run.prepared_ahead``): it
+    # does for generated rows; for a Parquet file's, it gained none and held a batch more (``landing.py``).
+    prepare_ahead: bool = True
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,28 @@ def test_batches_are_prepared_several_at_once_and_come_back_in_order() -> None:
     assert max(at_once) == 3  # never more than the workers, and they did overlap
 
 
+def test_items_that_gain_nothing_from_preparing_ahead_are_prepared_one_at_a_time() -> None:
+    """``at_once`` bounds the items in flight by the latest item: Parquet rows one at a time, in order."""
+    in_flight, running = {}, set()
+    lock = threading.Lock()
+
+    def prepare(n: int) -> int:
+        with lock:
+            running.add(n)
+            in_flight[n] = len(running)
+        time.sleep(0.005)
+        with lock:
+            running.discard(n)
+        return n
+
+    def at_once(n: int) -> int:
+        return 1 if n >= 6 else 3  # the first six may overlap, the last six may not
+
+    assert list(prepared_ahead(range(12), prepare, workers=3, at_once=at_once)) == list(range(12))
+    assert max(in_flight[n] for n in range(6)) > 1
+    assert all(in_flight[n] == 1 for n in range(6, 12))
+
+
 def test_a_failed_preparation_raises_at_its_batch_after_the_ones_before() -> None:
     def prepare(n: int) -> int:
         if n == 4:
