@@ -71,12 +71,22 @@ steps after it read the day with DuckDB in that same process).
 ``music.plays`` must then hold exactly the events written: the same rows and digests as the written events
 typed as the table, the same on every engine. With ``--marts``, the daily marts are then built on that
 lakehouse and compared as above. ``--spark-event-log`` has Spark write its event log during the plays step
-and the report shows its SQL executions (wall time, tasks, summed task time) beside the step's messages.
+(and the marts') and the report shows its SQL executions (wall time, tasks, summed task time) beside the
+step's messages.
 
 Targets of ``--landing`` (from the issue): Spark local[2] at least 1.6x faster than local[1] on the plays
 step (and, with ``--marts``, on the daily_marts step); the Dagster process's memory with Spark does not grow
 with the day (only counts and a preview come back to it: compare its peak at two sizes). Spark against the
 local engine is reported as measured.
+
+``--cores-as-slots`` runs each Spark command (its whole process tree: Dagster's process, the JVM, Spark's
+Python workers) on as many CPUs as its master has task slots, ``local[1]`` on one and ``local[2]`` on two
+(``sched_setaffinity``, inherited by every child), as an executor of that many cores runs on a cluster.
+Without it, ``local[1]`` runs one task at a time but its process tree uses the machine's other cores too:
+the JVM feeds Spark's Python worker from a thread of its own while the task thread reads the worker's
+results, and its collector and compiler run beside them (on 2 cores, ``local[1]``'s plays step kept 1.4
+cores busy), so on a 2-core machine ``local[2]`` can gain at most 2/1.4 over it, whatever the code. The
+local engine always runs on every CPU.
 
 The exit code is 0 whether or not a target is met (this is a report); it is non-zero if a child or a
 Dagster command fails, if an engine's compaction leaves a day with other rows or digests than the input,
@@ -84,7 +94,7 @@ or if it leaves as many files as it found; with ``--landing``, if ``music.plays`
 events written on every engine, or the marts differ.
 
 Usage: ``.venv/bin/python benchmarks/engines.py [--quick | --events N] [--files 200] [--engines local,spark1,spark2]
-[--marts] [--landing [--spark-event-log]] [--spark-driver-memory 2g] [--keep] [--work-dir D]``
+[--marts] [--landing [--spark-event-log]] [--cores-as-slots] [--spark-driver-memory 2g] [--keep] [--work-dir D]``
 """
 
 from __future__ import annotations
@@ -699,7 +709,16 @@ class Runner:
         cmd += ["--events", str(self.args.events), "--files", str(self.args.files), "--engine", engine]
         cmd += ["--spill", str(home.parent / f"spill-{engine}"), "--spark-driver-memory", self.args.spark_driver_memory]
         Path(home.parent / f"spill-{engine}").mkdir(exist_ok=True)
-        return self.measure(kind, engine, cmd, self.env)
+        cpus = self.cpus_for(ENGINES[engine]) if kind == "compact" else None
+        return self.measure(kind, engine, cmd, self.env, cpus=cpus)
+
+    def cpus_for(self, run: EngineRun) -> set[int] | None:
+        """With ``--cores-as-slots``, the CPUs a Spark run's whole process tree may use: as many as its task
+        slots (local[1]: one), as an executor of that many cores has; otherwise None (every CPU)."""
+        if not (self.args.cores_as_slots and run.master):
+            return None
+        slots = int(run.master.removeprefix("local[").removesuffix("]"))
+        return set(sorted(os.sched_getaffinity(0))[:slots])
 
     def dagster_env(self, home: Path, run: EngineRun) -> dict[str, str]:
         """A Dagster command's environment: the lakehouse at ``home``, ``run``'s engine, Spark's spill in the work."""
@@ -725,40 +744,52 @@ class Runner:
         dagster = Path(sys.executable).with_name("dagster")
         cmd = [str(dagster), "asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", select]
         cmd += ["--partition", str(DAY)]
-        return self.measure(kind, run.key, cmd, env, result_line=False)
+        return self.measure(kind, run.key, cmd, env, result_line=False, cpus=self.cpus_for(run))
 
     def materialize_marts(self, home: Path, run: EngineRun) -> Measured:
         """The day's daily marts through ``dagster asset materialize``, on ``run``'s engine, as a user runs it."""
         select = ",".join(mart.name for mart in DAILY_MARTS)
-        return self.materialize("marts", select, self.dagster_env(home, run), run)
+        return self.with_event_log(
+            "marts", select, self.dagster_env(home, run), run, home.parent / "spark-events-marts"
+        )
 
     def materialize_plays(self, home: Path, run: EngineRun, landing: Path) -> Measured:
-        """The day's ``plays`` from the landing zone through ``dagster asset materialize``, on ``run``'s engine.
-
-        With ``--spark-event-log``, Spark writes its event log (read back to show where its time went).
-        """
+        """The day's ``plays`` from the landing zone through ``dagster asset materialize``, on ``run``'s engine."""
         env = self.dagster_env(home, run) | {"SONIK_SOURCE": "landing", "SONIK_LANDING_DIR": str(landing)}
-        events = home.parent / "spark-events"
+        measured = self.with_event_log("plays", "plays", env, run, home.parent / "spark-events")
+        measured.result["step_peak_mib"] = step_peak_mib(measured, "plays")
+        return measured
+
+    def with_event_log(self, kind: str, select: str, env: dict[str, str], run: EngineRun, events: Path) -> Measured:
+        """``materialize``; with ``--spark-event-log``, Spark writes its event log to ``events`` (read back to
+        show where the step's time went, in ``result["spark_sql"]``)."""
         if run.master and self.args.spark_event_log:
             events.mkdir()
             conf = json.loads(env["SONIK_SPARK_CONF"])
             conf |= {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri()}
-            env["SONIK_SPARK_CONF"] = json.dumps(conf)
-        measured = self.materialize("plays", "plays", env, run)
+            env = env | {"SONIK_SPARK_CONF": json.dumps(conf)}
+        measured = self.materialize(kind, select, env, run)
         measured.result["spark_sql"] = spark_event_summary(events) if events.is_dir() else []
-        measured.result["step_peak_mib"] = step_peak_mib(measured, "plays")
         return measured
 
     def measure(
-        self, kind: str, engine: str, cmd: list[str], env: dict[str, str], result_line: bool = True
+        self,
+        kind: str,
+        engine: str,
+        cmd: list[str],
+        env: dict[str, str],
+        result_line: bool = True,
+        cpus: set[int] | None = None,
     ) -> Measured:
-        """Run ``cmd`` to its end, sampling its process tree; its result is its last result line (if it prints one)."""
+        """Run ``cmd`` to its end (on ``cpus`` only, when given: its children inherit them), sampling its
+        process tree; its result is its last result line (if it prints one)."""
         self._count += 1
         log = self.logs / f"{self._count:02d}-{kind}-{engine}.log"
         with log.open("wb") as out:
             ticks = busy_ticks()
             start = time.time()
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+            pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
             with TreeSampler(proc.pid) as sampler:
                 try:
                     _, status, usage = os.wait4(proc.pid, 0)
@@ -783,7 +814,7 @@ class Runner:
         result = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
         result["iceberg"] = iceberg_reports(text)
         result["steps"] = {name: dagster_seconds(duration) for name, duration in STEP_RE.findall(text)}
-        result["timeline"] = step_timeline(text, "plays")
+        result["timeline"] = step_timeline(text, "daily_marts" if kind == "marts" else "plays")
         return Measured(
             result=result,
             start=start,
@@ -1250,14 +1281,22 @@ def print_landing_report(outcomes: list[LandingOutcome], written: dict[str, Any]
 
 
 def print_plays_time(outcomes: list[LandingOutcome]) -> None:
-    """The plays step's own messages (seconds after its start, to the second) and Spark's SQL executions."""
-    print("\nWhere the plays step's time went (its messages, seconds after the step started)")
-    for o in outcomes:
-        print(f"  {o.run.label} ({_s(o.step_seconds)}):")
-        timeline = o.ingest.result["timeline"]
+    """The plays step's (and the daily marts') own messages and Spark's SQL executions."""
+    print_step_time("plays", [(o.run.label, o.step_seconds, o.ingest) for o in outcomes])
+    marts = [(o.run.label, marts_step(o), o.marts) for o in outcomes if o.marts and o.marts.result.get("spark_sql")]
+    if marts:
+        print_step_time("daily_marts", marts)
+
+
+def print_step_time(step: str, runs: list[tuple[str, float | None, Measured]]) -> None:
+    """A step's own messages (seconds after its start, to the second) and Spark's SQL executions in it."""
+    print(f"\nWhere the {step} step's time went (its messages, seconds after the step started)")
+    for label, seconds, measured in runs:
+        print(f"  {label} ({_s(seconds)}):")
+        timeline = measured.result["timeline"]
         for seconds, message in timeline["messages"]:
             print(f"    {seconds:6.0f}  {message[:110]}")
-        for e in o.ingest.result["spark_sql"]:
+        for e in measured.result["spark_sql"]:
             took = e["end"] - e["start"] if "end" in e else float("nan")
             print(
                 f"    {e['start'] - (timeline['start'] or e['start']):6.0f}  Spark SQL execution, {took:.1f} s: "
@@ -1299,7 +1338,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--spark-event-log",
         action="store_true",
-        help="--landing: Spark writes its event log during the plays step, summarized in the report",
+        help="--landing: Spark writes its event log during the plays (and marts) step, summarized in the report",
+    )
+    parser.add_argument(
+        "--cores-as-slots",
+        action="store_true",
+        help="each Spark run's process tree on as many CPUs as it has task slots (local[1]: one), as an executor",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (lakehouses, logs)")
     parser.add_argument("--work-dir", default=None, help="where the work folder is made (default: the system temp)")
@@ -1380,7 +1424,9 @@ def main(argv: list[str] | None = None) -> int:
         f"sonik_pipeline engines benchmark: {args.events:,} events on {DAY} {what} "
         f"by {', '.join(ENGINES[k].label for k in args.engines)}{' (then the daily marts)' if args.marts else ''}\n"
         f"  {os.cpu_count()} CPU(s), {available:,.0f} MiB available, load average {os.getloadavg()[0]:.1f} at start, "
-        f"Spark driver memory {args.spark_driver_memory or 'default (1g)'}, work folder {work}",
+        f"Spark driver memory {args.spark_driver_memory or 'default (1g)'}, work folder {work}\n"
+        f"  Spark's process trees on "
+        f"{'as many CPUs as task slots (--cores-as-slots)' if args.cores_as_slots else 'every CPU'}",
         flush=True,
     )
     if available < MIN_AVAILABLE_MIB:
