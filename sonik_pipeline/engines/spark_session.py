@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import re
 import sqlite3
 import sys
 import zipfile
@@ -61,6 +62,26 @@ LOCAL_DEFAULTS = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.session.timeZone": "UTC",
 }
+
+
+# A local master's JVM is both driver and executor: it gets this much heap a task slot. Spark's default, 1 GiB
+# for all the slots together, kept the marts collecting garbage: a 10M-event day's daily marts took 241 s on
+# local[1] and 166 s on local[2] with it, 181 s and 103 s with 4 GiB (2026-12-07, benchmarks/engines.py).
+LOCAL_HEAP_PER_SLOT_MIB = 2048
+_LOCAL_MASTER = re.compile(r"local(?:\[(\d+|\*)(?:,\d+)?\])?")
+
+
+def local_driver_memory(master: str, cores: int | None = None, memory_mib: int | None = None) -> str | None:
+    """``spark.driver.memory`` for a ``local`` master: 2 GiB a task slot, at most half the machine's memory
+    (never less than Spark's own 1 GiB); None for any other master, whose executors have their own."""
+    match = _LOCAL_MASTER.fullmatch(master.strip())
+    if not match:
+        return None
+    threads = match.group(1)  # local: one; local[*]: one a core
+    slots = 1 if threads is None else (cores or os.cpu_count() or 1) if threads == "*" else int(threads)
+    if memory_mib is None:
+        memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"{max(1024, min(LOCAL_HEAP_PER_SLOT_MIB * slots, memory_mib // 2))}m"
 
 
 class SparkNotReady(RuntimeError):
@@ -154,6 +175,8 @@ def session_conf(
         conf["spark.remote"] = remote
     else:
         conf["spark.master"] = master
+        if memory := local_driver_memory(master):
+            conf["spark.driver.memory"] = memory  # SONIK_SPARK_CONF may set another
         if packages:
             conf["spark.jars.packages"] = ",".join(packages)
         # Jars given or packages named replace the offline ones; with neither, the offline ones are required.

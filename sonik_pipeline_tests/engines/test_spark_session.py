@@ -134,3 +134,32 @@ def test_an_s3_warehouse_without_the_aws_sdk_on_a_local_class_path_is_one_line_n
     assert session_conf(**landing_on_s3, master="local[2]", jars=[runtime])[f"{C}.io-impl"] == (
         spark_session.RESOLVING_FILE_IO
     )
+
+
+def test_a_local_master_gets_2_gib_of_heap_a_task_slot_within_half_the_memory_and_a_cluster_none() -> None:
+    assert spark_session.local_driver_memory("local[2]", memory_mib=64_000) == "4096m"
+    assert spark_session.local_driver_memory("local", memory_mib=64_000) == "2048m"
+    assert spark_session.local_driver_memory("local[*]", cores=8, memory_mib=64_000) == "16384m"
+    assert spark_session.local_driver_memory("local[4,3]", memory_mib=64_000) == "8192m"
+    assert spark_session.local_driver_memory("local[8]", memory_mib=8_000) == "4000m"  # half of a small machine
+    assert spark_session.local_driver_memory("local[1]", memory_mib=1_000) == "1024m"  # never below Spark's own
+    assert spark_session.local_driver_memory("yarn") is None
+    assert spark_session.local_driver_memory("spark://host:7077") is None
+
+
+def test_the_local_heap_is_in_the_session_conf_and_the_users_own_setting_wins(tmp_path: Path) -> None:
+    runtime = tmp_path / "iceberg-spark-runtime.jar"
+    runtime.write_bytes(b"")
+    base = {
+        "catalog_name": "sonik",
+        "catalog_uri": "http://127.0.0.1:8181",
+        "warehouse": str(tmp_path),
+        "properties": {},
+        "remote": None,
+        "packages": [],
+    }
+    ours = session_conf(**base, master="local[2]", jars=[str(runtime)], extra={})
+    assert ours["spark.driver.memory"] == spark_session.local_driver_memory("local[2]")
+    theirs = session_conf(**base, master="local[2]", jars=[str(runtime)], extra={"spark.driver.memory": "6g"})
+    assert theirs["spark.driver.memory"] == "6g"
+    assert "spark.driver.memory" not in session_conf(**base, master="yarn", jars=[str(runtime)], extra={})
