@@ -54,7 +54,8 @@ local[1] on the step.
 
 Spark runs with the project's configuration (``session_conf`` via ``LakehouseEngine``) plus, as
 ``SONIK_SPARK_CONF`` would add them, ``spark.local.dir`` in the work folder (Spark's spill stays there) and
-``spark.driver.memory`` when ``--spark-driver-memory`` is given (default: Spark's own, 1g of heap).
+``spark.driver.memory`` when ``--spark-driver-memory`` is given (default: the project's, 2 GiB a task slot;
+before 2026-12-07 night, Spark's own 1 GiB).
 
 ``--landing`` (instead of the compaction): the landing zone's ingest as a user runs it. The day's
 ``--events`` events (``synthetic_batch``, the same fixed seed; all valid) are written once as JSON Lines
@@ -1424,7 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sonik_pipeline engines benchmark: {args.events:,} events on {DAY} {what} "
         f"by {', '.join(ENGINES[k].label for k in args.engines)}{' (then the daily marts)' if args.marts else ''}\n"
         f"  {os.cpu_count()} CPU(s), {available:,.0f} MiB available, load average {os.getloadavg()[0]:.1f} at start, "
-        f"Spark driver memory {args.spark_driver_memory or 'default (1g)'}, work folder {work}\n"
+        f"Spark driver memory {args.spark_driver_memory or 'the project default (2 GiB a slot)'}, work folder {work}\n"
         f"  Spark's process trees on "
         f"{'as many CPUs as task slots (--cores-as-slots)' if args.cores_as_slots else 'every CPU'}",
         flush=True,
