@@ -147,7 +147,7 @@ class _Group:
         self.runs, self.in_runs, self.high = [], 0, np.empty(0, dtype=np.uint32)
         merged = _merge_sorted(parts)
         high = _allocate(len(merged), np.uint32)
-        np.copyto(high, _high(merged), casting="unsafe")
+        high[:] = _high(merged)
         lows = _unnamed_file()
         with open(lows, "wb", closefd=False) as f:
             _low(merged).tofile(f)

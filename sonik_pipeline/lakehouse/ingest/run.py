@@ -85,7 +85,7 @@ def prepared_ahead(
                 while len(pending) >= limit:  # fewer at once from this item on: the ones before finish first
                     yield pending.popleft().result()
                 pending.append(pool.submit(prepare, item))
-                while len(pending) >= limit:
+                if len(pending) >= limit:  # one over at most: the loop above left fewer than the limit
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
