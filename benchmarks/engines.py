@@ -1331,7 +1331,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"which engines, of {', '.join(ENGINES)}")
     parser.add_argument(
-        "--spark-driver-memory", default="", help="spark.driver.memory for the Spark runs (default: Spark's, 1g)"
+        "--spark-driver-memory",
+        default="",
+        help="spark.driver.memory for the Spark runs (default: the project's, 2 GiB a task slot)",
     )
     parser.add_argument(
         "--marts", action="store_true", help="then the day's daily marts through `dagster asset materialize`"
