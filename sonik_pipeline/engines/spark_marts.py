@@ -125,7 +125,9 @@ def _build_mart(
         commit=commit,
         plays=src,
         days=day_reports(mart, days, counts, per_day, preview),
-        plays_reads=1,  # Spark reads plays once for the run and spills what it cannot hold
+        # one read of plays for the run (the view), counted as the local engine counts a chunk's; each mart's
+        # query scans its files again unless materialize_plays persists it
+        plays_reads=1,
         query_seconds=query_seconds,
         commit_seconds=time.monotonic() - started,
     )
