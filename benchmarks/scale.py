@@ -13,19 +13,19 @@ What it measures, on a fresh SQLite catalog and ``file://`` warehouse laid out a
   Baseline: PyArrow alone writing the same rows (``synthetic_batch`` in the source's batches) to one
   zstd Parquet file with ``pq.ParquetWriter``, at both sizes, timing only the writes (generation is
   timed apart), as ``benchmarks/ingest.py`` times a prebuilt table's write.
-* **Daily marts** (``marts``): the six ``DAILY_MARTS`` the way the ``daily_marts`` asset computes them,
-  without Dagster: the pinned snapshot, one ``load_plays_days`` of the day with the asset's default
-  (a view over the day's files as PyIceberg plans them; timed as ``read``), on the ``LakehouseDuckDB``
-  resource's connection (memory limit, spill folder, iceberg loaded), ``mart_rows``
-  per mart, staged with ``FileStager`` and committed with ``replace_mart_days``. The **direct pass**: one
-  DuckDB connection (same memory limit) running the same six queries (``mart_rows``) over a view
-  ``plays_days`` on ``read_parquet`` of the day's data files, no Iceberg (the file list is planned
-  before timing). Both results are compared mart by mart (rows and an order-independent checksum).
+* **Daily marts** (``marts``): the seven ``DAILY_MARTS`` (``user_track_days`` among them) the way the
+  ``daily_marts`` asset computes them, without Dagster: the pinned snapshot, one ``load_plays_days`` of
+  the day with the asset's default (a view over the day's files as PyIceberg plans them; timed as
+  ``read``), on the ``LakehouseDuckDB`` resource's connection (memory limit, spill folder, iceberg loaded),
+  ``mart_rows`` per mart, staged with ``FileStager`` and committed with ``replace_mart_days``. The
+  **direct pass**: one DuckDB connection (same memory limit) running the same queries (``mart_rows``)
+  over a view ``plays_days`` on ``read_parquet`` of the day's data files, no Iceberg (the file list is
+  planned before timing). Both results are compared mart by mart (rows and an order-independent checksum).
 * **pandas** (``pandas``): the tutorial's way, ``table.scan(row_filter=day).to_pandas()`` and pandas
-  group-bys for the same six aggregates. Above ``--pandas-max-events`` (default 20,000,000) it is
+  group-bys for the same marts. Above ``--pandas-max-events`` (default 20,000,000) it is
   skipped: its frame holds Python objects, about 2.5 GB a 10M-event day, more than the machine has at 100M.
 * **Dagster CLI** (``dagster-marts``, ``daily-job``): wall time, start-up included, of
-  ``dagster asset materialize`` of the six daily marts for the day on the ingest's lakehouse, and of
+  ``dagster asset materialize`` of the daily marts for the day on the ingest's lakehouse, and of
   ``dagster job execute -j daily_job`` for the day on a fresh one (plays, every mart, their checks),
   each a subprocess with its own ``DAGSTER_HOME`` (telemetry off), ``SONIK_HOME``, ``SONIK_START_DATE``
   before the day and ``SONIK_EVENTS_PER_DAY=N``; peak RSS from ``wait4``, step times from the run's log.
@@ -252,7 +252,7 @@ def child_pyarrow(path: Path, n_events: int) -> dict[str, Any]:
 
 
 def child_marts(home: Path, spill: Path) -> dict[str, Any]:
-    """The six daily marts as the ``daily_marts`` asset computes and commits them, for one day."""
+    """The daily marts as the ``daily_marts`` asset computes and commits them, for one day."""
     from sonik_pipeline.resources import LakehouseCatalog, LakehouseDuckDB
 
     rss_after_imports = _current_rss_mib()
@@ -300,7 +300,7 @@ def child_marts(home: Path, spill: Path) -> dict[str, Any]:
 
 
 def child_direct(home: Path, spill: Path) -> dict[str, Any]:
-    """The same six queries in one DuckDB connection straight over the day's Parquet files: no Iceberg."""
+    """The same queries in one DuckDB connection straight over the day's Parquet files: no Iceberg."""
     from sonik_pipeline.resources import DEFAULT_DUCKDB_MEMORY_LIMIT
 
     rss_after_imports = _current_rss_mib()
@@ -391,8 +391,15 @@ def child_pandas(home: Path) -> dict[str, Any]:
         )
         return stats.assign(favourite_artist=favourite["artist"])
 
+    def user_track_days() -> pd.DataFrame:
+        per_track = frame.groupby(["user_id", "track_id", "artist", "title"]).agg(
+            plays=("play_id", "size"), seconds_played=("duration_seconds", "sum")
+        )
+        return per_track.reset_index()  # grouped by user first: in the mart's order
+
     timed("daily_device_mix", device)
     timed("daily_user_stats", user_stats)
+    timed("user_track_days", user_track_days)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -743,7 +750,7 @@ def phase_ingest(runner: Runner, res: Results, state: State, n: int, measure: bo
 
 
 def phase_marts(runner: Runner, res: Results, state: State, n: int, with_pandas: bool, pandas_max: int) -> None:
-    res.section("Daily marts (six marts, one day)")
+    res.section(f"Daily marts ({len(DAILY_MARTS)} marts, one day)")
     spill = runner.work / "spill"
     in_process = runner.child("marts", state.home, spill=spill)
     direct = runner.child("direct", state.home, spill=spill)
@@ -768,7 +775,7 @@ def phase_marts(runner: Runner, res: Results, state: State, n: int, with_pandas:
         res.errors.append(f"in-process marts differ from the direct pass: {', '.join(different)}")
     res.figure(
         "results",
-        f"in-process == direct for all six marts: {'yes' if not different else 'NO'}; "
+        f"in-process == direct for all {len(DAILY_MARTS)} marts: {'yes' if not different else 'NO'}; "
         f"country plays {in_process['country_plays']:,}",
     )
     ratio = in_process["seconds"] / direct["seconds"]
@@ -801,7 +808,7 @@ def _steps(steps: dict[str, float]) -> str:
 
 
 def phase_dagster_marts(runner: Runner, res: Results, state: State, n: int) -> None:
-    res.section("dagster asset materialize (six daily marts, one day, start-up included)")
+    res.section(f"dagster asset materialize ({len(DAILY_MARTS)} daily marts, one day, start-up included)")
     args = ["asset", "materialize", "-m", "sonik_pipeline.definitions", "--select", DAILY_MART_KEYS]
     args += ["--partition", str(DAY)]
     run = run_dagster(runner, "marts", args, state.home, n)
