@@ -20,7 +20,8 @@ For each size in ``--sizes`` (default 1M and 10M events; the headline run adds 1
 Each measurement is run ``--repeats`` times (default 3; a day of ``--once-from`` events or more, default
 100M, once), the project's, ``ingest_day``'s and DuckDB's in turn, and the median is shown (of the time,
 or of the peak RSS for ``ingest_day``): the figures of a 1M-event day are under a second, and one run's
-noise moved them by a third. Dagster's start-up is the median of as many runs.
+noise moved them by a third. Dagster's start-up is the median of as many runs. Each measured run starts
+after ``sync``, with nothing left to write back: not the day's files, not the output of the run before.
 
 Targets (issue "The real path at the limit", same run): JSON Lines ingest (start-up excluded) <= 1.5x
 DuckDB at 10M and >= 500,000 events/s; a 100M-event JSON Lines day through Dagster in under 5 minutes;
@@ -239,8 +240,13 @@ def run(args: argparse.Namespace, work: Path, res: Results) -> None:
             written = bench.child("write", landing, fmt, events)["bytes"]
             projects, ingests, ducks = [], [], []
             for r in range(repeats_for(args, events)):  # alternated, so a slow minute touches each alike
+                # each run starts with nothing left to write back: not the day's files (2.5 GB at 10M), not
+                # the run before's lakehouse or Parquet file (one run measured 13.8 s, then 11.8 s without)
+                os.sync()
                 projects.append(bench.materialize(f"{fmt}-{_size(events)}-{r}", events, "landing", landing))
+                os.sync()
                 ingests.append(bench.child("ingest", landing, fmt, events))
+                os.sync()
                 ducks.append(bench.child("duckdb", landing, fmt))
             for landed in (p["rows"] for p in projects if p["rows"] != events):
                 res.errors.append(f"{fmt} {_size(events)}: music.plays holds {landed:,} rows, not {events:,}")
