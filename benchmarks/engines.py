@@ -118,6 +118,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 
+from sonik_pipeline.engines.spark_session import local_task_slots
 from sonik_pipeline.lakehouse.duckdb_io.sql import sql_identifier, sql_string
 from sonik_pipeline.lakehouse.marts.queries import DAILY_MARTS
 from sonik_pipeline.lakehouse.sources.landing_writer import write_landing_day
@@ -718,7 +719,7 @@ class Runner:
         slots (local[1]: one), as an executor of that many cores has; otherwise None (every CPU)."""
         if not (self.args.cores_as_slots and run.master):
             return None
-        slots = int(run.master.removeprefix("local[").removesuffix("]"))
+        slots = local_task_slots(run.master) or len(os.sched_getaffinity(0))
         return set(sorted(os.sched_getaffinity(0))[:slots])
 
     def dagster_env(self, home: Path, run: EngineRun) -> dict[str, str]:

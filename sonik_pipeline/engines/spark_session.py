@@ -71,14 +71,23 @@ LOCAL_HEAP_PER_SLOT_MIB = 2048
 _LOCAL_MASTER = re.compile(r"local(?:\[(\d+|\*)(?:,\d+)?\])?")
 
 
-def local_driver_memory(master: str, cores: int | None = None, memory_mib: int | None = None) -> str | None:
-    """``spark.driver.memory`` for a ``local`` master: 2 GiB a task slot, at most half the machine's memory
-    (never less than Spark's own 1 GiB); None for any other master, whose executors have their own."""
+def local_task_slots(master: str, cores: int | None = None) -> int | None:
+    """The task slots of a ``local`` master (``local``: one; ``local[*]``: one a core); None for any other."""
     match = _LOCAL_MASTER.fullmatch(master.strip())
     if not match:
         return None
-    threads = match.group(1)  # local: one; local[*]: one a core
-    slots = 1 if threads is None else (cores or os.cpu_count() or 1) if threads == "*" else int(threads)
+    threads = match.group(1)
+    if threads is None:
+        return 1
+    return (cores or os.cpu_count() or 1) if threads == "*" else int(threads)
+
+
+def local_driver_memory(master: str, cores: int | None = None, memory_mib: int | None = None) -> str | None:
+    """``spark.driver.memory`` for a ``local`` master: 2 GiB a task slot, at most half the machine's memory
+    (never less than Spark's own 1 GiB); None for any other master, whose executors have their own."""
+    slots = local_task_slots(master, cores)
+    if slots is None:
+        return None
     if memory_mib is None:
         memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return f"{max(1024, min(LOCAL_HEAP_PER_SLOT_MIB * slots, memory_mib // 2))}m"
