@@ -31,7 +31,7 @@ from sonik_pipeline.lakehouse.days import (
     played_at_sql,
 )
 from sonik_pipeline.lakehouse.duckdb_io.file_scan import planned_select
-from sonik_pipeline.lakehouse.ingest.rules import CHECKED_RULES, PLAYED_AT_IN_DAY, UNIQUE_PLAY_ID
+from sonik_pipeline.lakehouse.ingest.rules import CHECKED_RULES, PLAYED_AT_IN_DAY, REQUIRED_FIELDS, UNIQUE_PLAY_ID
 from sonik_pipeline.lakehouse.reads.plays_days import (
     DEFAULT_MAX_ROWS_PER_READ,
     PlaysSnapshot,
@@ -56,32 +56,49 @@ class PlaysDayQuality:
     durations_out_of_range: int
 
 
-# The checked rules counted row by row in SQL; uniqueness is counted by count(DISTINCT), and a time outside
-# the day from the data files' bounds.
+# The checked rules counted row by row in SQL; uniqueness is counted by count(DISTINCT), a time outside the
+# day from the data files' bounds, and required fields from the files' null counts where those settle it.
 _COUNTED_RULES = tuple(rule for rule in CHECKED_RULES if rule not in (UNIQUE_PLAY_ID, PLAYED_AT_IN_DAY))
 
 
-def _rows_outside_their_day(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.date) -> Counter[dt.date]:
-    """Per day, rows in data files of its partition whose recorded played_at bounds leave the day.
+@dataclass(frozen=True)
+class _FromMetadata:
+    """What the manifests alone say of days of plays, with no data file read."""
 
-    The rule's own test, read on each data file's lower and upper bounds in the manifests: "inside the day"
-    is checked on the day's data files themselves, with no data read.
+    rows_outside_day: Counter[dt.date]  # rows in files whose played_at bounds leave their day
+    required_nulls_settled: set[dt.date]  # days whose every file records 0 nulls in each required field
+
+
+def _from_metadata(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.date) -> _FromMetadata:
+    """Per day, the checks the data files' statistics in the manifests answer exactly.
+
+    "Inside the day" is the rule's own test on each data file's lower and upper played_at bounds. A file
+    whose null count is 0 for every required field holds no row breaking ``REQUIRED_FIELDS``; a file with
+    a count missing or above 0 leaves its day to the row-by-row count, which says how many rows.
     """
+    schema = table.schema()
     test = PLAYED_AT_IN_DAY.test
-    played_at = table.schema().find_field(test.column)
+    played_at = schema.find_field(test.column)
+    required = [f.field_id for f in schema.fields if f.required]
     outside: Counter[dt.date] = Counter()
+    seen: set[dt.date] = set()
+    unsettled: set[dt.date] = set()
     for task in table.scan(row_filter=played_at_filter(first, last), snapshot_id=src.snapshot_id).plan_files():
         data_file = task.file
-        day = partition_day(table.specs()[data_file.spec_id], table.schema(), data_file.partition)
+        day = partition_day(table.specs()[data_file.spec_id], schema, data_file.partition)
         if day is None or not first <= day <= last:
             continue
+        seen.add(day)
         bounds = [
             from_bytes(played_at.field_type, data_file.lower_bounds[played_at.field_id]),
             from_bytes(played_at.field_type, data_file.upper_bounds[played_at.field_id]),
         ]  # microseconds since the epoch
         if pc.any(test.mask(pa.array(bounds, pa.timestamp("us")), day)).as_py():
             outside[day] += data_file.record_count
-    return outside
+        nulls = data_file.null_value_counts or {}
+        if any(nulls.get(field_id) != 0 for field_id in required):
+            unsettled.add(day)
+    return _FromMetadata(outside, seen - unsettled)
 
 
 def plays_quality(
@@ -92,20 +109,31 @@ def plays_quality(
     last: dt.date,
     max_rows: int = DEFAULT_MAX_ROWS_PER_READ,
 ) -> dict[dt.date, PlaysDayQuality]:
-    """Measure every day of first..last of plays at ``src``: one grouped query per chunk of days."""
+    """Measure every day of first..last of plays at ``src``: one query per chunk of days (grouped by day
+    when it has several), counting only what the manifests do not settle (``_from_metadata``)."""
     play_id = UNIQUE_PLAY_ID.test.column
-    breaking = "".join(f", count(*) FILTER (WHERE {rule.test.sql(PLAYS_SCHEMA.fields)})" for rule in _COUNTED_RULES)
-    outside = _rows_outside_their_day(table, src, first, last)
+    known = _from_metadata(table, src, first, last)
     measured: dict[dt.date, dict[str, int]] = {}
     for chunk_first, chunk_last in chunk_days(rows_per_day(table, src.snapshot_id, first, last), first, last, max_rows):
-        # One pass over the chunk's data files; distinct ids by their 64-bit hash (no strings
-        # kept), so a day with no duplicate (the rule) is settled at once. A hash collision only looks like
-        # a duplicate, so a day that seems to have one is counted again exactly.
-        for day, rows, by_hash, *counted in con.execute(
-            f"""SELECT CAST(played_at AS DATE), count(*), count(*) - count(DISTINCT hash({play_id})){breaking}
+        chunk = days_between(chunk_first, chunk_last)
+        counted = [
+            rule
+            for rule in _COUNTED_RULES
+            if not (rule is REQUIRED_FIELDS and known.required_nulls_settled.issuperset(chunk))
+        ]
+        breaking = "".join(f", count(*) FILTER (WHERE {rule.test.sql(PLAYS_SCHEMA.fields)})" for rule in counted)
+        # One pass over the chunk's data files; distinct ids by their 64-bit hash (no strings kept), so a day
+        # with no duplicate (the rule) is settled at once. A hash collision only looks like a duplicate, so a
+        # day that seems to have one is counted again exactly. A day alone needs no grouping (0.15 s at 10M).
+        day_sql = "CAST(played_at AS DATE)" if len(chunk) > 1 else f"DATE '{chunk_first}'"
+        group = " GROUP BY 1" if len(chunk) > 1 else ""
+        for day, rows, by_hash, *counts in con.execute(
+            f"""SELECT {day_sql}, count(*), count(*) - count(DISTINCT hash({play_id})){breaking}
                 FROM {src.days_sql(con, chunk_first, chunk_last)} WHERE {played_at_sql(chunk_first, chunk_last)}
-                GROUP BY 1"""
+                {group}"""
         ).fetchall():
+            if not rows:  # a day alone, and empty: ungrouped, the counts still make one row
+                continue
             duplicates = (
                 by_hash
                 and con.execute(
@@ -116,11 +144,13 @@ def plays_quality(
             measured[day] = {
                 "rows": rows,
                 UNIQUE_PLAY_ID.figure: duplicates,
-                **{rule.figure: n for rule, n in zip(_COUNTED_RULES, counted, strict=True)},
+                **{rule.figure: n for rule, n in zip(counted, counts, strict=True)},
             }
     empty = {"rows": 0, **{rule.figure: 0 for rule in CHECKED_RULES}}
     return {
-        day: PlaysDayQuality(day, **{**empty, **measured.get(day, {}), PLAYED_AT_IN_DAY.figure: outside[day]})
+        day: PlaysDayQuality(
+            day, **{**empty, **measured.get(day, {}), PLAYED_AT_IN_DAY.figure: known.rows_outside_day[day]}
+        )
         for day in days_between(first, last)
     }
 

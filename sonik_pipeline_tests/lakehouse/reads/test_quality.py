@@ -73,6 +73,58 @@ def test_a_day_written_behind_the_pipelines_back_shows_each_fault(catalog: Catal
     assert quality.rows_outside_day == 0
 
 
+class _RecordingConnection:
+    """A DuckDB connection that keeps the SQL of every query it runs."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self.queries: list[str] = []
+
+    def execute(self, sql: str, *args):
+        self.queries.append(sql)
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+
+def _counts_required_fields_by_rows(queries: list[str]) -> bool:
+    return any('"user_id" IS NULL' in q for q in queries)
+
+
+def test_required_fields_are_settled_from_the_files_null_counts(catalog: Catalog, con) -> None:
+    # Given a day ingested as usual: each data file records 0 nulls for every required field
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 300), "test")])
+    plays = catalog.load_table("music.plays")
+    recording = _RecordingConnection(con)
+
+    quality = plays_quality(recording, plays, PlaysSnapshot.current(plays), DAY, DAY)[DAY]
+
+    # Then the count is 0 and no query counted the rows for it
+    assert (quality.rows, quality.null_required) == (300, 0)
+    assert not _counts_required_fields_by_rows(recording.queries)
+
+
+def test_a_day_whose_files_lack_null_counts_is_counted_row_by_row(catalog: Catalog, con) -> None:
+    # Given a day written while user_id kept no column statistics (another writer's setting)
+    ingest_day(catalog, DAY - dt.timedelta(days=1), [ArrowRows(synthetic_batch(DAY - dt.timedelta(days=1), 50), "t")])
+    plays = catalog.load_table("music.plays")
+    with plays.transaction() as tx:
+        tx.set_properties({"write.metadata.metrics.column.user_id": "none"})
+    ingest_day(catalog, DAY, [ArrowRows(synthetic_batch(DAY, 200), "test")])
+    plays = catalog.load_table("music.plays")
+    day_file = next(t.file for t in plays.scan(row_filter=played_at_filter(DAY)).plan_files())
+    assert plays.schema().find_field("user_id").field_id not in day_file.null_value_counts
+    recording = _RecordingConnection(con)
+
+    # When both days are measured in one chunk
+    quality = plays_quality(recording, plays, PlaysSnapshot.current(plays), DAY - dt.timedelta(days=1), DAY)
+
+    # Then the rows were counted for the rule, and each day has its rows and no breach
+    assert _counts_required_fields_by_rows(recording.queries)
+    assert [(q.rows, q.null_required, q.duplicate_play_ids) for q in quality.values()] == [(50, 0, 0), (200, 0, 0)]
+
+
 def test_plays_totals_count_unknown_durations_as_zero(catalog: Catalog, con) -> None:
     rows = synthetic_batch(DAY, 40)
     known = sum(rows["duration_seconds"].to_pylist()[:30])
