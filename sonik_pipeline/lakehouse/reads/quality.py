@@ -66,7 +66,7 @@ class _FromMetadata:
     """What the manifests alone say of days of plays, with no data file read."""
 
     rows_outside_day: Counter[dt.date]  # rows in files whose played_at bounds leave their day
-    required_nulls_settled: set[dt.date]  # days whose every file records 0 nulls in each required field
+    required_nulls_unknown: set[dt.date]  # days with a file not recording 0 nulls for each required field
 
 
 def _from_metadata(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.date) -> _FromMetadata:
@@ -81,14 +81,12 @@ def _from_metadata(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.da
     played_at = schema.find_field(test.column)
     required = [f.field_id for f in schema.fields if f.required]
     outside: Counter[dt.date] = Counter()
-    seen: set[dt.date] = set()
-    unsettled: set[dt.date] = set()
+    unknown: set[dt.date] = set()
     for task in table.scan(row_filter=played_at_filter(first, last), snapshot_id=src.snapshot_id).plan_files():
         data_file = task.file
         day = partition_day(table.specs()[data_file.spec_id], schema, data_file.partition)
         if day is None or not first <= day <= last:
             continue
-        seen.add(day)
         bounds = [
             from_bytes(played_at.field_type, data_file.lower_bounds[played_at.field_id]),
             from_bytes(played_at.field_type, data_file.upper_bounds[played_at.field_id]),
@@ -97,8 +95,8 @@ def _from_metadata(table: Table, src: PlaysSnapshot, first: dt.date, last: dt.da
             outside[day] += data_file.record_count
         nulls = data_file.null_value_counts or {}
         if any(nulls.get(field_id) != 0 for field_id in required):
-            unsettled.add(day)
-    return _FromMetadata(outside, seen - unsettled)
+            unknown.add(day)
+    return _FromMetadata(outside, unknown)
 
 
 def plays_quality(
@@ -119,7 +117,7 @@ def plays_quality(
         counted = [
             rule
             for rule in _COUNTED_RULES
-            if not (rule is REQUIRED_FIELDS and known.required_nulls_settled.issuperset(chunk))
+            if not (rule is REQUIRED_FIELDS and known.required_nulls_unknown.isdisjoint(chunk))
         ]
         breaking = "".join(f", count(*) FILTER (WHERE {rule.test.sql(PLAYS_SCHEMA.fields)})" for rule in counted)
         # One pass over the chunk's data files; distinct ids by their 64-bit hash (no strings kept), so a day

@@ -106,8 +106,9 @@ def test_required_fields_are_settled_from_the_files_null_counts(catalog: Catalog
 
 
 def test_a_day_whose_files_lack_null_counts_is_counted_row_by_row(catalog: Catalog, con) -> None:
-    # Given a day written while user_id kept no column statistics (another writer's setting)
-    ingest_day(catalog, DAY - dt.timedelta(days=1), [ArrowRows(synthetic_batch(DAY - dt.timedelta(days=1), 50), "t")])
+    # Given a day written while user_id kept no column statistics (another writer's setting), after one with them
+    before = DAY - dt.timedelta(days=1)
+    ingest_day(catalog, before, [ArrowRows(synthetic_batch(before, 50), "test")])
     plays = catalog.load_table("music.plays")
     with plays.transaction() as tx:
         tx.set_properties({"write.metadata.metrics.column.user_id": "none"})
@@ -117,11 +118,16 @@ def test_a_day_whose_files_lack_null_counts_is_counted_row_by_row(catalog: Catal
     assert plays.schema().find_field("user_id").field_id not in day_file.null_value_counts
     recording = _RecordingConnection(con)
 
-    # When both days are measured in one chunk
-    quality = plays_quality(recording, plays, PlaysSnapshot.current(plays), DAY - dt.timedelta(days=1), DAY)
+    # When both days are measured in one chunk, and the day before alone
+    quality = plays_quality(recording, plays, PlaysSnapshot.current(plays), before, DAY)
+    counted_with_the_day = _counts_required_fields_by_rows(recording.queries)
+    recording.queries.clear()
+    plays_quality(recording, plays, PlaysSnapshot.current(plays), before - dt.timedelta(days=1), before)
 
-    # Then the rows were counted for the rule, and each day has its rows and no breach
-    assert _counts_required_fields_by_rows(recording.queries)
+    # Then the rows were counted for the rule with that day only (a day without files needs no count),
+    # and each day has its rows and no breach
+    assert counted_with_the_day
+    assert not _counts_required_fields_by_rows(recording.queries)
     assert [(q.rows, q.null_required, q.duplicate_play_ids) for q in quality.values()] == [(50, 0, 0), (200, 0, 0)]
 
 
