@@ -123,12 +123,12 @@ def plays_quality(
         # One pass over the chunk's data files; distinct ids by their 64-bit hash (no strings kept), so a day
         # with no duplicate (the rule) is settled at once. A hash collision only looks like a duplicate, so a
         # day that seems to have one is counted again exactly. A day alone needs no grouping (0.15 s at 10M).
-        day_sql = "CAST(played_at AS DATE)" if len(chunk) > 1 else f"DATE '{chunk_first}'"
-        group = " GROUP BY 1" if len(chunk) > 1 else ""
+        grouped = len(chunk) > 1
         for day, rows, by_hash, *counts in con.execute(
-            f"""SELECT {day_sql}, count(*), count(*) - count(DISTINCT hash({play_id})){breaking}
+            f"""SELECT {"CAST(played_at AS DATE)" if grouped else f"DATE '{chunk_first}'"}, count(*),
+                    count(*) - count(DISTINCT hash({play_id})){breaking}
                 FROM {src.days_sql(con, chunk_first, chunk_last)} WHERE {played_at_sql(chunk_first, chunk_last)}
-                {group}"""
+                {"GROUP BY 1" if grouped else ""}"""
         ).fetchall():
             if not rows:  # a day alone, and empty: ungrouped, the counts still make one row
                 continue
